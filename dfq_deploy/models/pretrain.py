@@ -1,0 +1,134 @@
+"""Pretrain a float teacher on a real training split. The only code in dfq-deploy that reads training data:
+it makes the teacher that data-free quantization then starts from (a user normally brings their own)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from .zoo import ModelCard, build_model
+
+FMNIST_MEAN = (0.2860,)
+FMNIST_STD = (0.3530,)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    arch: str = "resnet20"          # zoo name
+    width: int = 16                 # first-stage channels
+    epochs: int = 20                # passes over the 60k training images
+    batch_size: int = 128
+    lr: float = 0.1                 # SGD peak lr, cosine-annealed to 0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    pad: int = 2                    # random-crop padding (augmentation)
+    flip: bool = True               # random horizontal flip (augmentation)
+    seed: int = 0
+    limit: int | None = None        # use only the first N training images (tests)
+
+
+def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and random horizontal flip, per sample, vectorised."""
+    b, c, h, w = x.shape
+    if pad:
+        xp = F.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+        iy = oy[:, None] + torch.arange(h)
+        ix = ox[:, None] + torch.arange(w)
+        x = xp[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
+               iy[:, None, :, None], ix[:, None, None, :]]
+    if flip:
+        mask = torch.rand(b, generator=gen) < 0.5
+        x = torch.where(mask[:, None, None, None], x.flip(3), x)
+    return x
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy (%) of ``model`` on normalised images."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        correct += (model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
+    return 100.0 * correct / max(1, len(labels))
+
+
+def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", data_root: str | None = None,
+                     progress: bool = True) -> ModelCard:
+    """Train a float classifier on Fashion-MNIST and write ``<out>.safetensors`` + ``<out>.json`` (model card).
+
+    Returns the model card (with the test accuracy). Files are written only once training has finished.
+    """
+    from safetensors.torch import save_file
+
+    from ..data.eval_set import normalize_uint8
+    from ..data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
+
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise ConfigError(f"bad pretrain settings epochs={cfg.epochs} batch={cfg.batch_size} lr={cfg.lr}")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    tr_x, tr_y = load_fashion_mnist("train", data_root)
+    te_x, te_y = load_fashion_mnist("test", data_root)
+    if cfg.limit:
+        tr_x, tr_y = tr_x[: cfg.limit], tr_y[: cfg.limit]
+    tr_x = normalize_uint8(tr_x, FMNIST_MEAN, FMNIST_STD)
+    te_x = normalize_uint8(te_x, FMNIST_MEAN, FMNIST_STD)
+    arch_kwargs = {"width": cfg.width, "in_channels": 1, "num_classes": 10}
+    model = build_model(cfg.arch, **arch_kwargs)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=True)
+    steps_per_epoch = math.ceil(len(tr_y) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs * steps_per_epoch)
+    history = []
+    t0 = time.time()
+    for epoch in range(cfg.epochs):
+        model.train()
+        perm = torch.randperm(len(tr_y), generator=gen)
+        loss_sum, correct = 0.0, 0
+        bar = tqdm(range(steps_per_epoch), desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False)
+        for s in bar:
+            idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+            x = augment(tr_x[idx], cfg.pad, cfg.flip, gen)
+            y = tr_y[idx]
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / len(tr_y),
+                        "train_acc": 100.0 * correct / len(tr_y), "elapsed_s": round(time.time() - t0, 1)})
+        print(f"epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f} train acc {history[-1]['train_acc']:.2f}% "
+              f"({history[-1]['elapsed_s']} s)", flush=True)
+    acc = evaluate(model, te_x, te_y)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights = out.with_suffix(".safetensors")
+    card = ModelCard(
+        arch=cfg.arch, arch_kwargs=arch_kwargs, input_shape=(1, 28, 28), mean=FMNIST_MEAN, std=FMNIST_STD,
+        class_names=FASHION_MNIST_CLASSES, weights=weights.name, test_accuracy=round(acc, 2),
+        eval_data="fashion-mnist-test (10000 images)", seed=cfg.seed, command=command,
+        train={**asdict(cfg), "optimizer": "SGD nesterov, cosine lr", "history": history,
+               "wall_time_s": round(time.time() - t0, 1), "torch": torch.__version__},
+    )
+    # write to temporaries, then rename: an interrupted run leaves no half-written checkpoint
+    tmp_w, tmp_c = weights.with_suffix(".safetensors.tmp"), out.with_suffix(".json.tmp")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_w))
+    tmp_c.write_text(card.to_json() + "\n")
+    os.replace(tmp_w, weights)
+    os.replace(tmp_c, out.with_suffix(".json"))
+    return card

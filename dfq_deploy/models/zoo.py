@@ -1,0 +1,133 @@
+"""Model zoo: build float models by name and load weights safely (safetensors or ``weights_only`` torch files).
+
+Names:
+    ``resnet20``/``resnet32``/... or ``resnet`` (CIFAR-style, kwargs ``depth``, ``width``, ``in_channels``,
+    ``num_classes``) and ``torchvision:<name>`` for any torchvision classification model (kwargs forwarded to
+    ``torchvision.models.get_model``; weights come from a user file, never from a hub).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+
+SHIPPED_DIR = Path(__file__).parent / "teachers"
+SHIPPED_TEACHER = SHIPPED_DIR / "resnet20_fmnist.json"
+
+
+def build_model(arch: str, **kwargs: Any) -> nn.Module:
+    """Build an untrained float model by name (see module docstring). Raises ModelError for unknown names."""
+    m = re.fullmatch(r"resnet(\d+)?", arch)
+    if m:
+        from .resnet_cifar import CifarResNet
+
+        if m.group(1):
+            kwargs.setdefault("depth", int(m.group(1)))
+        try:
+            return CifarResNet(**kwargs)
+        except TypeError as e:
+            raise ModelError(f"bad arguments for {arch}: {e}", hint="use depth, width, in_channels, num_classes") from e
+    if arch.startswith("torchvision:"):
+        name = arch.split(":", 1)[1]
+        import torchvision
+
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise ModelError(f"torchvision has no classification model {name!r}",
+                             hint="see torchvision.models.list_models(), e.g. torchvision:resnet18")
+        try:
+            return torchvision.models.get_model(name, weights=None, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"bad arguments for {arch}: {e}") from e
+    raise ModelError(f"unknown model {arch!r}", hint="use resnet20 (CIFAR-style) or torchvision:<name>")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file without unpickling arbitrary objects (safetensors, or torch with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} not found", hint="pass an existing .safetensors or .pt file")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own SafetensorError / OSError
+            raise ModelError(f"cannot read safetensors file {path}: {e}") from e
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses pickled code: say so instead of a traceback
+        raise ModelError(f"cannot read {path} as a weights-only torch file: {e}",
+                         hint="save a plain state_dict, or convert to .safetensors") from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelError(f"{path} does not hold a state_dict of tensors")
+    return sd
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state dict into ``model``; every key must match (a mismatch is a user error, not a warning)."""
+    sd = read_state_dict(path)
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0:3]
+        raise ModelError(f"weights in {path} do not fit the model: {' '.join(first)}",
+                         hint="check the architecture arguments (depth, width, channels, classes)") from e
+    return model
+
+
+@dataclass
+class ModelCard:
+    """What a float model is and how to feed it; stored as JSON beside the weights."""
+
+    arch: str
+    arch_kwargs: dict[str, Any]
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...]
+    weights: str = ""
+    test_accuracy: float | None = None
+    eval_data: str | None = None
+    seed: int | None = None
+    command: str | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+            card = cls(**raw)
+        except (OSError, json.JSONDecodeError, TypeError) as e:
+            raise ModelError(f"cannot read model card {path}: {e}", hint="a card is the JSON written by `dfq-deploy pretrain`") from e
+        card.input_shape = tuple(card.input_shape)
+        card.mean, card.std, card.class_names = tuple(card.mean), tuple(card.std), tuple(card.class_names)
+        return card
+
+
+def load_teacher(card_path: str | Path | None = None) -> tuple[nn.Module, ModelCard]:
+    """Load a float teacher from its model card (default: the checkpoint shipped with the package), in eval mode."""
+    card_path = Path(card_path) if card_path is not None else SHIPPED_TEACHER
+    if not card_path.is_file():
+        raise ModelError(f"model card {card_path} not found",
+                         hint="pass the .json written by `dfq-deploy pretrain`, or omit --teacher for the shipped one")
+    card = ModelCard.from_json(card_path)
+    model = build_model(card.arch, **card.arch_kwargs)
+    weights = Path(card.weights)
+    if not weights.is_absolute():
+        weights = card_path.parent / weights
+    load_weights(model, weights)
+    return model.eval(), card

@@ -1,0 +1,5 @@
+"""Low-bit schemes built from Brevitas quantizers, and the one verb that applies them to a float model."""
+
+from .scheme import QuantScheme, calibrate, quantize_model
+
+__all__ = ["QuantScheme", "quantize_model", "calibrate"]

@@ -1,0 +1,168 @@
+"""Turn a float CNN into a Brevitas fake-quant model for a bit-width scheme.
+
+Everything quantization-specific comes from Brevitas: its FX graph preprocessing (BatchNorm merged into the
+convolutions, shared modules duplicated), its ``quantize`` graph pass (input quantizer, QuantReLU, aligned residual
+adds, requantized layer outputs) and its quantizers varied with ``.let(bit_width=...)``.
+
+Where BatchNorm lives is decided here, before any quantized training: it is merged into the preceding convolution
+(conv weight and bias absorb it), so the network that is trained, evaluated and exported is one and the same.
+Folding BN *after* quantized training would change the function (the rounding grid moves with the weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ModelError
+
+_COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """Bit widths of a quantized student.
+
+    Attributes:
+        weight_bits: weight bits of every Conv/Linear except the first and last.
+        act_bits: activation bits everywhere except the network input and the last layer's input.
+        first_last_bits: weight bits of the first and last compute layers and activation bits of their inputs.
+        per_channel: per-output-channel weight scales (else one scale per tensor).
+    """
+
+    weight_bits: int = 4
+    act_bits: int = 4
+    first_last_bits: int = 8
+    per_channel: bool = True
+
+    def __post_init__(self):
+        for name in ("weight_bits", "act_bits", "first_last_bits"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 2 <= v <= 8:
+                raise ConfigError(f"{name}={v!r} is out of range",
+                                  hint="integer kernels take 2..8 bits; use e.g. --bits 4 or --bits 8")
+
+    @property
+    def tag(self) -> str:
+        return f"W{self.weight_bits}A{self.act_bits}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_tag(cls, tag: str, **kw) -> "QuantScheme":
+        """Parse ``W4A4`` / ``w8a8`` or a single number (``4`` means W4A4)."""
+        import re
+
+        t = str(tag).strip().upper()
+        m = re.fullmatch(r"W(\d)A(\d)", t) or re.fullmatch(r"(\d)", t)
+        if not m:
+            raise ConfigError(f"cannot read bit widths from {tag!r}", hint="write W4A4, W8A8 or a single number like 4")
+        w = int(m.group(1))
+        a = int(m.group(2)) if m.lastindex == 2 else w
+        return cls(weight_bits=w, act_bits=a, **kw)
+
+
+def _compute_layer_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, _COMPUTE)]
+
+
+def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModule:
+    """Return a Brevitas fake-quant copy of ``model`` (BN merged, float model untouched).
+
+    Activation scales are uninitialised until :func:`calibrate` runs on some (synthetic) images.
+
+    Raises:
+        ModelError: the model cannot be traced by torch.fx (data-dependent control flow).
+    """
+    import copy
+
+    import brevitas.nn as qnn
+    from brevitas.graph.quantize import preprocess_for_quantize, quantize
+    from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat,
+                                Int32Bias, Uint8ActPerTensorFloat, Uint8ActPerTensorFloatMaxInit)
+
+    model = copy.deepcopy(model).eval()
+    try:
+        # relu6_to_relu=False: keep the teacher's function (ReLU6 keeps its 6.0 ceiling as the initial range)
+        graph = preprocess_for_quantize(model, relu6_to_relu=False, equalize_iters=0, merge_bn=True)
+    except Exception as e:  # torch.fx raises many types for untraceable code
+        raise ModelError(f"cannot trace the model with torch.fx: {type(e).__name__}: {e}",
+                         hint="models must be traceable (no data-dependent Python control flow)") from e
+    names = _compute_layer_names(graph)
+    if not names:
+        raise ModelError("the model has no Conv or Linear layer to quantize")
+    edge = {names[0], names[-1]}
+    a, fl = scheme.act_bits, scheme.first_last_bits
+    wq = Int8WeightPerChannelFloat if scheme.per_channel else Int8WeightPerTensorFloat
+
+    # Brevitas evaluates a value that is a *lambda* (checked by name) of (module, name) per layer
+    wbits = lambda module, name: fl if name in edge else scheme.weight_bits  # noqa: E731
+    layer_kw = {"weight_quant": wq, "weight_bit_width": wbits, "bias_quant": Int32Bias, "return_quant_tensor": True}
+    compute_map = {nn.Conv1d: (qnn.QuantConv1d, layer_kw), nn.Conv2d: (qnn.QuantConv2d, layer_kw),
+                   nn.Conv3d: (qnn.QuantConv3d, layer_kw), nn.Linear: (qnn.QuantLinear, layer_kw),
+                   nn.AvgPool2d: None}
+    act_map = {
+        nn.ReLU: (qnn.QuantReLU, {"act_quant": Uint8ActPerTensorFloat.let(bit_width=a), "return_quant_tensor": True}),
+        nn.ReLU6: (qnn.QuantReLU, {"act_quant": Uint8ActPerTensorFloatMaxInit.let(bit_width=a), "max_val": 6.0,
+                                   "return_quant_tensor": True}),
+    }
+    ident_map = {
+        "signed": (qnn.QuantIdentity, {"act_quant": Int8ActPerTensorFloat.let(bit_width=a), "return_quant_tensor": True}),
+        "unsigned": (qnn.QuantIdentity, {"act_quant": Uint8ActPerTensorFloat.let(bit_width=a),
+                                         "return_quant_tensor": True}),
+    }
+    qmodel = quantize(graph, quant_identity_map=ident_map, compute_layer_map=compute_map, quant_act_map=act_map,
+                      unsigned_act_tuple=(nn.ReLU, nn.ReLU6))
+    if fl != a:
+        _set_edge_input_bits(qmodel, names[0], names[-1], fl)
+    return qmodel
+
+
+def _input_quantizer(gm: torch.fx.GraphModule, layer: str):
+    """The QuantIdentity that quantizes ``layer``'s input (walking back through pooling/flatten), or None."""
+    import brevitas.nn as qnn
+
+    node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == layer)
+    src = node.all_input_nodes[0]
+    while True:
+        if src.op == "call_module" and isinstance(gm.get_submodule(src.target), qnn.QuantIdentity):
+            return src
+        if src.op == "placeholder" or not src.all_input_nodes:
+            return None
+        mod = gm.get_submodule(src.target) if src.op == "call_module" else None
+        passthrough = (nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, nn.MaxPool2d, nn.Identity)
+        if src.op == "call_module" and not isinstance(mod, passthrough):
+            return None
+        if src.op == "call_function" and src.target not in (torch.flatten,):
+            return None
+        src = src.all_input_nodes[0]
+
+
+def _set_edge_input_bits(gm: torch.fx.GraphModule, first: str, last: str, bits: int) -> None:
+    """Give the quantizers of the network input, the last layer's input and the logits ``bits`` bits."""
+    import brevitas.nn as qnn
+
+    quant_nodes = [_input_quantizer(gm, first), _input_quantizer(gm, last)]
+    last_node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == last)
+    quant_nodes += [u for u in last_node.users   # the logits' requantization
+                    if u.op == "call_module" and isinstance(gm.get_submodule(u.target), qnn.QuantIdentity)]
+    for node in quant_nodes:
+        if node is None or len(node.users) != 1:
+            continue  # shared with a residual branch: keep the scheme's bits so scales stay aligned
+        old = gm.get_submodule(node.target)
+        quant = old.act_quant.quant_injector.let(bit_width=bits)
+        gm.add_submodule(node.target, qnn.QuantIdentity(act_quant=quant, return_quant_tensor=True))
+
+
+def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Initialise activation scales from float statistics on ``batches`` (Brevitas ``calibration_mode``)."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    qmodel.eval()
+    with torch.no_grad(), calibration_mode(qmodel):
+        for x in batches:
+            qmodel(x)
