@@ -55,3 +55,9 @@ class ParityError(DfqDeployError):
     """A runtime's outputs drifted from the PyTorch reference beyond the configured thresholds."""
 
     exit_code = 7
+
+
+class TrainingError(DfqDeployError):
+    """Training diverged (non-finite loss) or could not start."""
+
+    exit_code = 8

@@ -6,6 +6,7 @@ import click
 
 from .. import __version__
 from .pretrain import pretrain
+from .train_export import train_export
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -15,3 +16,4 @@ def main():
 
 
 main.add_command(pretrain)
+main.add_command(train_export)

@@ -53,3 +53,26 @@ def ort_kernel_census(onnx_path: str | Path) -> KernelCensus:
     integer = sum(ops[o] for o in INTEGER_COMPUTE_OPS)
     floats = [n.name or n.output[0] for n in graph.node if n.op_type in COMPUTE_OPS]
     return KernelCensus(dict(sorted(ops.items())), integer, floats)
+
+
+def output_quant_step(onnx_path: str | Path) -> float | None:
+    """Scale of the DequantizeLinear that produces the first graph output (None when the output is not quantized)."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path))
+    out = model.graph.output[0].name
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(out)
+    # walk back through shape-only ops (the logits may be reshaped after dequantization)
+    while node is not None and node.op_type in ("Reshape", "Flatten", "Identity", "Squeeze"):
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "DequantizeLinear":
+        return None
+    inits = {t.name: t for t in model.graph.initializer}
+    name = node.input[1]
+    if name in inits:
+        return float(numpy_helper.to_array(inits[name]).reshape(-1)[0])
+    src = producer.get(name)
+    if src is not None and src.op_type == "Constant":
+        return float(numpy_helper.to_array(src.attribute[0].t).reshape(-1)[0])
+    return None

@@ -155,7 +155,7 @@ def _set_edge_input_bits(gm: torch.fx.GraphModule, first: str, last: str, bits: 
             continue  # shared with a residual branch: keep the scheme's bits so scales stay aligned
         old = gm.get_submodule(node.target)
         quant = old.act_quant.quant_injector.let(bit_width=bits)
-        gm.add_submodule(node.target, qnn.QuantIdentity(act_quant=quant, return_quant_tensor=True))
+        gm.add_submodule(node.target, qnn.QuantIdentity(act_quant=quant, return_quant_tensor=old.return_quant_tensor))
 
 
 def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> None:

@@ -1,0 +1,55 @@
+"""`dfq-deploy train-export`: data-free low-bit training -> integer ONNX -> parity check, in one command."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import handle_errors
+
+
+@click.command("train-export")
+@click.option("--target", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
+              help="Runtime to deploy to; chooses the export profile and the parity check.")
+@click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`). Default: the shipped "
+              "ResNet-20 Fashion-MNIST teacher.")
+@click.option("--recipe", default="gdfq", show_default=True, help="Data-free recipe.")
+@click.option("--bits", default="W4A4", show_default=True, help="Student bit widths, e.g. W4A4, W8A8, W3A3, or 4.")
+@click.option("--first-last-bits", default=8, show_default=True,
+              help="Bits of the first and last layers (weights and their inputs).")
+@click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
+@click.option("--steps", type=int, default=None, help="Student training steps (recipe default if omitted).")
+@click.option("--warmup-steps", type=int, default=None, help="Generator-only steps before the student trains.")
+@click.option("--batch-size", type=int, default=None, help="Synthetic images per step.")
+@click.option("--seed", type=int, default=None, help="Random seed of the recipe.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any recipe config field, e.g. --set student_lr=0.002 (repeatable).")
+@click.option("--eval-limit", type=int, default=None, help="Evaluate on the first N test images only.")
+@click.option("--data-root", default=None, help="Folder with the evaluation files (default: Debian's install).")
+@click.option("--out", default=None, help="Run directory (default runs/<time>-<recipe>-<bits>); must not exist.")
+@click.option("--min-agreement", default=99.9, show_default=True, help="Parity gate: top-1 agreement in percent.")
+@click.option("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@handle_errors
+def train_export(target, teacher, recipe, bits, first_last_bits, per_tensor, steps, warmup_steps, batch_size, seed,
+                 overrides, eval_limit, data_root, out, min_agreement, threads, quiet):
+    """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
+    import yaml
+
+    from ..errors import ConfigError
+    from ..pipeline import TrainExportConfig, summary_text, train_export as run
+    from ..quant import QuantScheme
+
+    options = {k: v for k, v in {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size,
+                                 "seed": seed}.items() if v is not None}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set student_lr=0.002")
+        key, value = item.split("=", 1)
+        options[key.strip()] = yaml.safe_load(value)
+    scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor)
+    cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
+                            eval_limit=eval_limit, data_root=data_root, out=out, min_agreement=min_agreement,
+                            threads=threads, progress=not quiet)
+    result = run(cfg)
+    click.echo(summary_text(result.report))
+    click.echo(f"run directory: {result.run_dir}")

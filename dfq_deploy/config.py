@@ -1,0 +1,57 @@
+"""Frozen dataclass configs <-> YAML, rejecting unknown keys (a typo must not silently become a default)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
+    """Build ``cls`` from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}",
+                          hint=f"valid keys: {', '.join(fields)}")
+    for k, v in data.items():
+        default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None
+        if isinstance(default, bool) and not isinstance(v, bool):
+            raise ConfigError(f"{where}: {k} must be true or false, got {v!r}")
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{where}: {k} must be a number, got {v!r}")
+            if isinstance(default, int) and isinstance(v, float) and not v.is_integer():
+                raise ConfigError(f"{where}: {k} must be an integer, got {v!r}")
+            data[k] = type(default)(v)
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from e
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping (safe loader only)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}", hint="pass an existing YAML file") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys to values, not {type(data).__name__}")
+    return data

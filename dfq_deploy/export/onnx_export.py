@@ -1,0 +1,86 @@
+"""Export a trained Brevitas student to QDQ ONNX for a runtime profile.
+
+The ``onnxruntime`` profile applies what ONNX Runtime's CPU QDQ fusion needs to run every Conv/Gemm as an integer
+kernel (see docs/deploy.md): Brevitas QCDQ export with ``dynamo=False`` (the dynamo path refuses Int32Bias) and
+``keep_initializers_as_inputs=False`` (weights listed as graph inputs block constant folding), BN merged before
+training (done by :func:`dfq_deploy.quant.quantize_model`), int32 bias, and signed activations moved to uint8.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import onnx
+import torch
+
+from ..errors import ConfigError, ExportError
+from .passes import set_metadata, shift_signed_activations_to_uint8
+
+
+def _onnxruntime_profile(model: onnx.ModelProto) -> dict:
+    return {"signed_activations_moved_to_uint8": shift_signed_activations_to_uint8(model)}
+
+
+# profile name -> graph passes applied after the Brevitas export; returns a dict of what each pass changed
+PROFILES: dict[str, Callable[[onnx.ModelProto], dict]] = {"onnxruntime": _onnxruntime_profile}
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    profile: str
+    passes: dict
+    num_nodes: int
+
+
+def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[int, ...], profile: str = "onnxruntime",
+                metadata: dict[str, str] | None = None, opset: int = 13) -> ExportResult:
+    """Export ``qmodel`` (a Brevitas fake-quant model) as QDQ ONNX with a dynamic batch axis.
+
+    Args:
+        qmodel: the trained student, exactly as evaluated in PyTorch.
+        path: destination ``.onnx``; written atomically (a failed export leaves nothing behind).
+        input_shape: ``(C, H, W)`` of one input.
+        profile: runtime profile (see :data:`PROFILES`).
+        metadata: key/value strings stored in the model's ``metadata_props``.
+
+    Raises:
+        ConfigError: unknown profile.
+        ExportError: Brevitas export failed or the result fails ``onnx.checker``.
+    """
+    from brevitas.export import export_onnx_qcdq
+
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown export profile {profile!r}", hint=f"use one of {sorted(PROFILES)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    qmodel = qmodel.eval()
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent, prefix=".export-")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.onnx's TracerWarnings on Brevitas internals are expected
+            try:
+                export_onnx_qcdq(qmodel, args=torch.zeros(1, *input_shape), export_path=tmp, opset_version=opset,
+                                 dynamo=False, keep_initializers_as_inputs=False, input_names=["input"],
+                                 output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            except Exception as e:
+                raise ExportError(f"Brevitas QCDQ export failed: {type(e).__name__}: {e}") from e
+        model = onnx.load(tmp)
+        passes = PROFILES[profile](model)
+        set_metadata(model, {"dfq_deploy.profile": profile, **(metadata or {})})
+        try:
+            onnx.checker.check_model(model, full_check=True)
+        except onnx.checker.ValidationError as e:
+            raise ExportError(f"exported graph fails onnx.checker: {e}") from e
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ExportResult(path, profile, passes, len(model.graph.node))

@@ -1,0 +1,268 @@
+"""``train_export``: the whole mission in one call — data-free low-bit training, integer ONNX export, runtime parity.
+
+Everything the ``dfq-deploy train-export`` command does is available here from Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .config import config_from_dict
+from .errors import ConfigError, ParityError
+from .quant import QuantScheme
+
+log = logging.getLogger("dfq_deploy")
+
+TARGETS = ("onnxruntime", "tensorrt")
+
+
+@dataclass(frozen=True)
+class TrainExportConfig:
+    target: str = "onnxruntime"            # runtime the model is deployed to (chooses the export profile)
+    teacher: str | None = None             # model card .json; None = the teacher shipped with dfq-deploy
+    recipe: str = "gdfq"                   # data-free recipe name
+    recipe_options: dict = field(default_factory=dict)   # overrides of the recipe's config fields
+    scheme: QuantScheme = QuantScheme()    # bit widths of the student
+    eval_data: str = "fashion-mnist"       # labelled evaluation set (never used for training)
+    eval_limit: int | None = None          # evaluate on the first N images only (quick checks)
+    data_root: str | None = None           # folder of the evaluation files (default: Debian's)
+    out: str | None = None                 # run directory; default runs/<time>-<recipe>-<bits>
+    min_agreement: float = 99.9            # parity gate: top-1 agreement (%) of the runtime with PyTorch
+    threads: int | None = None             # torch / ONNX Runtime intra-op threads (None = library default)
+    progress: bool = True
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    report: dict[str, Any]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report["parity"]["passed"])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_target(target: str) -> None:
+    from .runtimes import get_runtime
+
+    if target not in TARGETS:
+        raise ConfigError(f"unknown target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
+    get_runtime(target)  # raises RuntimeUnavailableError with the reason, before any training starts
+
+
+def _prepare_run_dir(cfg: TrainExportConfig) -> tuple[Path, Path]:
+    if cfg.out:
+        final = Path(cfg.out)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        final = Path("runs") / f"{stamp}-{cfg.recipe}-{cfg.scheme.tag.lower()}"
+    if final.exists() and any(final.iterdir()):
+        raise ConfigError(f"run directory {final} already exists and is not empty",
+                          hint="choose another --out or remove the old run")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return final, tmp
+
+
+def _plot_history(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kd = [h for h in history if h.get("phase") == "kd"]
+    warm = [h for h in history if h.get("phase") == "warmup"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    n_warm = (warm[-1]["step"] + 1) if warm else 0
+    xs = [h["step"] for h in warm] + [n_warm + h["step"] for h in kd]
+    axes[0].plot(xs, [h["gen_ce"] for h in warm + kd], label="generator CE")
+    axes[0].plot(xs, [h["gen_bns"] for h in warm + kd], label="generator BN-stats")
+    axes[0].set_yscale("log")
+    axes[0].set_xlabel("step")
+    axes[0].set_title("generator losses")
+    axes[0].legend()
+    if kd:
+        axes[1].plot([h["step"] for h in kd], [h["kd"] for h in kd], color="C2")
+    axes[1].set_xlabel("student step")
+    axes[1].set_title("student KD loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _summary_text(r: dict) -> str:
+    p, c = r["parity"], r["census"]
+    lines = [
+        f"dfq-deploy {r['dfq_deploy_version']}  target={r['target']}  recipe={r['recipe']}  scheme={r['scheme_tag']}",
+        f"  teacher FP accuracy       {r['teacher']['accuracy']:.2f} %",
+        f"  {'student ' + r['scheme_tag'] + ' PyTorch':<26}{p['reference_accuracy']:.2f} %",
+        f"  {'student ' + r['scheme_tag'] + ' ' + r['target']:<26}{p['accuracy']:.2f} %",
+        f"  top-1 agreement           {p['top1_agreement']:.3f} %  (gate >= {p['min_agreement']} %: "
+        f"{'pass' if p['passed'] else 'FAIL'})",
+        f"  max |logit diff|          {p['max_abs_diff']:.3g}"
+        + (f"  = {p['max_diff_steps']} output steps" if p["max_diff_steps"] is not None else ""),
+        f"  integer kernels           {c['integer_compute']} Conv/Gemm as integer, {len(c['float_compute'])} float"
+        f"  ({', '.join(f'{k} {v}' for k, v in c['op_counts'].items() if k.startswith('Q'))})",
+        f"  evaluated on              {r['eval']['name']} ({r['eval']['samples']} images)",
+        f"  wall time                 {r['timings_s']['total']:.0f} s",
+    ]
+    if r["scheme"]["act_bits"] < 8 or r["scheme"]["weight_bits"] < 8:
+        lines.append("  note: ONNX Runtime has no sub-8-bit conv kernels; low-bit values run in 8-bit integer kernels")
+    return "\n".join(lines)
+
+
+def train_export(cfg: TrainExportConfig) -> RunResult:
+    """Train a low-bit student data-free, export it for ``cfg.target``, and check parity with PyTorch.
+
+    Writes a run directory (``model.onnx``, ``student.safetensors``, ``report.json``, ``summary.txt``,
+    ``train.log``, ``losses.png``) atomically: on failure nothing is left behind.
+
+    Returns:
+        RunResult with the run directory and the report.
+
+    Raises:
+        ConfigError, ModelError, DataError: bad input, before training starts.
+        RuntimeUnavailableError: the target runtime is missing here (checked first).
+        ParityError: the runtime disagrees with the PyTorch reference beyond the gate (the run is kept).
+    """
+    from safetensors.torch import save_file
+
+    from .data import load_eval_set
+    from .export import export_onnx, ort_kernel_census
+    from .export.inspect import output_quant_step
+    from .models import SHIPPED_TEACHER, load_teacher
+    from .models.pretrain import evaluate
+    from .quant import quantize_model
+    from .recipes import RECIPES
+    from .runtimes import get_runtime
+    from .runtimes.torch_ref import TorchRuntime
+    from .validate import compare_logits, run_logits
+
+    t_start = time.time()
+    timings: dict[str, float] = {}
+    _check_target(cfg.target)
+    if cfg.recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {cfg.recipe!r}", hint=f"use one of {', '.join(RECIPES)}")
+    recipe_cls, recipe_fn = RECIPES[cfg.recipe]
+    recipe_cfg = config_from_dict(recipe_cls, cfg.recipe_options, where=f"recipe {cfg.recipe}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    teacher_card_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
+    teacher, card = load_teacher(teacher_card_path)
+    eval_set = load_eval_set(cfg.eval_data, card.mean, card.std, limit=cfg.eval_limit, root=cfg.data_root)
+    if tuple(eval_set.images.shape[1:]) != tuple(card.input_shape):
+        raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} but the teacher expects "
+                          f"{tuple(card.input_shape)}", hint="pick evaluation data that matches the teacher")
+
+    final_dir, run_dir = _prepare_run_dir(cfg)
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        log.info("dfq-deploy %s train-export: target=%s recipe=%s scheme=%s teacher=%s", __version__, cfg.target,
+                 cfg.recipe, cfg.scheme.tag, teacher_card_path)
+        t = time.time()
+        teacher_acc = evaluate(teacher, eval_set.images, eval_set.labels)
+        timings["teacher_eval"] = time.time() - t
+        log.info("teacher FP accuracy %.2f%% on %s", teacher_acc, eval_set.name)
+
+        student = quantize_model(teacher, cfg.scheme)
+        t = time.time()
+        history = recipe_fn(teacher, student, recipe_cfg, tuple(card.input_shape), len(card.class_names),
+                            progress=cfg.progress)
+        timings["train"] = time.time() - t
+
+        save_file({k: v.detach().clone().contiguous() for k, v in student.state_dict().items()},
+                  str(run_dir / "student.safetensors"))
+        t = time.time()
+        onnx_path = run_dir / "model.onnx"
+        metadata = {
+            "dfq_deploy.version": __version__, "dfq_deploy.recipe": cfg.recipe,
+            "dfq_deploy.scheme": json.dumps(cfg.scheme.to_dict()), "dfq_deploy.input_shape": json.dumps(card.input_shape),
+            "dfq_deploy.mean": json.dumps(card.mean), "dfq_deploy.std": json.dumps(card.std),
+            "dfq_deploy.class_names": json.dumps(card.class_names),
+            "dfq_deploy.teacher_sha256": _sha256(teacher_card_path.parent / card.weights),
+            "dfq_deploy.student_sha256": _sha256(run_dir / "student.safetensors"),
+        }
+        exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile="onnxruntime", metadata=metadata)
+        timings["export"] = time.time() - t
+        census = ort_kernel_census(onnx_path)
+        log.info("export: %s; ONNX Runtime runs %d Conv/Gemm as integer kernels, %d float", exp.passes,
+                 census.integer_compute, len(census.float_compute))
+
+        t = time.time()
+        ref = run_logits(TorchRuntime(student), eval_set, progress=cfg.progress)
+        timings["torch_eval"] = time.time() - t
+        t = time.time()
+        rt_cls = get_runtime(cfg.target)
+        other = run_logits(rt_cls(onnx_path, threads=cfg.threads), eval_set, progress=cfg.progress)
+        timings[f"{cfg.target}_eval"] = time.time() - t
+        parity = compare_logits(ref, other, eval_set.labels.numpy(), runtime=cfg.target,
+                                output_step=output_quant_step(onnx_path), min_agreement=cfg.min_agreement)
+        log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps)",
+                 parity.reference_accuracy, cfg.target, parity.accuracy, parity.top1_agreement,
+                 parity.max_abs_diff, parity.max_diff_steps)
+        _plot_history(history, run_dir / "losses.png")
+        timings["total"] = time.time() - t_start
+        report = {
+            "dfq_deploy_version": __version__, "created": datetime.now().isoformat(timespec="seconds"),
+            "target": cfg.target, "recipe": cfg.recipe, "recipe_config": asdict(recipe_cfg),
+            "scheme": cfg.scheme.to_dict(), "scheme_tag": cfg.scheme.tag,
+            "teacher": {"card": str(teacher_card_path), "arch": card.arch, "accuracy": teacher_acc,
+                        "card_accuracy": card.test_accuracy},
+            "eval": {"name": eval_set.name, "samples": len(eval_set)},
+            "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},
+            "census": census.to_dict(), "parity": parity.to_dict(), "history": history,
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
+            "files": ["model.onnx", "student.safetensors", "report.json", "summary.txt", "train.log", "losses.png"],
+        }
+        (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (run_dir / "summary.txt").write_text(_summary_text(report) + "\n")
+    except BaseException:
+        log.removeHandler(handler)
+        handler.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    log.removeHandler(handler)
+    handler.close()
+    if final_dir.exists():
+        final_dir.rmdir()  # empty (checked above)
+    os.replace(run_dir, final_dir)
+    result = RunResult(final_dir, report)
+    if not result.passed:
+        raise ParityError(f"{cfg.target} disagrees with the PyTorch reference: top-1 agreement "
+                          f"{parity.top1_agreement:.3f}% < {cfg.min_agreement}% (report: {final_dir / 'report.json'})",
+                          hint="inspect the report; integer parity should hold exactly for a correct export")
+    return result
+
+
+def summary_text(report: dict) -> str:
+    """The short human summary of a run report."""
+    return _summary_text(report)

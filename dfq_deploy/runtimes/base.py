@@ -1,0 +1,97 @@
+"""The runtime interface (Polygraphy-style runners: activate / infer / deactivate) and its registry."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from ..errors import ConfigError, RuntimeUnavailableError
+
+
+class Runtime(ABC):
+    """Runs a model on float32 NCHW batches and returns logits. Use as a context manager."""
+
+    name = "runtime"
+
+    def __init__(self):
+        self.active = False
+
+    @classmethod
+    def is_available(cls) -> bool:
+        """True when the back-end's packages import on this machine."""
+        return True
+
+    @classmethod
+    def unavailable_reason(cls) -> tuple[str, str | None]:
+        """(message, fix) shown when :meth:`is_available` is false."""
+        return f"runtime {cls.name} is not available on this machine", None
+
+    def activate(self) -> "Runtime":
+        if not self.active:
+            self._activate()
+            self.active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+            self.active = False
+
+    def __enter__(self) -> "Runtime":
+        return self.activate()
+
+    def __exit__(self, *exc) -> None:
+        self.deactivate()
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Run one batch. ``x`` must be float32 with 4 dimensions."""
+        assert self.active, f"{self.name}: call activate() (or use `with`) before infer()"
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4:
+            raise ConfigError(f"{self.name}: expected an N x C x H x W batch, got shape {x.shape}")
+        return self._infer(x)
+
+    def _activate(self) -> None:
+        pass
+
+    def _deactivate(self) -> None:
+        pass
+
+    @abstractmethod
+    def _infer(self, x: np.ndarray) -> np.ndarray: ...
+
+
+# name -> "module:Class", imported only when asked for
+RUNTIMES = {
+    "torch": "dfq_deploy.runtimes.torch_ref:TorchRuntime",
+    "onnxruntime": "dfq_deploy.runtimes.ort:OnnxRuntime",
+    "tensorrt": "dfq_deploy.runtimes.trt:TensorRTRuntime",
+}
+
+
+def get_runtime(name: str) -> type[Runtime]:
+    """Return the runtime class for ``name``.
+
+    Raises:
+        ConfigError: unknown name.
+        RuntimeUnavailableError: the back-end's packages are missing on this machine.
+    """
+    if name not in RUNTIMES:
+        raise ConfigError(f"unknown runtime {name!r}", hint=f"use one of {', '.join(RUNTIMES)}")
+    module, cls_name = RUNTIMES[name].split(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    if not cls.is_available():
+        raise RuntimeUnavailableError(*cls.unavailable_reason())
+    return cls
+
+
+def available_runtimes() -> list[str]:
+    """Names of the runtimes whose packages import here."""
+    out = []
+    for name, target in RUNTIMES.items():
+        module, cls_name = target.split(":")
+        if getattr(importlib.import_module(module), cls_name).is_available():
+            out.append(name)
+    return out
