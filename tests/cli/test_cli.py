@@ -1,0 +1,65 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from dfq_deploy import __version__
+from dfq_deploy.cli import main
+
+
+@pytest.fixture
+def runner():
+    return CliRunner()
+
+
+def test_help_and_version(runner):
+    r = runner.invoke(main, ["--help"])
+    assert r.exit_code == 0 and "train-export" in r.output and "pretrain" in r.output
+    assert __version__ in runner.invoke(main, ["--version"]).output
+
+
+def test_tensorrt_target_fails_clearly_before_training(runner, tmp_path):
+    r = runner.invoke(main, ["train-export", "--target", "tensorrt", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 6
+    assert "TensorRT is not installed" in r.output and "--target onnxruntime" in r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args,code,text", [
+    (["--bits", "W9A4"], 2, "out of range"),
+    (["--bits", "banana"], 2, "cannot read bit widths"),
+    (["--set", "no_such_key=1"], 2, "unknown key"),
+    (["--set", "steps=many"], 2, "must be a number"),
+    (["--set", "oops"], 2, "KEY=VALUE"),
+    (["--recipe", "magic"], 2, "unknown recipe"),
+    (["--teacher", "/nonexistent/card.json"], 4, "not found"),
+])
+def test_user_errors_exit_with_documented_codes(runner, tmp_path, args, code, text):
+    r = runner.invoke(main, ["train-export", "--quiet", "--out", str(tmp_path / "run"), *args])
+    assert r.exit_code == code, r.output
+    assert text in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_run_dir_is_refused(runner, tmp_path, tiny_card):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--out", str(out), "--quiet"])
+    assert r.exit_code == 2 and "already exists" in r.output
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_train_export_on_a_tiny_teacher(runner, tmp_path, tiny_card):
+    out = tmp_path / "run"
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--steps", "3", "--warmup-steps", "2",
+                             "--batch-size", "16", "--eval-limit", "200", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["census"]["all_integer"] and report["parity"]["top1_agreement"] >= 99.9
+    assert report["eval"]["samples"] == 200
+    assert "integer kernels" in r.output and "student W4A4 onnxruntime" in r.output
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "report.json", "summary.txt", "train.log",
+                                               "losses.png", "student.safetensors"}
+    assert not list(tmp_path.glob(".run.partial*"))

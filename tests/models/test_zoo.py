@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from dfq_deploy.errors import ModelError
+from dfq_deploy.models import ModelCard, build_model, load_teacher, load_weights, read_state_dict
+
+
+def test_resnet20_shape_and_depth():
+    m = build_model("resnet20", in_channels=1, num_classes=10)
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
+    assert len(convs) == 21  # 1 stem + 18 block convs + 2 projection shortcuts
+    assert m(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_resnet_is_configurable():
+    m = build_model("resnet", depth=32, width=8, in_channels=3, num_classes=7)
+    assert m(torch.randn(1, 3, 40, 36)).shape == (1, 7)
+    assert sum(isinstance(x, torch.nn.Conv2d) for x in m.modules()) == 1 + 30 + 2
+
+
+def test_torchvision_models_by_name():
+    m = build_model("torchvision:resnet18", num_classes=5)
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 5)
+    assert build_model("torchvision:mobilenet_v2", num_classes=3)(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+
+
+@pytest.mark.parametrize("name", ["resnet21", "vgg", "torchvision:nope"])
+def test_unknown_models_are_user_errors(name):
+    with pytest.raises(ModelError):
+        build_model(name)
+
+
+def test_weights_roundtrip_and_mismatch(tmp_path):
+    from safetensors.torch import save_file
+
+    a = build_model("resnet8", width=4)
+    save_file(a.state_dict(), str(tmp_path / "w.safetensors"))
+    b = load_weights(build_model("resnet8", width=4), tmp_path / "w.safetensors")
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(a.eval()(x), b.eval()(x))
+    with pytest.raises(ModelError, match="do not fit"):
+        load_weights(build_model("resnet8", width=8), tmp_path / "w.safetensors")
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"w": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="weights-only"):
+        read_state_dict(tmp_path / "evil.pt")
+
+
+def test_plain_torch_state_dict_is_accepted(tmp_path):
+    m = build_model("resnet8", width=4)
+    torch.save(m.state_dict(), tmp_path / "w.pt")
+    assert set(read_state_dict(tmp_path / "w.pt")) == set(m.state_dict())
+
+
+def test_load_teacher_from_card(tiny_card, tiny_teacher):
+    model, card = load_teacher(tiny_card)
+    x = torch.randn(3, 1, 28, 28)
+    assert torch.allclose(model(x), tiny_teacher(x))
+    assert card.input_shape == (1, 28, 28)
+
+
+def test_bad_card_is_a_model_error(tmp_path):
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ModelError):
+        ModelCard.from_json(tmp_path / "bad.json")
+    with pytest.raises(ModelError):
+        load_teacher(tmp_path / "missing.json")

@@ -1,0 +1,31 @@
+import pytest
+import torch
+
+from dfq_deploy.config import config_from_dict
+from dfq_deploy.errors import ConfigError
+from dfq_deploy.quant import QuantScheme, quantize_model
+from dfq_deploy.recipes import GDFQConfig, train_gdfq
+
+
+def test_config_rejects_unknown_and_bad_values():
+    assert config_from_dict(GDFQConfig, {"steps": 5.0}).steps == 5
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_from_dict(GDFQConfig, {"stepz": 5})
+    with pytest.raises(ConfigError):
+        config_from_dict(GDFQConfig, {"steps": -1})
+    with pytest.raises(ConfigError):
+        config_from_dict(GDFQConfig, {"tau": "hot"})
+
+
+def test_gdfq_student_moves_towards_teacher(tiny_teacher):
+    student = quantize_model(tiny_teacher, QuantScheme(4, 4))
+    cfg = GDFQConfig(steps=40, warmup_steps=10, batch_size=32, log_every=1, student_lr=0.01)
+    before = {k: v.clone() for k, v in tiny_teacher.state_dict().items()}
+    hist = train_gdfq(tiny_teacher, student, cfg, (1, 28, 28), 10, progress=False)
+    kd = [h["kd"] for h in hist if h["phase"] == "kd"]
+    assert len(kd) == 40
+    assert sum(kd[-8:]) / 8 < sum(kd[:8]) / 8  # the KD loss falls
+    warm = [h["gen_ce"] for h in hist if h["phase"] == "warmup"]
+    assert warm[-1] < warm[0]  # the generator learns to make images the teacher labels as asked
+    assert all(torch.equal(before[k], v) for k, v in tiny_teacher.state_dict().items())  # teacher frozen
+    assert not student.training

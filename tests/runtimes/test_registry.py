@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dfq_deploy.errors import ConfigError, RuntimeUnavailableError
+from dfq_deploy.runtimes import available_runtimes, get_runtime
+from dfq_deploy.runtimes.torch_ref import TorchRuntime
+
+
+def test_registry_names():
+    assert get_runtime("torch") is TorchRuntime
+    assert "onnxruntime" in available_runtimes()
+    with pytest.raises(ConfigError):
+        get_runtime("coreml")
+
+
+def test_tensorrt_is_reported_unavailable_with_a_reason():
+    with pytest.raises(RuntimeUnavailableError) as e:
+        get_runtime("tensorrt")
+    assert "TensorRT" in str(e.value) and e.value.hint
+
+
+def test_listing_runtimes_does_not_import_tensorrt():
+    code = ("import sys; from dfq_deploy.runtimes import available_runtimes; available_runtimes();"
+            "print('tensorrt' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_runtime_requires_activation_and_4d_input():
+    rt = TorchRuntime(torch.nn.Conv2d(1, 2, 1))
+    with pytest.raises(AssertionError):
+        rt.infer(np.zeros((1, 1, 2, 2), np.float32))
+    with rt:
+        assert rt.infer(np.zeros((1, 1, 2, 2), np.float32)).shape == (1, 2, 2, 2)
+        with pytest.raises(ConfigError):
+            rt.infer(np.zeros((1, 2, 2), np.float32))

@@ -1,0 +1,23 @@
+"""One real run of the installed `dfq-deploy` command on the shipped teacher, at a tiny budget."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+
+@pytest.mark.slow
+def test_installed_command_runs_end_to_end(tmp_path):
+    exe = shutil.which("dfq-deploy")
+    assert exe, "dfq-deploy is not on PATH: install the package (make test does)"
+    out = tmp_path / "run"
+    proc = subprocess.run([exe, "train-export", "--target", "onnxruntime", "--steps", "4", "--warmup-steps", "2",
+                           "--batch-size", "32", "--eval-limit", "1000", "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["accuracy"] > 90.0  # the shipped teacher on the first 1000 test images
+    assert report["census"]["integer_compute"] == 22 and report["census"]["float_compute"] == []
+    assert report["parity"]["top1_agreement"] >= 99.9
+    assert "teacher FP accuracy" in proc.stdout
