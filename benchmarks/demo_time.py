@@ -1,0 +1,52 @@
+"""Time the README's main job (`dfq-deploy train-export --target onnxruntime`) and print a table of its phases.
+
+    .venv/bin/python benchmarks/demo_time.py [extra train-export options...]
+
+Target (issue 2): the whole main job in <= 15 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    exe = shutil.which("dfq-deploy") or str(Path(sys.executable).parent / "dfq-deploy")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        t0 = time.time()
+        proc = subprocess.run([exe, "train-export", "--target", "onnxruntime", "--out", str(out), "--quiet", *argv],
+                              capture_output=True, text=True)
+        wall = time.time() - t0
+        if proc.returncode != 0:
+            print(proc.stdout, proc.stderr, sep="\n")
+            return proc.returncode
+        r = json.loads((out / "report.json").read_text())
+    p, c = r["parity"], r["census"]
+    rows = [("cores", os.cpu_count()), ("torch threads", r["machine"]["threads"]),
+            ("scheme", r["scheme_tag"]), ("recipe steps", f"{r['recipe_config']['warmup_steps']} warm-up + "
+                                                          f"{r['recipe_config']['steps']} KD"),
+            *[(f"time: {k}", f"{v:.1f} s") for k, v in r["timings_s"].items()],
+            ("wall time (process)", f"{wall:.1f} s"),
+            ("teacher FP accuracy", f"{r['teacher']['accuracy']:.2f} %"),
+            ("student PyTorch accuracy", f"{p['reference_accuracy']:.2f} %"),
+            ("student ONNX Runtime accuracy", f"{p['accuracy']:.2f} %"),
+            ("top-1 agreement", f"{p['top1_agreement']:.3f} %"),
+            ("max |logit diff| (output steps)", p["max_diff_steps"]),
+            ("integer Conv/Gemm / float", f"{c['integer_compute']} / {len(c['float_compute'])}")]
+    w = max(len(k) for k, _ in rows)
+    print(f"| {'measure':<{w}} | value |\n|{'-' * (w + 2)}|-------|")
+    for k, v in rows:
+        print(f"| {k:<{w}} | {v} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
