@@ -13,6 +13,18 @@ from .train_export import train_export
 @click.version_option(__version__, prog_name="dfq-deploy")
 def main():
     """Data-free low-bit quantization of CNNs, integer ONNX export, and cross-runtime parity checks."""
+    _quiet_library_noise()
+
+
+def _quiet_library_noise() -> None:
+    """Hide import-time chatter of our dependencies that a user can do nothing about."""
+    import logging
+    import warnings
+
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found"
+    for category in (UserWarning, FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(brevitas|torch\.onnx|torch\.fx)(\..*)?")
+    warnings.filterwarnings("ignore", message=".*fast_hadamard_transform.*")
 
 
 main.add_command(pretrain)
