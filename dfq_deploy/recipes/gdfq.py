@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +36,16 @@ class GDFQConfig:
     weight_decay: float = 1e-4
     bns_weight: float = 0.1       # weight of the BN-statistics term in the generator loss
     tau: float = 4.0              # KD temperature
-    calib_batches: int = 4        # generated batches that initialise the activation scales
+    calib_batches: int = 4        # batches that initialise the activation scales
+    calib_source: str = "generator"   # "generator" images or standard-normal "noise"
     log_every: int = 10           # history sample period (steps)
     seed: int = 0
 
     def __post_init__(self):
         if self.steps < 0 or self.warmup_steps < 0 or self.batch_size < 2 or self.calib_batches < 1:
             raise ConfigError("gdfq: steps/warmup_steps must be >= 0, batch_size >= 2, calib_batches >= 1")
+        if self.calib_source not in ("generator", "noise"):
+            raise ConfigError(f"gdfq: calib_source must be 'generator' or 'noise', not {self.calib_source!r}")
         if self.gen_lr <= 0 or self.student_lr <= 0 or self.tau <= 0:
             raise ConfigError("gdfq: learning rates and tau must be positive")
 
@@ -59,8 +63,13 @@ def _generator_step(gen, teacher, bns, opt, cfg, rng):
 
 
 def train_gdfq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: GDFQConfig, img_shape: tuple[int, int, int],
-               num_classes: int, progress: bool = True) -> list[dict]:
-    """Train ``student`` in place from ``teacher`` without data. Returns the loss history (one dict per sample)."""
+               num_classes: int, progress: bool = True,
+               on_step: Callable[[int, torch.nn.Module], None] | None = None) -> list[dict]:
+    """Train ``student`` in place from ``teacher`` without data. Returns the loss history (one dict per sample).
+
+    ``on_step(step, student)``, when given, is called after calibration (step 0) and after every student step
+    (benchmarks use it to track accuracy; it must restore the student's mode if it changes it).
+    """
     torch.manual_seed(cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
     teacher.eval()
@@ -84,7 +93,11 @@ def train_gdfq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: GDFQConf
 
         gen.eval()
         with torch.no_grad():
-            calibrate(student, [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)])
+            if cfg.calib_source == "noise":
+                calib = [torch.randn(cfg.batch_size, *img_shape, generator=rng) for _ in range(cfg.calib_batches)]
+            else:
+                calib = [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)]
+            calibrate(student, calib)
         bns.reset()
         gen.train()
 
@@ -93,6 +106,8 @@ def train_gdfq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: GDFQConf
                                 weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(
             s_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / max(1, cfg.steps))))
+        if on_step is not None:
+            on_step(0, student)
         student.train()
         bar = tqdm(range(cfg.steps), desc="data-free KD", disable=not progress)
         for step in bar:
@@ -110,6 +125,8 @@ def train_gdfq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: GDFQConf
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 history.append({"phase": "kd", "step": step, **m, "lr": sched.get_last_lr()[0]})
             bar.set_postfix(kd=f"{m['kd']:.3f}", ce=f"{m['gen_ce']:.3f}")
+            if on_step is not None:
+                on_step(step + 1, student)
         log.info("data-free KD done: %d steps, last KD loss %.4f (%.0f s total)", cfg.steps,
                  history[-1].get("kd", float("nan")), time.time() - t0)
     student.eval()

@@ -15,13 +15,18 @@ def test_config_rejects_unknown_and_bad_values():
         config_from_dict(GDFQConfig, {"steps": -1})
     with pytest.raises(ConfigError):
         config_from_dict(GDFQConfig, {"tau": "hot"})
+    with pytest.raises(ConfigError, match="calib_source"):
+        config_from_dict(GDFQConfig, {"calib_source": "imagenet"})
 
 
 def test_gdfq_student_moves_towards_teacher(tiny_teacher):
     student = quantize_model(tiny_teacher, QuantScheme(4, 4))
     cfg = GDFQConfig(steps=40, warmup_steps=10, batch_size=32, log_every=1, student_lr=0.01)
     before = {k: v.clone() for k, v in tiny_teacher.state_dict().items()}
-    hist = train_gdfq(tiny_teacher, student, cfg, (1, 28, 28), 10, progress=False)
+    seen = []
+    hist = train_gdfq(tiny_teacher, student, cfg, (1, 28, 28), 10, progress=False,
+                      on_step=lambda step, s: seen.append((step, s.training)))
+    assert seen[0] == (0, False) and seen[-1][0] == 40 and len(seen) == 41
     kd = [h["kd"] for h in hist if h["phase"] == "kd"]
     assert len(kd) == 40
     assert sum(kd[-8:]) / 8 < sum(kd[:8]) / 8  # the KD loss falls
