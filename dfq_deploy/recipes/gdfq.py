@@ -27,7 +27,7 @@ log = logging.getLogger("dfq_deploy")
 @dataclass(frozen=True)
 class GDFQConfig:
     steps: int = 400              # joint steps (generator step + student step each)
-    warmup_steps: int = 100       # generator-only steps before the student starts
+    warmup_steps: int = 800       # generator-only steps before the student starts (generator quality drives accuracy)
     batch_size: int = 128         # synthetic images per step
     latent_dim: int = 100         # generator noise size
     gen_lr: float = 1e-3          # Adam(0.5, 0.999), as in GDFQ
