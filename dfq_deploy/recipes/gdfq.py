@@ -26,7 +26,7 @@ log = logging.getLogger("dfq_deploy")
 
 @dataclass(frozen=True)
 class GDFQConfig:
-    steps: int = 400              # joint steps (generator step + student step each)
+    steps: int = 300              # joint steps (generator step + student step each); KD plateaus after ~100-200
     warmup_steps: int = 800       # generator-only steps before the student starts (generator quality drives accuracy)
     batch_size: int = 128         # synthetic images per step
     latent_dim: int = 100         # generator noise size
