@@ -23,6 +23,11 @@ def config_from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "co
                           hint=f"valid keys: {', '.join(fields)}")
     for k, v in data.items():
         default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None
+        if isinstance(default, tuple):
+            if isinstance(v, str) or not isinstance(v, (list, tuple)):
+                raise ConfigError(f"{where}: {k} must be a list, got {v!r}")
+            data[k] = tuple(v)
+            continue
         if isinstance(default, bool) and not isinstance(v, bool):
             raise ConfigError(f"{where}: {k} must be true or false, got {v!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool):

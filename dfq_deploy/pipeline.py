@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from . import __version__
 from .config import config_from_dict
@@ -95,7 +96,8 @@ def _plot_history(history: list[dict], path: Path) -> None:
 
     kd = [h for h in history if h.get("phase") == "kd"]
     warm = [h for h in history if h.get("phase") == "warmup"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    weight_keys = sorted({k for h in kd for k in h if k.startswith("w_")})
+    fig, axes = plt.subplots(1, 3 if weight_keys else 2, figsize=(15 if weight_keys else 10, 3.5))
     n_warm = (warm[-1]["step"] + 1) if warm else 0
     xs = [h["step"] for h in warm] + [n_warm + h["step"] for h in kd]
     axes[0].plot(xs, [h["gen_ce"] for h in warm + kd], label="generator CE")
@@ -107,10 +109,21 @@ def _plot_history(history: list[dict], path: Path) -> None:
     if kd:
         axes[1].plot([h["step"] for h in kd], [h["kd"] for h in kd], color="C2")
     axes[1].set_xlabel("student step")
-    axes[1].set_title("student KD loss")
+    axes[1].set_title("student KD loss (float teacher)")
+    if weight_keys:
+        for k in weight_keys:
+            axes[2].plot([h["step"] for h in kd], [h[k] for h in kd], label=k[2:])
+        axes[2].set_xlabel("student step")
+        axes[2].set_title("teacher loss weights (balancer)")
+        axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plain(d: dict) -> dict:
+    """Tuples -> lists, so the recipe YAML reads back with yaml.safe_load."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
 def _summary_text(r: dict) -> str:
@@ -241,9 +254,12 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
-            "files": ["model.onnx", "student.safetensors", "report.json", "summary.txt", "train.log", "losses.png"],
+            "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",
+                      "losses.png"],
         }
         (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"recipe": cfg.recipe, **_plain(asdict(recipe_cfg))},
+                                                            sort_keys=False))
         (run_dir / "summary.txt").write_text(_summary_text(report) + "\n")
     except BaseException:
         log.removeHandler(handler)

@@ -12,7 +12,9 @@ from ._common import handle_errors
               help="Runtime to deploy to; chooses the export profile and the parity check.")
 @click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`). Default: the shipped "
               "ResNet-20 Fashion-MNIST teacher.")
-@click.option("--recipe", default="gdfq", show_default=True, help="Data-free recipe.")
+@click.option("--recipe", default=None, help="Data-free recipe: gdfq (default) or dmkd.")
+@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
+              help="Recipe YAML: `recipe: <name>` plus any of its config fields (command-line options win).")
 @click.option("--bits", default="W4A4", show_default=True, help="Student bit widths, e.g. W4A4, W8A8, W3A3, or 4.")
 @click.option("--first-last-bits", default=8, show_default=True,
               help="Bits of the first and last layers (weights and their inputs).")
@@ -30,17 +32,27 @@ from ._common import handle_errors
 @click.option("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
-def train_export(target, teacher, recipe, bits, first_last_bits, per_tensor, steps, warmup_steps, batch_size, seed,
+def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps, batch_size, seed,
                  overrides, eval_limit, data_root, out, min_agreement, threads, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     import yaml
 
+    from ..config import load_yaml
     from ..errors import ConfigError
     from ..pipeline import TrainExportConfig, summary_text, train_export as run
     from ..quant import QuantScheme
 
-    options = {k: v for k, v in {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size,
-                                 "seed": seed}.items() if v is not None}
+    options = {}
+    if config_path:
+        options = load_yaml(config_path)
+        file_recipe = options.pop("recipe", None)
+        if recipe and file_recipe and recipe != file_recipe:
+            raise ConfigError(f"--recipe {recipe} contradicts `recipe: {file_recipe}` in {config_path}",
+                              hint="drop one of them")
+        recipe = recipe or file_recipe
+    recipe = recipe or "gdfq"
+    options.update({k: v for k, v in {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size,
+                                 "seed": seed}.items() if v is not None})
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set student_lr=0.002")

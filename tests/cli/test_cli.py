@@ -42,6 +42,31 @@ def test_user_errors_exit_with_documented_codes(runner, tmp_path, args, code, te
     assert not (tmp_path / "run").exists()
 
 
+def test_recipe_yaml_errors(runner, tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("recipe: dmkd\nstepz: 3\n")
+    r = runner.invoke(main, ["train-export", "--config", str(bad), "--out", str(tmp_path / "run"), "--quiet"])
+    assert r.exit_code == 2 and "unknown key(s) stepz" in r.output
+    r = runner.invoke(main, ["train-export", "--config", str(bad), "--recipe", "gdfq", "--quiet"])
+    assert r.exit_code == 2 and "contradicts" in r.output
+    bad.write_text("- just\n- a list\n")
+    r = runner.invoke(main, ["train-export", "--config", str(bad), "--quiet"])
+    assert r.exit_code == 2 and "mapping" in r.output
+
+
+def test_dmkd_from_yaml_on_a_tiny_teacher(runner, tmp_path, tiny_card):
+    cfg = tmp_path / "dmkd.yaml"
+    cfg.write_text("recipe: dmkd\nsteps: 3\nwarmup_steps: 2\nbatch_size: 16\nteacher_bits: [W8A8]\n")
+    out = tmp_path / "run"
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--config", str(cfg), "--eval-limit", "100",
+                             "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"] == "dmkd" and report["recipe_config"]["teacher_bits"] == ["W8A8"]
+    assert "w_w8a8" in report["history"][-1]
+    assert "teacher_bits:\n- W8A8" in (out / "recipe.yaml").read_text()
+
+
 def test_existing_run_dir_is_refused(runner, tmp_path, tiny_card):
     out = tmp_path / "run"
     out.mkdir()

@@ -1,0 +1,157 @@
+"""The training loop every generator-based recipe shares; a recipe supplies only its student objective.
+
+1. warm-up: the conditional generator learns, against the frozen float teacher, images the teacher labels as asked
+   (cross-entropy) whose BatchNorm statistics match the teacher's running statistics;
+2. calibration: the student's activation scales are initialised on synthetic images;
+3. joint steps: one generator step, then one student step on the same (detached) images with the recipe's loss.
+
+Never reads real data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError, TrainingError
+from ..quant import calibrate
+from ..synthesis import BNStatsLoss, ConditionalGenerator
+
+log = logging.getLogger("dfq_deploy")
+
+
+@dataclass(frozen=True)
+class KDLoopConfig:
+    steps: int = 300              # joint steps (generator step + student step each); KD plateaus after ~100-200
+    warmup_steps: int = 800       # generator-only steps before the student starts (generator quality drives accuracy)
+    batch_size: int = 128         # synthetic images per step
+    latent_dim: int = 100         # generator noise size
+    gen_lr: float = 1e-3          # Adam(0.5, 0.999), as in GDFQ
+    student_lr: float = 1e-3      # SGD nesterov, cosine to 0 (1e-4 is too slow at this budget, 1e-2 diverges)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    bns_weight: float = 0.1       # weight of the BN-statistics term in the generator loss
+    tau: float = 4.0              # KD temperature
+    calib_batches: int = 4        # batches that initialise the activation scales
+    calib_source: str = "generator"   # "generator" images or standard-normal "noise"
+    log_every: int = 10           # history sample period (steps)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.warmup_steps < 0 or self.batch_size < 2 or self.calib_batches < 1:
+            raise ConfigError("steps/warmup_steps must be >= 0, batch_size >= 2, calib_batches >= 1")
+        if self.calib_source not in ("generator", "noise"):
+            raise ConfigError(f"calib_source must be 'generator' or 'noise', not {self.calib_source!r}")
+        if self.gen_lr <= 0 or self.student_lr <= 0 or self.tau <= 0:
+            raise ConfigError("learning rates and tau must be positive")
+        if self.log_every < 1:
+            raise ConfigError("log_every must be >= 1")
+
+
+class StudentObjective:
+    """What a recipe supplies to the loop: the student's loss on a batch of synthetic images."""
+
+    def setup(self, teacher: torch.nn.Module, student: torch.nn.Module, calib_images: list[torch.Tensor]) -> None:
+        """Called once after the generator warm-up and the student's calibration."""
+
+    def loss(self, imgs: torch.Tensor, t_logits: torch.Tensor, s_logits: torch.Tensor, step: int,
+             total: int) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release hooks and references."""
+
+
+def _generator_step(gen, teacher, bns, opt, cfg, rng):
+    imgs, _, y = gen.sample(cfg.batch_size, rng)
+    t_logits = teacher(imgs)
+    ce = F.cross_entropy(t_logits, y)
+    bn = bns.loss()
+    loss = ce + cfg.bns_weight * bn
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return imgs.detach(), t_logits.detach(), {"gen_ce": ce.item(), "gen_bns": bn.item()}
+
+
+def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopConfig, objective: StudentObjective,
+                img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
+                on_step: Callable[[int, torch.nn.Module], None] | None = None, name: str = "data-free KD") -> list[dict]:
+    """Train ``student`` in place from ``teacher`` without data. Returns the history (one dict per sample).
+
+    ``on_step(step, student)``, when given, is called after calibration (step 0) and after every student step
+    (benchmarks use it to track accuracy; it must restore the student's mode if it changes it).
+
+    Raises:
+        TrainingError: the student's loss became non-finite.
+    """
+    torch.manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    gen = ConditionalGenerator(num_classes, img_shape, cfg.latent_dim)
+    gen.train()
+    g_opt = torch.optim.Adam(gen.parameters(), lr=cfg.gen_lr, betas=(0.5, 0.999))
+    history: list[dict] = []
+    t0 = time.time()
+    try:
+        with BNStatsLoss(teacher) as bns:
+            bar = tqdm(range(cfg.warmup_steps), desc="generator warm-up", disable=not progress)
+            for step in bar:
+                _, _, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng)
+                if step % cfg.log_every == 0:
+                    history.append({"phase": "warmup", "step": step, **m})
+                bar.set_postfix(ce=f"{m['gen_ce']:.3f}", bns=f"{m['gen_bns']:.3f}")
+            log.info("generator warm-up done: %d steps (%.0f s)", cfg.warmup_steps, time.time() - t0)
+
+            gen.eval()
+            with torch.no_grad():
+                if cfg.calib_source == "noise":
+                    calib = [torch.randn(cfg.batch_size, *img_shape, generator=rng) for _ in range(cfg.calib_batches)]
+                else:
+                    calib = [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)]
+                calibrate(student, calib)
+                objective.setup(teacher, student, calib)
+            bns.reset()
+            gen.train()
+
+            s_params = [p for p in student.parameters() if p.requires_grad]
+            s_opt = torch.optim.SGD(s_params, lr=cfg.student_lr, momentum=cfg.momentum, nesterov=True,
+                                    weight_decay=cfg.weight_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                s_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / max(1, cfg.steps))))
+            if on_step is not None:
+                on_step(0, student)
+            student.train()
+            bar = tqdm(range(cfg.steps), desc=name, disable=not progress)
+            for step in bar:
+                imgs, t_logits, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng)
+                s_logits = student(imgs)
+                loss, extra = objective.loss(imgs, t_logits, s_logits, step, cfg.steps)
+                if not math.isfinite(loss.item()):
+                    raise TrainingError(f"student loss became {loss.item()} at step {step}",
+                                        hint="lower student_lr (--set student_lr=...) or raise the bit widths")
+                s_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                s_opt.step()
+                sched.step()
+                m.update(loss=loss.item(), **extra)
+                if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                    history.append({"phase": "kd", "step": step, **m, "lr": sched.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{m['loss']:.3f}", ce=f"{m['gen_ce']:.3f}")
+                if on_step is not None:
+                    on_step(step + 1, student)
+            log.info("%s done: %d steps, last loss %.4f (%.0f s total)", name, cfg.steps,
+                     history[-1].get("loss", float("nan")), time.time() - t0)
+    finally:
+        objective.close()
+    student.eval()
+    return history
