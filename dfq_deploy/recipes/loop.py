@@ -149,8 +149,8 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                 bar.set_postfix(loss=f"{m['loss']:.3f}", ce=f"{m['gen_ce']:.3f}")
                 if on_step is not None:
                     on_step(step + 1, student)
-            log.info("%s done: %d steps, last loss %.4f (%.0f s total)", name, cfg.steps,
-                     history[-1].get("loss", float("nan")), time.time() - t0)
+            last = history[-1].get("loss", float("nan")) if history else float("nan")
+            log.info("%s done: %d steps, last loss %.4f (%.0f s total)", name, cfg.steps, last, time.time() - t0)
     finally:
         objective.close()
     student.eval()

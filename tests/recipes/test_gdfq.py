@@ -34,3 +34,17 @@ def test_gdfq_student_moves_towards_teacher(tiny_teacher):
     assert warm[-1] < warm[0]  # the generator learns to make images the teacher labels as asked
     assert all(torch.equal(before[k], v) for k, v in tiny_teacher.state_dict().items())  # teacher frozen
     assert not student.training
+
+
+def test_zero_steps_is_calibration_only_ptq(tiny_teacher):
+    """warmup_steps=0, steps=0, calib_source=noise: post-training quantization calibrated on noise, no training."""
+    student = quantize_model(tiny_teacher, QuantScheme(8, 8))
+    before = {k: v.clone() for k, v in student.state_dict().items() if "weight" in k}
+    hist = train_gdfq(tiny_teacher, student, GDFQConfig(steps=0, warmup_steps=0, calib_source="noise"),
+                      (1, 28, 28), 10, progress=False)
+    assert hist == []
+    assert all(torch.equal(before[k], v) for k, v in student.state_dict().items() if k in before)
+    x = torch.randn(128, 1, 28, 28)
+    with torch.no_grad():
+        agree = (student(x).argmax(1) == tiny_teacher(x).argmax(1)).float().mean()
+    assert agree > 0.9  # calibrated W8A8 tracks the float model
