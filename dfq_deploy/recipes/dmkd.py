@@ -109,9 +109,9 @@ class _MultiTeacherKD(StudentObjective):
             self.opt.zero_grad(set_to_none=True)
             m_loss.backward()
             self.opt.step()
-            meta = {f"align_{n}": a.item() for n, a in zip(self.names, align)}
+            meta = {f"align_{n}": a.item() for n, a in zip(self.names, align, strict=True)}
         self.prev = (feats, g_last.detach())
-        loss = self.balancer({n: l_k for n, l_k in zip(self.names, losses)}, feats)
+        loss = self.balancer({n: l_k for n, l_k in zip(self.names, losses, strict=True)}, feats)
         with torch.no_grad():
             w = self.balancer.weights(feats)
         out = {f"w_{n}": w[i].item() for i, n in enumerate(self.names)}

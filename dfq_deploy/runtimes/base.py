@@ -53,11 +53,11 @@ class Runtime(ABC):
             raise ConfigError(f"{self.name}: expected an N x C x H x W batch, got shape {x.shape}")
         return self._infer(x)
 
-    def _activate(self) -> None:
-        pass
+    def _activate(self) -> None:  # noqa: B027 - optional hook: build sessions/engines here
+        """Load what ``_infer`` needs (sessions, engines). Optional."""
 
-    def _deactivate(self) -> None:
-        pass
+    def _deactivate(self) -> None:  # noqa: B027 - optional hook
+        """Release what ``_activate`` loaded. Optional."""
 
     @abstractmethod
     def _infer(self, x: np.ndarray) -> np.ndarray: ...

@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from dfq_deploy.config import config_from_dict
 from dfq_deploy.errors import ConfigError
