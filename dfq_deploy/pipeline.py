@@ -64,12 +64,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _check_target(target: str) -> None:
+def _target_runtime(target: str):
+    """The runtime class for ``target``; raises RuntimeUnavailableError with the reason, before any training."""
     from .runtimes import get_runtime
 
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
-    get_runtime(target)  # raises RuntimeUnavailableError with the reason, before any training starts
+    return get_runtime(target)
 
 
 def _prepare_run_dir(cfg: TrainExportConfig) -> tuple[Path, Path]:
@@ -126,7 +127,8 @@ def _plain(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def _summary_text(r: dict) -> str:
+def summary_text(r: dict) -> str:
+    """The short human summary of a run report."""
     p, c = r["parity"], r["census"]
     lines = [
         f"dfq-deploy {r['dfq_deploy_version']}  target={r['target']}  recipe={r['recipe']}  scheme={r['scheme_tag']}",
@@ -170,13 +172,12 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     from .models.pretrain import evaluate
     from .quant import quantize_model
     from .recipes import RECIPES
-    from .runtimes import get_runtime
     from .runtimes.torch_ref import TorchRuntime
     from .validate import compare_logits, run_logits
 
     t_start = time.time()
     timings: dict[str, float] = {}
-    _check_target(cfg.target)
+    rt_cls = _target_runtime(cfg.target)
     if cfg.recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {cfg.recipe!r}", hint=f"use one of {', '.join(RECIPES)}")
     recipe_cls, recipe_fn = RECIPES[cfg.recipe]
@@ -232,7 +233,6 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         ref = run_logits(TorchRuntime(student), eval_set, progress=cfg.progress)
         timings["torch_eval"] = time.time() - t
         t = time.time()
-        rt_cls = get_runtime(cfg.target)
         other = run_logits(rt_cls(onnx_path, threads=cfg.threads), eval_set, progress=cfg.progress)
         timings[f"{cfg.target}_eval"] = time.time() - t
         parity = compare_logits(ref, other, eval_set.labels.numpy(), runtime=cfg.target,
@@ -260,7 +260,7 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"recipe": cfg.recipe, **_plain(asdict(recipe_cfg))},
                                                             sort_keys=False))
-        (run_dir / "summary.txt").write_text(_summary_text(report) + "\n")
+        (run_dir / "summary.txt").write_text(summary_text(report) + "\n")
     except BaseException:
         log.removeHandler(handler)
         handler.close()
@@ -278,7 +278,3 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
                           hint="inspect the report; integer parity should hold exactly for a correct export")
     return result
 
-
-def summary_text(report: dict) -> str:
-    """The short human summary of a run report."""
-    return _summary_text(report)

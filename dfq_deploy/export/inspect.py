@@ -10,9 +10,6 @@ from pathlib import Path
 import onnx
 
 COMPUTE_OPS = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
-INTEGER_OPS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "QLinearAdd",
-               "QLinearMul", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearConcat", "DynamicQuantizeMatMul",
-               "MatMulIntegerToFloat", "QLinearLeakyRelu", "QLinearSigmoid", "QLinearSoftmax"}
 INTEGER_COMPUTE_OPS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
                        "DynamicQuantizeMatMul"}
 
