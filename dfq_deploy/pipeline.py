@@ -34,7 +34,7 @@ TARGETS = ("onnxruntime", "tensorrt")
 class TrainExportConfig:
     target: str = "onnxruntime"            # runtime the model is deployed to (chooses the export profile)
     teacher: str | None = None             # model card .json; None = the teacher shipped with dfq-deploy
-    recipe: str = "gdfq"                   # data-free recipe name
+    recipe: str = "dmkd"                   # data-free recipe name (see dfq_deploy.recipes.RECIPES)
     recipe_options: dict = field(default_factory=dict)   # overrides of the recipe's config fields
     scheme: QuantScheme = QuantScheme()    # bit widths of the student
     eval_data: str = "fashion-mnist"       # labelled evaluation set (never used for training)
@@ -90,23 +90,28 @@ def _prepare_run_dir(cfg: TrainExportConfig) -> tuple[Path, Path]:
 
 
 def _plot_history(history: list[dict], path: Path) -> None:
+    """Synthesis losses, the student's KD loss and (multi-teacher recipes) the teacher weights over training."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     kd = [h for h in history if h.get("phase") == "kd"]
-    warm = [h for h in history if h.get("phase") == "warmup"]
+    synth = [h for h in history if h.get("phase") in ("warmup", "inversion")]
     weight_keys = sorted({k for h in kd for k in h if k.startswith("w_")})
     fig, axes = plt.subplots(1, 3 if weight_keys else 2, figsize=(15 if weight_keys else 10, 3.5))
-    n_warm = (warm[-1]["step"] + 1) if warm else 0
-    xs = [h["step"] for h in warm] + [n_warm + h["step"] for h in kd]
-    axes[0].plot(xs, [h["gen_ce"] for h in warm + kd], label="generator CE")
-    axes[0].plot(xs, [h["gen_bns"] for h in warm + kd], label="generator BN-stats")
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("step")
-    axes[0].set_title("generator losses")
-    axes[0].legend()
+    n_synth = (synth[-1]["step"] + 1) if synth else 0
+    gen_rows = synth + [h for h in kd if "gen_bns" in h]  # generator recipes keep training the generator
+    xs = [h["step"] for h in synth] + [n_synth + h["step"] for h in kd if "gen_bns" in h]
+    for key, label in (("gen_loss", "generator loss"), ("gen_ce", "cross-entropy"), ("gen_bns", "BN statistics")):
+        pts = [(x, h[key]) for x, h in zip(xs, gen_rows, strict=True) if key in h and h[key] == h[key] and h[key] > 0]
+        if pts:
+            axes[0].plot(*zip(*pts, strict=True), label=label)
+    if gen_rows:
+        axes[0].set_yscale("log")
+        axes[0].legend()
+    axes[0].set_xlabel("synthesis step")
+    axes[0].set_title("image synthesis losses")
     if kd:
         axes[1].plot([h["step"] for h in kd], [h["kd"] for h in kd], color="C2")
     axes[1].set_xlabel("student step")
@@ -208,7 +213,7 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         student = quantize_model(teacher, cfg.scheme)
         t = time.time()
         history = recipe_fn(teacher, student, recipe_cfg, tuple(card.input_shape), len(card.class_names),
-                            progress=cfg.progress)
+                            progress=cfg.progress, run_dir=run_dir)
         timings["train"] = time.time() - t
 
         save_file({k: v.detach().clone().contiguous() for k, v in student.state_dict().items()},
@@ -255,7 +260,8 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
             "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",
-                      "losses.png"],
+                      "losses.png"] + (["synthetic_set.safetensors"] if (run_dir / "synthetic_set.safetensors").exists()
+                                       else []),
         }
         (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"recipe": cfg.recipe, **_plain(asdict(recipe_cfg))},

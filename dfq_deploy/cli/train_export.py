@@ -12,7 +12,8 @@ from ._common import handle_errors
               help="Runtime to deploy to; chooses the export profile and the parity check.")
 @click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`). Default: the shipped "
               "ResNet-20 Fashion-MNIST teacher.")
-@click.option("--recipe", default=None, help="Data-free recipe: gdfq (default) or dmkd.")
+@click.option("--recipe", default=None,
+              help="Data-free recipe: dmkd (default), dfqf, adversarial, lis, gdfq, or ptq (calibration only).")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Recipe YAML: `recipe: <name>` plus any of its config fields (command-line options win).")
 @click.option("--bits", default="W4A4", show_default=True, help="Student bit widths, e.g. W4A4, W8A8, W3A3, or 4.")
@@ -41,6 +42,7 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     from ..errors import ConfigError
     from ..pipeline import TrainExportConfig, summary_text, train_export as run
     from ..quant import QuantScheme
+    from ..recipes import DEFAULT_RECIPE
 
     options = {}
     if config_path:
@@ -50,7 +52,7 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
             raise ConfigError(f"--recipe {recipe} contradicts `recipe: {file_recipe}` in {config_path}",
                               hint="drop one of them")
         recipe = recipe or file_recipe
-    recipe = recipe or "gdfq"
+    recipe = recipe or DEFAULT_RECIPE
     options.update({k: v for k, v in {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size,
                                  "seed": seed}.items() if v is not None})
     for item in overrides:

@@ -1,12 +1,28 @@
 """Data-free training recipes: each a frozen dataclass config plus a function that trains a quantized student.
 
-All share :func:`~dfq_deploy.recipes.loop.run_kd_loop`; a recipe supplies its student objective.
+Every train function has the signature ``fn(teacher, student, cfg, img_shape, num_classes, progress=True,
+on_step=None, run_dir=None, warmup_cache=None) -> history``. The generator recipes share
+:func:`~dfq_deploy.recipes.loop.run_kd_loop` and supply their losses; LIS trains on a synthetic set on disk
+(:mod:`~dfq_deploy.recipes.fixed_set`); ``ptq`` only calibrates.
 """
 
+from .adversarial import AdversarialConfig, train_adversarial
+from .dfqf import DFQFConfig, train_dfqf
 from .dmkd import DMKDConfig, train_dmkd
 from .gdfq import GDFQConfig, train_gdfq
+from .lis import LISConfig, train_lis
+from .ptq import PTQConfig, train_ptq
 
-# name -> (config class, train function)
-RECIPES = {"gdfq": (GDFQConfig, train_gdfq), "dmkd": (DMKDConfig, train_dmkd)}
+# name -> (config class, train function); the first is the default
+RECIPES = {
+    "dmkd": (DMKDConfig, train_dmkd),
+    "dfqf": (DFQFConfig, train_dfqf),
+    "adversarial": (AdversarialConfig, train_adversarial),
+    "lis": (LISConfig, train_lis),
+    "gdfq": (GDFQConfig, train_gdfq),
+    "ptq": (PTQConfig, train_ptq),
+}
+DEFAULT_RECIPE = "dmkd"
 
-__all__ = ["RECIPES", "DMKDConfig", "GDFQConfig", "train_dmkd", "train_gdfq"]
+__all__ = ["RECIPES", "DEFAULT_RECIPE", "AdversarialConfig", "DFQFConfig", "DMKDConfig", "GDFQConfig", "LISConfig",
+           "PTQConfig", "train_adversarial", "train_dfqf", "train_dmkd", "train_gdfq", "train_lis", "train_ptq"]

@@ -128,7 +128,8 @@ class _MultiTeacherKD(StudentObjective):
 
 def train_dmkd(teacher: torch.nn.Module, student: torch.nn.Module, cfg: DMKDConfig, img_shape: tuple[int, int, int],
                num_classes: int, progress: bool = True,
-               on_step: Callable[[int, torch.nn.Module], None] | None = None) -> list[dict]:
+               on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
+               warmup_cache: dict | None = None) -> list[dict]:
     """Train ``student`` in place with DMKD (see module docstring). Returns the history, with teacher weights."""
     return run_kd_loop(teacher, student, cfg, _MultiTeacherKD(cfg), img_shape, num_classes, progress, on_step,
-                       name="DMKD")
+                       name="DMKD", warmup_cache=warmup_cache)

@@ -1,7 +1,8 @@
 """The training loop every generator-based recipe shares; a recipe supplies only its student objective.
 
-1. warm-up: the conditional generator learns, against the frozen float teacher, images the teacher labels as asked
-   (cross-entropy) whose BatchNorm statistics match the teacher's running statistics;
+1. warm-up: the conditional generator(s) learn, against the frozen float teacher, images the teacher labels as asked
+   (cross-entropy) whose BatchNorm statistics match the teacher's running statistics (a recipe may replace this
+   generator loss, e.g. DFQF's inception-score loss or adversarial KD's min-max term);
 2. calibration: the student's activation scales are initialised on synthetic images;
 3. joint steps: one generator step, then one student step on the same (detached) images with the recipe's loss.
 
@@ -10,6 +11,7 @@ Never reads real data.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import time
@@ -22,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError, TrainingError
 from ..quant import calibrate
-from ..synthesis import BNStatsLoss, ConditionalGenerator
+from ..synthesis import BNStatsLoss, GeneratorPool
 
 log = logging.getLogger("dfq_deploy")
 
@@ -42,11 +44,14 @@ class KDLoopConfig:
     calib_batches: int = 4        # batches that initialise the activation scales
     calib_source: str = "generator"   # "generator" images or standard-normal "noise"
     log_every: int = 10           # history sample period (steps)
+    generators: int = 1           # generators sharing each batch (adversarial KD's multi-generator option)
     seed: int = 0
 
     def __post_init__(self):
         if self.steps < 0 or self.warmup_steps < 0 or self.batch_size < 2 or self.calib_batches < 1:
             raise ConfigError("steps/warmup_steps must be >= 0, batch_size >= 2, calib_batches >= 1")
+        if not 1 <= self.generators <= self.batch_size:
+            raise ConfigError(f"generators must be between 1 and batch_size, not {self.generators}")
         if self.calib_source not in ("generator", "noise"):
             raise ConfigError(f"calib_source must be 'generator' or 'noise', not {self.calib_source!r}")
         if self.gen_lr <= 0 or self.student_lr <= 0 or self.tau <= 0:
@@ -56,7 +61,19 @@ class KDLoopConfig:
 
 
 class StudentObjective:
-    """What a recipe supplies to the loop: the student's loss on a batch of synthetic images."""
+    """What a recipe supplies to the loop: the student's loss on a batch of synthetic images, and optionally its own
+    generator loss (default: GDFQ's cross-entropy + BN statistics)."""
+
+    #: names the generator loss used in warm-up; warm-ups with equal keys and settings are interchangeable
+    generator_key = "ce+bns"
+    #: BatchNorm-statistics distance the generator loss uses ("mse" or "gauss_kl")
+    bns_mode = "mse"
+
+    def generator_loss(self, imgs: torch.Tensor, y: torch.Tensor, t_logits: torch.Tensor, bns: torch.Tensor,
+                       student: torch.nn.Module | None, cfg: KDLoopConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        """The generator's loss on its own batch. ``student`` is None during warm-up (no student yet)."""
+        ce = F.cross_entropy(t_logits, y)
+        return ce + cfg.bns_weight * bns, {"gen_ce": ce.item()}
 
     def setup(self, teacher: torch.nn.Module, student: torch.nn.Module, calib_images: list[torch.Tensor]) -> None:
         """Called once after the generator warm-up and the student's calibration."""
@@ -69,25 +86,37 @@ class StudentObjective:
         """Release hooks and references."""
 
 
-def _generator_step(gen, teacher, bns, opt, cfg, rng):
+def _generator_step(gen, teacher, bns, opt, cfg, rng, objective, student=None):
     imgs, _, y = gen.sample(cfg.batch_size, rng)
+    bns.reset()
     t_logits = teacher(imgs)
-    ce = F.cross_entropy(t_logits, y)
     bn = bns.loss()
-    loss = ce + cfg.bns_weight * bn
+    loss, m = objective.generator_loss(imgs, y, t_logits, bn, student, cfg)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    return imgs.detach(), t_logits.detach(), {"gen_ce": ce.item(), "gen_bns": bn.item()}
+    return imgs.detach(), t_logits.detach(), {"gen_loss": loss.item(), **m, "gen_bns": bn.item()}
+
+
+def _warmup_key(objective: StudentObjective, teacher: torch.nn.Module, cfg: KDLoopConfig, img_shape) -> tuple:
+    t_id = sum(float(p.double().sum()) for p in teacher.parameters())  # cheap fingerprint of the teacher
+    return (type(objective).generator_key, objective.bns_mode, round(t_id, 6), tuple(img_shape), cfg.warmup_steps,
+            cfg.batch_size, cfg.latent_dim, cfg.gen_lr, cfg.bns_weight, cfg.generators, cfg.log_every, cfg.seed)
 
 
 def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopConfig, objective: StudentObjective,
                 img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
-                on_step: Callable[[int, torch.nn.Module], None] | None = None, name: str = "data-free KD") -> list[dict]:
+                on_step: Callable[[int, torch.nn.Module], None] | None = None, name: str = "data-free KD",
+                warmup_cache: dict | None = None) -> list[dict]:
     """Train ``student`` in place from ``teacher`` without data. Returns the history (one dict per sample).
 
     ``on_step(step, student)``, when given, is called after calibration (step 0) and after every student step
     (benchmarks use it to track accuracy; it must restore the student's mode if it changes it).
+
+    ``warmup_cache``, when given, keeps the state after the generator warm-up (generator, its optimiser, random
+    generators, history) keyed by the objective's generator loss and every setting the warm-up depends on, so a
+    benchmark that trains several students (other bit widths, other student losses) warms each generator up once.
+    A run restored from the cache continues exactly as a fresh one would.
 
     Raises:
         TrainingError: the student's loss became non-finite.
@@ -97,20 +126,34 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    gen = ConditionalGenerator(num_classes, img_shape, cfg.latent_dim)
+    gen = GeneratorPool(cfg.generators, num_classes, img_shape, cfg.latent_dim)
     gen.train()
     g_opt = torch.optim.Adam(gen.parameters(), lr=cfg.gen_lr, betas=(0.5, 0.999))
     history: list[dict] = []
     t0 = time.time()
+    key = _warmup_key(objective, teacher, cfg, img_shape) if warmup_cache is not None else None
     try:
-        with BNStatsLoss(teacher) as bns:
-            bar = tqdm(range(cfg.warmup_steps), desc="generator warm-up", disable=not progress)
-            for step in bar:
-                _, _, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng)
-                if step % cfg.log_every == 0:
-                    history.append({"phase": "warmup", "step": step, **m})
-                bar.set_postfix(ce=f"{m['gen_ce']:.3f}", bns=f"{m['gen_bns']:.3f}")
-            log.info("generator warm-up done: %d steps (%.0f s)", cfg.warmup_steps, time.time() - t0)
+        with BNStatsLoss(teacher, mode=objective.bns_mode) as bns:
+            if key is not None and key in warmup_cache:
+                saved = warmup_cache[key]
+                gen.load_state_dict(saved["gen"])
+                g_opt.load_state_dict(saved["opt"])
+                rng.set_state(saved["rng"])
+                torch.set_rng_state(saved["torch_rng"])
+                history = copy.deepcopy(saved["history"])
+                log.info("generator warm-up restored from cache (%d steps)", cfg.warmup_steps)
+            else:
+                bar = tqdm(range(cfg.warmup_steps), desc="generator warm-up", disable=not progress)
+                for step in bar:
+                    _, _, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng, objective)
+                    if step % cfg.log_every == 0:
+                        history.append({"phase": "warmup", "step": step, **m})
+                    bar.set_postfix(loss=f"{m['gen_loss']:.3f}", bns=f"{m['gen_bns']:.3f}")
+                log.info("generator warm-up done: %d steps (%.0f s)", cfg.warmup_steps, time.time() - t0)
+                if key is not None:
+                    warmup_cache[key] = {"gen": copy.deepcopy(gen.state_dict()),
+                                         "opt": copy.deepcopy(g_opt.state_dict()), "rng": rng.get_state(),
+                                         "torch_rng": torch.get_rng_state(), "history": copy.deepcopy(history)}
 
             gen.eval()
             with torch.no_grad():
@@ -133,7 +176,7 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
             student.train()
             bar = tqdm(range(cfg.steps), desc=name, disable=not progress)
             for step in bar:
-                imgs, t_logits, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng)
+                imgs, t_logits, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng, objective, student)
                 s_logits = student(imgs)
                 loss, extra = objective.loss(imgs, t_logits, s_logits, step, cfg.steps)
                 if not math.isfinite(loss.item()):
@@ -146,7 +189,7 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                 m.update(loss=loss.item(), **extra)
                 if step % cfg.log_every == 0 or step == cfg.steps - 1:
                     history.append({"phase": "kd", "step": step, **m, "lr": sched.get_last_lr()[0]})
-                bar.set_postfix(loss=f"{m['loss']:.3f}", ce=f"{m['gen_ce']:.3f}")
+                bar.set_postfix(loss=f"{m['loss']:.3f}", gen=f"{m['gen_loss']:.3f}")
                 if on_step is not None:
                     on_step(step + 1, student)
             last = history[-1].get("loss", float("nan")) if history else float("nan")

@@ -6,14 +6,23 @@ import torch
 from torch import nn
 
 
+MODES = ("mse", "gauss_kl")
+
+
 class BNStatsLoss:
-    """Forward hooks on every BatchNorm of ``model``; :meth:`loss` is the mean over layers of
-    ``MSE(batch_mean, running_mean) + MSE(batch_var, running_var)`` for the last forward pass.
+    """Forward hooks on every BatchNorm of ``model``; :meth:`loss` is the mean over layers of the distance between
+    the batch statistics of the last forward pass and the layer's running statistics:
+
+    - ``mode="mse"`` (GDFQ, DFQF, ZeroQ): ``MSE(batch_mean, running_mean) + MSE(batch_var, running_var)``;
+    - ``mode="gauss_kl"`` (Choi et al.): per-channel ``KL(N(batch) || N(running))`` of the two Gaussians, averaged.
 
     Use as a context manager so the hooks are removed afterwards.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, mode: str = "mse"):
+        if mode not in MODES:
+            raise ValueError(f"BN-statistics mode must be one of {MODES}, not {mode!r}")
+        self.mode = mode
         self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self._terms: list[torch.Tensor] = []
         self._handles = [m.register_forward_hook(self._hook) for m in self.layers]
@@ -23,8 +32,14 @@ class BNStatsLoss:
         dims = [0] + list(range(2, x.dim()))
         mean = x.mean(dims)
         var = x.var(dims, unbiased=False)
-        self._terms.append(nn.functional.mse_loss(mean, module.running_mean) +
-                           nn.functional.mse_loss(var, module.running_var))
+        if self.mode == "mse":
+            self._terms.append(nn.functional.mse_loss(mean, module.running_mean) +
+                               nn.functional.mse_loss(var, module.running_var))
+        else:
+            eps = module.eps
+            rv, bv = module.running_var + eps, var + eps
+            kl = 0.5 * (torch.log(rv / bv) + (bv + (mean - module.running_mean) ** 2) / rv - 1)
+            self._terms.append(kl.mean())
 
     def reset(self) -> None:
         self._terms = []

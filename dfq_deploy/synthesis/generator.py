@@ -56,3 +56,24 @@ class ConditionalGenerator(nn.Module):
         z = torch.randn(n, self.latent_dim, generator=gen).to(dev)
         y = torch.randint(0, self.num_classes, (n,), generator=gen).to(dev)
         return self(z, y), z, y
+
+
+class GeneratorPool(nn.Module):
+    """Several :class:`ConditionalGenerator` s behind one ``sample``: a batch of ``n`` is split between them, so
+    one optimiser trains all of them and the images come from every generator (adversarial KD's multi-generator
+    option). With one generator it is exactly that generator."""
+
+    def __init__(self, count: int, num_classes: int, img_shape: tuple[int, int, int], latent_dim: int = 100,
+                 width: int = 128):
+        super().__init__()
+        if count < 1:
+            raise ModelError(f"need at least one generator, got {count}")
+        self.members = nn.ModuleList(ConditionalGenerator(num_classes, img_shape, latent_dim, width)
+                                     for _ in range(count))
+
+    def sample(self, n: int, gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if len(self.members) == 1:
+            return self.members[0].sample(n, gen)
+        sizes = [n // len(self.members) + (i < n % len(self.members)) for i in range(len(self.members))]
+        parts = [m.sample(k, gen) for m, k in zip(self.members, sizes, strict=True) if k > 0]
+        return tuple(torch.cat(t) for t in zip(*parts, strict=True))

@@ -88,3 +88,38 @@ def test_train_export_on_a_tiny_teacher(runner, tmp_path, tiny_card):
     assert {p.name for p in out.iterdir()} >= {"model.onnx", "report.json", "summary.txt", "train.log",
                                                "losses.png", "student.safetensors"}
     assert not list(tmp_path.glob(".run.partial*"))
+
+
+@pytest.mark.parametrize("recipe,args", [
+    ("dfqf", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16"]),
+    ("adversarial", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16", "--set", "students=2",
+                     "--set", "generators=2"]),
+    ("lis", ["--steps", "3", "--batch-size", "16", "--set", "num_images=20", "--set", "inversion_steps=3",
+             "--set", "inversion_batch=10"]),
+    ("ptq", ["--set", "source=zeroq", "--set", "zeroq_steps=3", "--batch-size", "16"]),
+])
+def test_every_recipe_runs_end_to_end(runner, tmp_path, tiny_card, recipe, args):
+    out = tmp_path / "run"
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--recipe", recipe, *args,
+                             "--eval-limit", "100", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["recipe"] == recipe and report["census"]["all_integer"]
+    assert report["parity"]["top1_agreement"] >= 99.9
+    assert (out / "losses.png").stat().st_size > 0
+    if recipe == "lis":  # the synthetic set is kept with the run, listed, and reusable
+        assert "synthetic_set.safetensors" in report["files"]
+        again = tmp_path / "again"
+        r2 = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--recipe", "lis", "--steps", "2",
+                                  "--batch-size", "16", "--set", f"synthetic_set={out / 'synthetic_set.safetensors'}",
+                                  "--bits", "W8A8", "--eval-limit", "100", "--out", str(again), "--quiet"])
+        assert r2.exit_code == 0, r2.output
+        hist = json.loads((again / "report.json").read_text())["history"]
+        assert not [h for h in hist if h["phase"] == "inversion"]
+
+
+def test_recipe_option_of_another_recipe_is_rejected(runner, tmp_path, tiny_card):
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--recipe", "lis", "--warmup-steps", "5",
+                             "--out", str(tmp_path / "run"), "--quiet"])
+    assert r.exit_code == 2 and "warmup_steps" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()

@@ -50,3 +50,33 @@ def test_generator_step_reaches_generator_and_lowers_the_loss(tiny_teacher):
             opt.step()
             losses.append(loss.item())
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_gauss_kl_bn_loss_is_zero_at_the_running_statistics():
+    import torch
+    from torch import nn
+
+    from dfq_deploy.synthesis import BNStatsLoss
+
+    bn = nn.BatchNorm2d(3).eval()
+    bn.running_mean.copy_(torch.tensor([0.5, -1.0, 2.0]))
+    bn.running_var.copy_(torch.tensor([4.0, 0.25, 1.0]))
+    x = torch.randn(4096, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    x = (x - x.mean((0, 2, 3), keepdim=True)) / x.std((0, 2, 3), unbiased=False, keepdim=True)
+    matched = x * bn.running_var.sqrt()[None, :, None, None] + bn.running_mean[None, :, None, None]
+    with BNStatsLoss(bn, mode="gauss_kl") as bns:
+        bn(matched)
+        assert bns.loss().item() < 1e-5
+        bn(x)
+        assert bns.loss().item() > 0.1
+
+
+def test_inversion_lowers_ce_and_bns(tiny_teacher):
+    from dfq_deploy.synthesis import invert_images, tv_loss
+
+    terms = []
+    x, y = invert_images(tiny_teacher, 20, (1, 28, 28), 40, num_classes=10, batch_size=20, lr=0.2, tv_weight=1e-3,
+                         progress=False, on_iter=terms.append)
+    assert x.shape == (20, 1, 28, 28) and y.shape == (20,) and not x.requires_grad
+    assert terms[-1]["ce"] < 0.5 * terms[0]["ce"] and terms[-1]["bns"] < terms[0]["bns"]
+    assert float(tv_loss(x)) > 0

@@ -1,0 +1,101 @@
+"""Adversarial KD for data-free quantization (seed paper 003: Choi et al., CVPR workshops 2020).
+
+A min-max game: the generator looks for images on which the quantized student(s) disagree with the float teacher,
+``max_G KL(t || s) - alpha * L_aux``, while the students minimise that disagreement. ``L_aux`` keeps the images
+plausible for the teacher: a Gaussian-KL match of every BatchNorm's batch statistics to its running statistics,
+plus the entropy terms (confident per-image predictions, all classes used across the batch).
+
+Options from the paper: several generators (``generators``, each makes a share of every batch) and several
+students (``students``). Extra students are copies of the student calibrated on different synthetic batches (so
+they start at different activation ranges) and trained alongside; the generator maximises the students' mean
+disagreement. Only the first student is exported.
+
+The generator is warmed up on ``L_aux`` alone before any student exists.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..distill import entropy_terms, kd_loss
+from ..errors import ConfigError
+from ..quant import calibrate
+from .loop import KDLoopConfig, StudentObjective, run_kd_loop
+
+
+@dataclass(frozen=True)
+class AdversarialConfig(KDLoopConfig):
+    bns_weight: float = 1.0       # weight of the Gaussian-KL BN-statistics term in L_aux
+    entropy_weight: float = 1.0   # weight of (instance entropy - batch entropy) in L_aux
+    adv_weight: float = 1.0       # weight of the teacher-student KL the generator maximises (joint phase)
+    students: int = 1             # students trained together; the first is exported
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.students < 1:
+            raise ConfigError("adversarial: students must be >= 1")
+        if min(self.bns_weight, self.entropy_weight, self.adv_weight) < 0:
+            raise ConfigError("adversarial: loss weights must be >= 0")
+
+
+class _AdversarialObjective(StudentObjective):
+    generator_key = "aux-gausskl+entropy"
+    bns_mode = "gauss_kl"
+
+    def __init__(self, cfg: AdversarialConfig):
+        self.cfg = cfg
+        self.extra: list[torch.nn.Module] = []
+        self.opts: list[tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]] = []
+
+    def setup(self, teacher, student, calib_images):
+        cfg = self.cfg
+        for i in range(1, cfg.students):
+            s = copy.deepcopy(student)
+            calibrate(s, [calib_images[i % len(calib_images)]])  # its own activation ranges
+            s.train()
+            opt = torch.optim.SGD([p for p in s.parameters() if p.requires_grad], lr=cfg.student_lr,
+                                  momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / max(1, cfg.steps))))
+            self.extra.append(s)
+            self.opts.append((opt, sched))
+
+    def generator_loss(self, imgs, y, t_logits, bns, student, cfg):
+        instance, batch = entropy_terms(t_logits)
+        loss = self.cfg.bns_weight * bns + self.cfg.entropy_weight * (instance - batch)
+        m = {"gen_entropy": (instance - batch).item()}
+        if student is not None and self.cfg.adv_weight:
+            adv = torch.stack([kd_loss(s(imgs), t_logits, cfg.tau, detach_teacher=False)
+                               for s in [student, *self.extra]]).mean()
+            loss = loss - self.cfg.adv_weight * adv
+            m["gen_adv"] = adv.item()
+        return loss, m
+
+    def loss(self, imgs, t_logits, s_logits, step, total):
+        loss = kd_loss(s_logits, t_logits, self.cfg.tau)
+        m = {"kd": loss.item()}
+        for i, (s, (opt, sched)) in enumerate(zip(self.extra, self.opts, strict=True), start=1):
+            extra = kd_loss(s(imgs), t_logits, self.cfg.tau)
+            opt.zero_grad(set_to_none=True)
+            extra.backward()
+            opt.step()
+            sched.step()
+            m[f"kd_student{i}"] = extra.item()
+        return loss, m
+
+    def close(self):
+        self.extra, self.opts = [], []
+
+
+def train_adversarial(teacher: torch.nn.Module, student: torch.nn.Module, cfg: AdversarialConfig,
+                      img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
+                      on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
+                      warmup_cache: dict | None = None) -> list[dict]:
+    """Train ``student`` in place by adversarial KD (see module docstring)."""
+    return run_kd_loop(teacher, student, cfg, _AdversarialObjective(cfg), img_shape, num_classes, progress, on_step,
+                       name="adversarial KD", warmup_cache=warmup_cache)

@@ -1,0 +1,91 @@
+"""KD of a quantized student on a fixed set of images (a synthetic set on disk, or real images for the benchmark's
+upper bound): calibrate on the set, then SGD steps of KD from the float teacher on augmented mini-batches."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from ..distill import kd_loss
+from ..errors import ConfigError, TrainingError
+from ..models.pretrain import augment
+from ..quant import calibrate
+
+log = logging.getLogger("dfq_deploy")
+
+
+@dataclass(frozen=True)
+class SetKDConfig:
+    steps: int = 300              # student steps
+    batch_size: int = 128
+    student_lr: float = 1e-3      # SGD nesterov, cosine to 0 (as the generator recipes)
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    tau: float = 4.0
+    calib_batches: int = 4        # batches of the set that initialise the activation scales
+    augment_pad: int = 2          # random-crop padding (pixels); 0 = none
+    augment_flip: bool = True     # random horizontal flips
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_size < 2 or self.calib_batches < 1 or self.log_every < 1:
+            raise ConfigError("steps must be >= 0, batch_size >= 2, calib_batches >= 1, log_every >= 1")
+        if self.student_lr <= 0 or self.tau <= 0 or self.augment_pad < 0:
+            raise ConfigError("student_lr and tau must be positive, augment_pad >= 0")
+
+
+def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: torch.Tensor, cfg: SetKDConfig,
+                 progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
+                 name: str = "KD on image set") -> list[dict]:
+    """Calibrate ``student`` on ``images`` and train it by KD from ``teacher``. Returns the history."""
+    torch.manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    order = torch.randperm(len(images), generator=rng)
+    calib = [images[order[i:i + cfg.batch_size]] for i in range(0, min(len(images), cfg.calib_batches *
+                                                                          cfg.batch_size), cfg.batch_size)]
+    calibrate(student, calib)
+    if on_step is not None:
+        on_step(0, student)
+    history: list[dict] = []
+    if cfg.steps == 0:
+        student.eval()
+        return history
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.student_lr, momentum=cfg.momentum, nesterov=True,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, cfg.steps))))
+    t0 = time.time()
+    student.train()
+    bar = tqdm(range(cfg.steps), desc=name, disable=not progress)
+    for step in bar:
+        idx = torch.randint(0, len(images), (min(cfg.batch_size, len(images)),), generator=rng)
+        x = augment(images[idx], cfg.augment_pad, cfg.augment_flip, rng)
+        with torch.no_grad():
+            t_logits = teacher(x)
+        loss = kd_loss(student(x), t_logits, cfg.tau)
+        if not math.isfinite(loss.item()):
+            raise TrainingError(f"student loss became {loss.item()} at step {step}",
+                                hint="lower student_lr (--set student_lr=...) or raise the bit widths")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % cfg.log_every == 0 or step == cfg.steps - 1:
+            history.append({"phase": "kd", "step": step, "kd": loss.item(), "loss": loss.item(),
+                            "lr": sched.get_last_lr()[0]})
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if on_step is not None:
+            on_step(step + 1, student)
+    log.info("%s done: %d steps (%.0f s)", name, cfg.steps, time.time() - t0)
+    student.eval()
+    return history

@@ -1,0 +1,148 @@
+"""LIS: "Learning in School", multi-teacher knowledge inversion (seed paper 002, arXiv 2011.09899 v1).
+
+Images are **inverted** (their pixels optimised) so that several teachers label them as asked while the float
+teacher's BatchNorm layers see their stored statistics. Which teacher labels a batch at each iteration is sampled
+from **hierarchical courses**: courses are ordered (default: the float teacher, then its W8A8 and W6A6 quantized
+copies); course ``k`` of ``K`` opens at ``k/K`` of each batch's iterations, and each iteration samples an open
+course uniformly, then a teacher in it uniformly. Early iterations shape the images with the float teacher alone;
+later ones make them hold for the quantized decision boundaries too.
+
+The set is written **once** to disk (``synthetic_set.safetensors`` in the run directory, or ``synthetic_set``)
+and reused: the student's activation scales are calibrated on it (PTQ) and the student is trained by KD from the
+float teacher on augmented mini-batches of it (QAT). Passing an existing ``synthetic_set`` skips synthesis, so
+one set serves every model and bit width of the same input shape.
+
+Choices the abstract leaves open, made here: the quantized teachers are calibrated data-free on the first batch
+(which the float teacher inverts alone); BatchNorm statistics come from the float teacher (the quantized copies
+have their BN folded into the convolutions); a total-variation prior keeps the images smooth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .. import __version__
+from ..errors import ConfigError
+from ..quant import QuantScheme, calibrate, quantize_model
+from ..synthesis import invert_images
+from ..synthesis.synthetic_set import load_synthetic_set, save_synthetic_set
+from .fixed_set import SetKDConfig, kd_on_images
+
+log = logging.getLogger("dfq_deploy")
+
+
+@dataclass(frozen=True)
+class LISConfig(SetKDConfig):
+    num_images: int = 512                      # size of the synthetic set
+    inversion_steps: int = 150                 # Adam iterations per batch of images
+    inversion_lr: float = 0.1                  # Adam learning rate on the pixels (cosine to 0)
+    inversion_batch: int = 128                 # images optimised together (BN statistics are per batch)
+    bns_weight: float = 1.0                    # BN-statistics term
+    tv_weight: float = 1e-3                    # total-variation prior
+    courses: tuple[str, ...] = ("fp", "W8A8,W6A6")   # ordered courses; "fp" = float teacher, W<b>A<b> = PTQ copy
+    synthetic_set: str = ""                    # existing set to reuse, or where to write the new one
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.num_images < 1 or self.inversion_steps < 1 or self.inversion_batch < 2:
+            raise ConfigError("lis: num_images and inversion_steps must be >= 1, inversion_batch >= 2")
+        if self.inversion_lr <= 0 or self.bns_weight < 0 or self.tv_weight < 0:
+            raise ConfigError("lis: inversion_lr must be positive, bns_weight and tv_weight >= 0")
+        if not self.courses or not any(self.courses):
+            raise ConfigError("lis: courses must list at least one teacher")
+        for course in self.courses:
+            for tag in course.split(","):
+                if tag.strip().lower() != "fp":
+                    QuantScheme.from_tag(tag.strip())  # raises ConfigError for a bad tag
+
+
+def course_picker(courses: list[list[int]]):
+    """Sampler over hierarchical courses (lists of teacher indices, easy first): course ``k`` of ``K`` is open
+    from iteration ``k/K * total`` on; an open course is drawn uniformly, then a teacher in it uniformly."""
+    def pick(i: int, total: int, rng: torch.Generator) -> int:
+        open_courses = max(1, min(len(courses), 1 + (i * len(courses)) // max(1, total)))
+        c = courses[int(torch.randint(0, open_courses, (1,), generator=rng))]
+        return c[int(torch.randint(0, len(c), (1,), generator=rng))]
+    return pick
+
+
+def _teacher_fingerprint(teacher: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(teacher.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tuple[int, int, int], num_classes: int,
+                       progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Invert ``cfg.num_images`` labelled images from the float teacher and its quantized copies (see module)."""
+    names: list[str] = []
+    models: list[torch.nn.Module] = []
+    courses: list[list[int]] = []
+    for course in cfg.courses:
+        idx = []
+        for tag in (t.strip() for t in course.split(",")):
+            name = "fp" if tag.lower() == "fp" else QuantScheme.from_tag(tag).tag
+            if name not in names:
+                names.append(name)
+                models.append(teacher if name == "fp" else quantize_model(teacher, QuantScheme.from_tag(tag)))
+            idx.append(names.index(name))
+        courses.append(idx)
+    history: list[dict] = []
+
+    def record(terms, offset=[0]):  # noqa: B006 - a counter shared by the two inversion calls
+        if offset[0] % cfg.log_every == 0:
+            history.append({"phase": "inversion", "step": offset[0], "gen_bns": terms["bns"],
+                            "gen_ce": terms.get("ce", float("nan")), "teacher": names[terms["teacher"]]})
+        offset[0] += 1
+
+    common = dict(img_shape=img_shape, steps=cfg.inversion_steps, num_classes=num_classes, lr=cfg.inversion_lr,
+                  bns_weight=cfg.bns_weight, tv_weight=cfg.tv_weight, progress=progress, on_iter=record)
+    first = min(cfg.inversion_batch, cfg.num_images)
+    imgs0, y0 = invert_images(teacher, first, batch_size=first, seed=cfg.seed, desc="LIS inversion (float course)",
+                              **common)
+    for m in models:
+        if m is not teacher:  # data-free PTQ of the quantized teachers on the float teacher's first batch
+            calibrate(m, [imgs0])
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+    images, labels = [imgs0], [y0]
+    if cfg.num_images > first:
+        rest, y_rest = invert_images(teacher, cfg.num_images - first, teachers=models, pick=course_picker(courses),
+                                     batch_size=cfg.inversion_batch, seed=cfg.seed + 1,
+                                     desc="LIS inversion (hierarchical courses)", **common)
+        images.append(rest)
+        labels.append(y_rest)
+    return torch.cat(images), torch.cat(labels), history
+
+
+def train_lis(teacher: torch.nn.Module, student: torch.nn.Module, cfg: LISConfig, img_shape: tuple[int, int, int],
+              num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
+              run_dir: str | Path | None = None, warmup_cache: dict | None = None) -> list[dict]:
+    """Synthesise (or load) the LIS set, then PTQ-calibrate and KD-train ``student`` on it. Returns the history."""
+    fingerprint = _teacher_fingerprint(teacher)
+    reuse = bool(cfg.synthetic_set) and Path(cfg.synthetic_set).exists()
+    if reuse:
+        images, labels, meta = load_synthetic_set(cfg.synthetic_set, img_shape)
+        log.info("LIS: reusing %d synthetic images from %s (made from teacher %s)", len(images), cfg.synthetic_set,
+                 meta.get("teacher_fingerprint", "?"))
+        history: list[dict] = []
+    else:
+        images, labels, history = synthesize_lis_set(teacher, cfg, img_shape, num_classes, progress)
+        target = Path(cfg.synthetic_set) if cfg.synthetic_set else (Path(run_dir) / "synthetic_set.safetensors"
+                                                                     if run_dir else None)
+        if target is not None:
+            meta = {"dfq_deploy_version": __version__, "recipe": "lis", "teacher_fingerprint": fingerprint,
+                    "config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}}
+            save_synthetic_set(target, images, labels, meta)
+            log.info("LIS: wrote %d synthetic images to %s", len(images), target)
+    kd_cfg = SetKDConfig(**{k: getattr(cfg, k) for k in SetKDConfig.__dataclass_fields__})
+    return history + kd_on_images(teacher, student, images, kd_cfg, progress, on_step, name="LIS QAT")

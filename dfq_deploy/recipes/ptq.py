@@ -1,0 +1,66 @@
+"""Post-training quantization baselines (no training): the student's activation scales are calibrated on
+
+- ``noise``: standard-normal images (what a user without data tries first), or
+- ``zeroq``: images inverted from the float teacher's BatchNorm statistics alone, no labels (ZeroQ, CVPR 2020).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..errors import ConfigError
+from ..quant import calibrate
+from ..synthesis import invert_images
+
+
+@dataclass(frozen=True)
+class PTQConfig:
+    source: str = "noise"        # "noise" or "zeroq"
+    calib_batches: int = 4       # batches of calibration images
+    batch_size: int = 128
+    zeroq_steps: int = 200       # Adam iterations per batch of ZeroQ images
+    zeroq_lr: float = 0.1
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.source not in ("noise", "zeroq"):
+            raise ConfigError(f"ptq: source must be 'noise' or 'zeroq', not {self.source!r}")
+        if self.calib_batches < 1 or self.batch_size < 2 or self.zeroq_steps < 1 or self.zeroq_lr <= 0:
+            raise ConfigError("ptq: calib_batches and zeroq_steps must be >= 1, batch_size >= 2, zeroq_lr > 0")
+
+
+def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
+                       progress: bool = True) -> tuple[list[torch.Tensor], list[dict]]:
+    """The calibration batches of ``cfg.source`` and the inversion history (empty for noise)."""
+    n = cfg.calib_batches * cfg.batch_size
+    if cfg.source == "noise":
+        x = torch.randn(n, *img_shape, generator=torch.Generator().manual_seed(cfg.seed))
+        history = []
+    else:
+        history = []
+        count = [0]
+
+        def record(terms):
+            if count[0] % cfg.log_every == 0:
+                history.append({"phase": "inversion", "step": count[0], "gen_bns": terms["bns"]})
+            count[0] += 1
+
+        x, _ = invert_images(teacher, n, img_shape, cfg.zeroq_steps, batch_size=cfg.batch_size, lr=cfg.zeroq_lr,
+                             seed=cfg.seed, progress=progress, desc="ZeroQ inversion", on_iter=record)
+    return list(x.split(cfg.batch_size)), history
+
+
+def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
+              num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
+              run_dir=None, warmup_cache: dict | None = None) -> list[dict]:
+    """Calibrate ``student`` in place; no weights change. Returns the inversion history (empty for noise)."""
+    batches, history = calibration_images(teacher, cfg, img_shape, progress)
+    calibrate(student, batches)
+    student.eval()
+    if on_step is not None:
+        on_step(0, student)
+    return history

@@ -1,0 +1,78 @@
+"""Model inversion: optimise the pixels of random images until a teacher labels them as asked and its BatchNorm
+layers see their stored statistics (ZeroQ without labels; DeepInversion/LIS with labels and several teachers)."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .bn_stats import BNStatsLoss
+
+
+def tv_loss(x: torch.Tensor) -> torch.Tensor:
+    """Anisotropic total variation (mean absolute difference of neighbouring pixels): a smoothness prior."""
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+# pick(iteration, iterations_per_batch, rng) -> index of the teacher that labels this iteration's batch
+TeacherPicker = Callable[[int, int, torch.Generator], int]
+
+
+def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[int, int, int], steps: int, *,
+                  num_classes: int | None = None, teachers: Sequence[torch.nn.Module] = (),
+                  pick: TeacherPicker | None = None, batch_size: int = 128, lr: float = 0.1,
+                  bns_weight: float = 1.0, ce_weight: float = 1.0, tv_weight: float = 0.0, seed: int = 0,
+                  progress: bool = True, desc: str = "inverting images",
+                  on_iter: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Return ``num_images`` images (and their labels when ``num_classes`` is given), optimised in batches.
+
+    Each batch starts as standard-normal noise and is optimised for ``steps`` Adam iterations (cosine learning rate)
+    on ``bns_weight * BNS(bn_model) + ce_weight * CE(teacher_k(x), y) + tv_weight * TV(x)``. ``teacher_k`` is
+    ``teachers[pick(...)]`` (default: ``bn_model`` itself); without ``num_classes`` there is no CE term (ZeroQ).
+    ``on_iter`` receives each iteration's losses (tests and logs use it).
+    """
+    rng = torch.Generator().manual_seed(seed)
+    bn_model.eval()
+    teachers = list(teachers) or [bn_model]
+    for t in teachers:
+        t.eval()
+    images, labels = [], []
+    n_batches = math.ceil(num_images / batch_size)
+    bar = tqdm(total=n_batches * steps, desc=desc, disable=not progress)
+    with BNStatsLoss(bn_model) as bns:
+        for b in range(n_batches):
+            n = min(batch_size, num_images - b * batch_size)
+            x = torch.randn(n, *img_shape, generator=rng).requires_grad_(True)
+            y = torch.randint(0, num_classes, (n,), generator=rng) if num_classes else None
+            opt = torch.optim.Adam([x], lr=lr)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+            for i in range(steps):
+                k = pick(i, steps, rng) if pick else 0
+                bns.reset()
+                logits = bn_model(x)
+                loss_bn = bns.loss()
+                loss = bns_weight * loss_bn
+                terms = {"bns": loss_bn.item(), "teacher": k}
+                if y is not None and ce_weight:
+                    t_logits = logits if teachers[k] is bn_model else teachers[k](x)
+                    ce = F.cross_entropy(t_logits, y)
+                    loss = loss + ce_weight * ce
+                    terms["ce"] = ce.item()
+                if tv_weight:
+                    loss = loss + tv_weight * tv_loss(x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if on_iter is not None:
+                    on_iter(terms)
+                bar.update()
+            images.append(x.detach())
+            if y is not None:
+                labels.append(y)
+    bar.close()
+    return torch.cat(images), (torch.cat(labels) if labels else None)
