@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfq_deploy.quant import QuantScheme, quantize_model
     from dfq_deploy.recipes import RECIPES, LISConfig, PTQConfig
     from dfq_deploy.recipes.fixed_set import SetKDConfig, kd_on_images
-    from dfq_deploy.recipes.ptq import calibration_images
+    from dfq_deploy.recipes.loop import KDLoopConfig, _zeroq_images
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     def zeroq_batches():
         if "zeroq" not in shared:
             t0 = time.time()
-            shared["zeroq"], _ = calibration_images(teacher, PTQConfig(source="zeroq", zeroq_steps=args.zeroq_steps,
-                                                                       seed=args.seed), shape, progress=False)
+            # the same batches (and cache entry) the generator recipes calibrate their students on
+            shared["zeroq"] = _zeroq_images(teacher, KDLoopConfig(calib_steps=args.zeroq_steps, seed=args.seed), shape,
+                                            warm_cache, progress=False)
             shared["zeroq_time"] = time.time() - t0
             print(f"ZeroQ synthesis: {shared['zeroq_time']:.0f} s", flush=True)
         return shared["zeroq"]

@@ -3,7 +3,8 @@
 1. warm-up: the conditional generator(s) learn, against the frozen float teacher, images the teacher labels as asked
    (cross-entropy) whose BatchNorm statistics match the teacher's running statistics (a recipe may replace this
    generator loss, e.g. DFQF's inception-score loss or adversarial KD's min-max term);
-2. calibration: the student's activation scales are initialised on synthetic images;
+2. calibration: the student's activation scales are initialised on synthetic images (default: ZeroQ images,
+   inverted from the teacher's BatchNorm statistics, which give far better 4-bit ranges than generator images);
 3. joint steps: one generator step, then one student step on the same (detached) images with the recipe's loss.
 
 Never reads real data.
@@ -29,6 +30,9 @@ from ..synthesis import BNStatsLoss, GeneratorPool
 log = logging.getLogger("dfq_deploy")
 
 
+CALIB_SOURCES = ("zeroq", "generator", "noise")
+
+
 @dataclass(frozen=True)
 class KDLoopConfig:
     steps: int = 300              # joint steps (generator step + student step each); KD plateaus after ~100-200
@@ -42,7 +46,8 @@ class KDLoopConfig:
     bns_weight: float = 0.1       # weight of the BN-statistics term in the generator loss
     tau: float = 4.0              # KD temperature
     calib_batches: int = 4        # batches that initialise the activation scales
-    calib_source: str = "generator"   # "generator" images or standard-normal "noise"
+    calib_source: str = "zeroq"   # "zeroq" (BN-statistics inverted images), "generator" images, or "noise"
+    calib_steps: int = 100        # inversion iterations per batch of ZeroQ calibration images
     log_every: int = 10           # history sample period (steps)
     generators: int = 1           # generators sharing each batch (adversarial KD's multi-generator option)
     seed: int = 0
@@ -52,8 +57,10 @@ class KDLoopConfig:
             raise ConfigError("steps/warmup_steps must be >= 0, batch_size >= 2, calib_batches >= 1")
         if not 1 <= self.generators <= self.batch_size:
             raise ConfigError(f"generators must be between 1 and batch_size, not {self.generators}")
-        if self.calib_source not in ("generator", "noise"):
-            raise ConfigError(f"calib_source must be 'generator' or 'noise', not {self.calib_source!r}")
+        if self.calib_source not in CALIB_SOURCES:
+            raise ConfigError(f"calib_source must be one of {', '.join(CALIB_SOURCES)}, not {self.calib_source!r}")
+        if self.calib_steps < 1:
+            raise ConfigError("calib_steps must be >= 1")
         if self.gen_lr <= 0 or self.student_lr <= 0 or self.tau <= 0:
             raise ConfigError("learning rates and tau must be positive")
         if self.log_every < 1:
@@ -104,6 +111,24 @@ def _warmup_key(objective: StudentObjective, teacher: torch.nn.Module, cfg: KDLo
             cfg.batch_size, cfg.latent_dim, cfg.gen_lr, cfg.bns_weight, cfg.generators, cfg.log_every, cfg.seed)
 
 
+def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, progress: bool) -> list[torch.Tensor]:
+    """ZeroQ calibration batches (own seeded random stream, so the loop's streams are untouched); cached."""
+    from .ptq import PTQConfig, calibration_images
+
+    t_id = round(sum(float(p.double().sum()) for p in teacher.parameters()), 6)
+    key = ("zeroq-calib", t_id, tuple(img_shape), cfg.calib_batches, cfg.batch_size, cfg.calib_steps, cfg.seed)
+    if cache is not None and key in cache:
+        return cache[key]
+    t0 = time.time()
+    batches, _ = calibration_images(teacher, PTQConfig(source="zeroq", calib_batches=cfg.calib_batches,
+                                                       batch_size=cfg.batch_size, zeroq_steps=cfg.calib_steps,
+                                                       seed=cfg.seed), img_shape, progress)
+    log.info("ZeroQ calibration images: %d (%.0f s)", sum(len(b) for b in batches), time.time() - t0)
+    if cache is not None:
+        cache[key] = batches
+    return batches
+
+
 def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopConfig, objective: StudentObjective,
                 img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
                 on_step: Callable[[int, torch.nn.Module], None] | None = None, name: str = "data-free KD",
@@ -132,6 +157,8 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
     history: list[dict] = []
     t0 = time.time()
     key = _warmup_key(objective, teacher, cfg, img_shape) if warmup_cache is not None else None
+    # before the loop's BN hooks exist: the inversion must not leave terms (and their graphs) in them
+    calib = _zeroq_images(teacher, cfg, img_shape, warmup_cache, progress) if cfg.calib_source == "zeroq" else None
     try:
         with BNStatsLoss(teacher, mode=objective.bns_mode) as bns:
             if key is not None and key in warmup_cache:
@@ -159,9 +186,10 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
             with torch.no_grad():
                 if cfg.calib_source == "noise":
                     calib = [torch.randn(cfg.batch_size, *img_shape, generator=rng) for _ in range(cfg.calib_batches)]
-                else:
+                elif cfg.calib_source == "generator":
                     calib = [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)]
                 calibrate(student, calib)
+                bns.reset()  # drop terms the calibration images' inversion left (they hold autograd graphs)
                 objective.setup(teacher, student, calib)
             bns.reset()
             gen.train()

@@ -21,7 +21,7 @@ class PTQConfig:
     source: str = "noise"        # "noise" or "zeroq"
     calib_batches: int = 4       # batches of calibration images
     batch_size: int = 128
-    zeroq_steps: int = 200       # Adam iterations per batch of ZeroQ images
+    zeroq_steps: int = 100       # Adam iterations per batch of ZeroQ images
     zeroq_lr: float = 0.1
     log_every: int = 10
     seed: int = 0
