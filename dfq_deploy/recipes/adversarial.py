@@ -16,7 +16,6 @@ The generator is warmed up on ``L_aux`` alone before any student exists.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,7 +24,7 @@ import torch
 from ..distill import entropy_terms, kd_loss
 from ..errors import ConfigError
 from ..quant import calibrate
-from .loop import KDLoopConfig, StudentObjective, run_kd_loop
+from .loop import KDLoopConfig, StudentObjective, run_kd_loop, student_optimizer, student_step
 
 
 @dataclass(frozen=True)
@@ -58,12 +57,9 @@ class _AdversarialObjective(StudentObjective):
             s = copy.deepcopy(student)
             calibrate(s, [calib_images[i % len(calib_images)]])  # its own activation ranges
             s.train()
-            opt = torch.optim.SGD([p for p in s.parameters() if p.requires_grad], lr=cfg.student_lr,
-                                  momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay)
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, cfg.steps) / max(1, cfg.steps))))
             self.extra.append(s)
-            self.opts.append((opt, sched))
+            self.opts.append(student_optimizer((p for p in s.parameters() if p.requires_grad), cfg.student_lr,
+                                               cfg.momentum, cfg.weight_decay, cfg.steps))
 
     def generator_loss(self, imgs, y, t_logits, bns, student, cfg):
         instance, batch = entropy_terms(t_logits)
@@ -81,10 +77,7 @@ class _AdversarialObjective(StudentObjective):
         m = {"kd": loss.item()}
         for i, (s, (opt, sched)) in enumerate(zip(self.extra, self.opts, strict=True), start=1):
             extra = kd_loss(s(imgs), t_logits, self.cfg.tau)
-            opt.zero_grad(set_to_none=True)
-            extra.backward()
-            opt.step()
-            sched.step()
+            student_step(extra, opt, sched, step)
             m[f"kd_student{i}"] = extra.item()
         return loss, m
 

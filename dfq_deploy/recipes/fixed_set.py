@@ -4,7 +4,6 @@ upper bound): calibrate on the set, then SGD steps of KD from the float teacher 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -13,9 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 from ..distill import kd_loss
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError
 from ..models.pretrain import augment
 from ..quant import calibrate
+from .loop import student_optimizer, student_step
 
 log = logging.getLogger("dfq_deploy")
 
@@ -60,10 +60,8 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
     if cfg.steps == 0:
         student.eval()
         return history
-    params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=cfg.student_lr, momentum=cfg.momentum, nesterov=True,
-                          weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, cfg.steps))))
+    opt, sched = student_optimizer((p for p in student.parameters() if p.requires_grad), cfg.student_lr,
+                                   cfg.momentum, cfg.weight_decay, cfg.steps)
     t0 = time.time()
     student.train()
     bar = tqdm(range(cfg.steps), desc=name, disable=not progress)
@@ -73,13 +71,7 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
         with torch.no_grad():
             t_logits = teacher(x)
         loss = kd_loss(student(x), t_logits, cfg.tau)
-        if not math.isfinite(loss.item()):
-            raise TrainingError(f"student loss became {loss.item()} at step {step}",
-                                hint="lower student_lr (--set student_lr=...) or raise the bit widths")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        student_step(loss, opt, sched, step)
         if step % cfg.log_every == 0 or step == cfg.steps - 1:
             history.append({"phase": "kd", "step": step, "kd": loss.item(), "loss": loss.item(),
                             "lr": sched.get_last_lr()[0]})

@@ -111,6 +111,25 @@ def _warmup_key(objective: StudentObjective, teacher: torch.nn.Module, cfg: KDLo
             cfg.batch_size, cfg.latent_dim, cfg.gen_lr, cfg.bns_weight, cfg.generators, cfg.log_every, cfg.seed)
 
 
+def student_optimizer(params, lr: float, momentum: float, weight_decay: float, steps: int):
+    """SGD (nesterov) with a cosine schedule to 0 over ``steps``: the student optimiser of every recipe."""
+    opt = torch.optim.SGD(list(params), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(1, steps))))
+    return opt, sched
+
+
+def student_step(loss: torch.Tensor, opt, sched, step: int) -> None:
+    """One optimiser step on ``loss``; a non-finite loss stops training with a TrainingError that says what to do."""
+    if not math.isfinite(loss.item()):
+        raise TrainingError(f"student loss became {loss.item()} at step {step}",
+                            hint="lower student_lr (--set student_lr=...) or raise the bit widths")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+
+
 def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, progress: bool) -> list[torch.Tensor]:
     """ZeroQ calibration batches (own seeded random stream, so the loop's streams are untouched); cached."""
     from .ptq import PTQConfig, calibration_images
@@ -194,11 +213,8 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
             bns.reset()
             gen.train()
 
-            s_params = [p for p in student.parameters() if p.requires_grad]
-            s_opt = torch.optim.SGD(s_params, lr=cfg.student_lr, momentum=cfg.momentum, nesterov=True,
-                                    weight_decay=cfg.weight_decay)
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                s_opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / max(1, cfg.steps))))
+            s_opt, sched = student_optimizer((p for p in student.parameters() if p.requires_grad), cfg.student_lr,
+                                             cfg.momentum, cfg.weight_decay, cfg.steps)
             if on_step is not None:
                 on_step(0, student)
             student.train()
@@ -207,13 +223,7 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                 imgs, t_logits, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng, objective, student)
                 s_logits = student(imgs)
                 loss, extra = objective.loss(imgs, t_logits, s_logits, step, cfg.steps)
-                if not math.isfinite(loss.item()):
-                    raise TrainingError(f"student loss became {loss.item()} at step {step}",
-                                        hint="lower student_lr (--set student_lr=...) or raise the bit widths")
-                s_opt.zero_grad(set_to_none=True)
-                loss.backward()
-                s_opt.step()
-                sched.step()
+                student_step(loss, s_opt, sched, step)
                 m.update(loss=loss.item(), **extra)
                 if step % cfg.log_every == 0 or step == cfg.steps - 1:
                     history.append({"phase": "kd", "step": step, **m, "lr": sched.get_last_lr()[0]})
