@@ -105,9 +105,14 @@ def _generator_step(gen, teacher, bns, opt, cfg, rng, objective, student=None):
     return imgs.detach(), t_logits.detach(), {"gen_loss": loss.item(), **m, "gen_bns": bn.item()}
 
 
+def _teacher_id(teacher: torch.nn.Module) -> float:
+    """A cheap fingerprint of the teacher's weights, for cache keys."""
+    return round(sum(float(p.double().sum()) for p in teacher.parameters()), 6)
+
+
 def _warmup_key(objective: StudentObjective, teacher: torch.nn.Module, cfg: KDLoopConfig, img_shape) -> tuple:
-    t_id = sum(float(p.double().sum()) for p in teacher.parameters())  # cheap fingerprint of the teacher
-    return (type(objective).generator_key, objective.bns_mode, round(t_id, 6), tuple(img_shape), cfg.warmup_steps,
+    return (type(objective).generator_key, objective.bns_mode, _teacher_id(teacher), tuple(img_shape),
+            cfg.warmup_steps,
             cfg.batch_size, cfg.latent_dim, cfg.gen_lr, cfg.bns_weight, cfg.generators, cfg.log_every, cfg.seed)
 
 
@@ -134,8 +139,7 @@ def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, pro
     """ZeroQ calibration batches (own seeded random stream, so the loop's streams are untouched); cached."""
     from .ptq import PTQConfig, calibration_images
 
-    t_id = round(sum(float(p.double().sum()) for p in teacher.parameters()), 6)
-    key = ("zeroq-calib", t_id, tuple(img_shape), cfg.calib_batches, cfg.batch_size, cfg.calib_steps, cfg.seed)
+    key = ("zeroq-calib", _teacher_id(teacher), tuple(img_shape), cfg.calib_batches, cfg.batch_size, cfg.calib_steps, cfg.seed)
     if cache is not None and key in cache:
         return cache[key]
     t0 = time.time()
