@@ -139,7 +139,8 @@ def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, pro
     """ZeroQ calibration batches (own seeded random stream, so the loop's streams are untouched); cached."""
     from .ptq import PTQConfig, calibration_images
 
-    key = ("zeroq-calib", _teacher_id(teacher), tuple(img_shape), cfg.calib_batches, cfg.batch_size, cfg.calib_steps, cfg.seed)
+    key = ("zeroq-calib", _teacher_id(teacher), tuple(img_shape), cfg.calib_batches, cfg.batch_size, cfg.calib_steps,
+           cfg.seed)
     if cache is not None and key in cache:
         return cache[key]
     t0 = time.time()
