@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                 elif method == "lis":
                     cfg = LISConfig(steps=args.steps, num_images=args.lis_images,
                                     inversion_steps=args.lis_inversion_steps, seed=args.seed,
-                                    synthetic_set=str(lis_set))
+                                    synthetic_set=str(lis_set), pixel_mean=tuple(card.mean),
+                                    pixel_std=tuple(card.std))
                     if not lis_set.exists():
                         t_syn = time.time()
                         RECIPES["lis"][1](teacher, quantize_model(teacher, scheme),

@@ -12,7 +12,7 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -192,6 +192,9 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
 
     teacher_card_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
     teacher, card = load_teacher(teacher_card_path)
+    if "pixel_mean" in recipe_cls.__dataclass_fields__ and not recipe_cfg.pixel_mean:
+        # inverted images are kept inside the range a real normalised image can take (see recipes/lis.py)
+        recipe_cfg = replace(recipe_cfg, pixel_mean=tuple(card.mean), pixel_std=tuple(card.std))
     eval_set = load_eval_set(cfg.eval_data, card.mean, card.std, limit=cfg.eval_limit, root=cfg.data_root)
     if tuple(eval_set.images.shape[1:]) != tuple(card.input_shape):
         raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} but the teacher expects "

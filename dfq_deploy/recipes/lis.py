@@ -14,7 +14,11 @@ one set serves every model and bit width of the same input shape.
 
 Choices the abstract leaves open, made here: the quantized teachers are calibrated data-free on the first batch
 (which the float teacher inverts alone); BatchNorm statistics come from the float teacher (the quantized copies
-have their BN folded into the convolutions); a total-variation prior keeps the images smooth.
+have their BN folded into the convolutions); a total-variation prior keeps the images smooth; pixels stay inside
+the range a real normalised image can take (``pixel_mean``/``pixel_std``, from the teacher's card). Without that
+bound the inverted pixels drifted to about +-5.5 where real ones lie in [-0.81, 2.02]; the student's input
+quantizer, calibrated on them, then wasted most of its 4-bit grid and PTQ on the set alone fell to 42 % (W4A4,
+3 000 test images) against 91 % once the same images were clamped.
 """
 
 from __future__ import annotations
@@ -47,6 +51,10 @@ class LISConfig(SetKDConfig):
     tv_weight: float = 1e-3                    # total-variation prior
     courses: tuple[str, ...] = ("fp", "W8A8,W6A6")   # ordered courses; "fp" = float teacher, W<b>A<b> = PTQ copy
     synthetic_set: str = ""                    # existing set to reuse, or where to write the new one
+    # the teacher's input normalisation: pixels are kept inside [(0-mean)/std, (1-mean)/std]; empty = unbounded.
+    # train-export fills both from the teacher's model card when they are left empty.
+    pixel_mean: tuple[float, ...] = ()
+    pixel_std: tuple[float, ...] = ()
 
     def __post_init__(self):
         super().__post_init__()
@@ -54,6 +62,9 @@ class LISConfig(SetKDConfig):
             raise ConfigError("lis: num_images and inversion_steps must be >= 1, inversion_batch >= 2")
         if self.inversion_lr <= 0 or self.bns_weight < 0 or self.tv_weight < 0:
             raise ConfigError("lis: inversion_lr must be positive, bns_weight and tv_weight >= 0")
+        if len(self.pixel_mean) != len(self.pixel_std) or any(v <= 0 for v in self.pixel_std):
+            raise ConfigError("lis: pixel_mean and pixel_std need the same length and std > 0",
+                              hint="give one value per input channel, or leave both empty")
         if not self.courses or not any(self.courses):
             raise ConfigError("lis: courses must list at least one teacher")
         for course in self.courses:
@@ -103,7 +114,13 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
                             "gen_ce": terms.get("ce", float("nan")), "teacher": names[terms["teacher"]]})
         offset[0] += 1
 
-    common = dict(img_shape=img_shape, steps=cfg.inversion_steps, num_classes=num_classes, lr=cfg.inversion_lr,
+    pixel_range = None
+    if cfg.pixel_mean:
+        if len(cfg.pixel_mean) not in (1, img_shape[0]):
+            raise ConfigError(f"lis: pixel_mean has {len(cfg.pixel_mean)} values for {img_shape[0]} input channels")
+        pixel_range = ([(0 - m) / s for m, s in zip(cfg.pixel_mean, cfg.pixel_std, strict=True)],
+                       [(1 - m) / s for m, s in zip(cfg.pixel_mean, cfg.pixel_std, strict=True)])
+    common = dict(img_shape=img_shape, pixel_range=pixel_range, steps=cfg.inversion_steps, num_classes=num_classes, lr=cfg.inversion_lr,
                   bns_weight=cfg.bns_weight, tv_weight=cfg.tv_weight, progress=progress, on_iter=record)
     first = min(cfg.inversion_batch, cfg.num_images)
     imgs0, y0 = invert_images(teacher, first, batch_size=first, seed=cfg.seed, desc="LIS inversion (float course)",

@@ -26,6 +26,7 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
                   num_classes: int | None = None, teachers: Sequence[torch.nn.Module] = (),
                   pick: TeacherPicker | None = None, batch_size: int = 128, lr: float = 0.1,
                   bns_weight: float = 1.0, ce_weight: float = 1.0, tv_weight: float = 0.0, seed: int = 0,
+                  pixel_range: tuple[Sequence[float], Sequence[float]] | None = None,
                   progress: bool = True, desc: str = "inverting images",
                   on_iter: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return ``num_images`` images (and their labels when ``num_classes`` is given), optimised in batches.
@@ -33,6 +34,9 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
     Each batch starts as standard-normal noise and is optimised for ``steps`` Adam iterations (cosine learning rate)
     on ``bns_weight * BNS(bn_model) + ce_weight * CE(teacher_k(x), y) + tv_weight * TV(x)``. ``teacher_k`` is
     ``teachers[pick(...)]`` (default: ``bn_model`` itself); without ``num_classes`` there is no CE term (ZeroQ).
+    ``pixel_range`` = (per-channel low, per-channel high) keeps every pixel inside the range a real normalised
+    image can take (projected after each step); without it pixels are unbounded and can drift far outside it,
+    which then inflates any activation range calibrated on them.
     ``on_iter`` receives each iteration's losses (tests and logs use it).
     """
     rng = torch.Generator().manual_seed(seed)
@@ -41,12 +45,20 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
     for t in teachers:
         t.eval()
     images, labels = [], []
+    lo = hi = None
+    if pixel_range is not None:
+        lo, hi = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1) for v in pixel_range)
+        if lo.numel() not in (1, img_shape[0]) or hi.numel() != lo.numel() or bool((lo >= hi).any()):
+            raise ValueError(f"pixel_range needs 1 or {img_shape[0]} low < high values, got {pixel_range}")
     n_batches = math.ceil(num_images / batch_size)
     bar = tqdm(total=n_batches * steps, desc=desc, disable=not progress)
     with BNStatsLoss(bn_model) as bns:
         for b in range(n_batches):
             n = min(batch_size, num_images - b * batch_size)
-            x = torch.randn(n, *img_shape, generator=rng).requires_grad_(True)
+            x = torch.randn(n, *img_shape, generator=rng)
+            if lo is not None:
+                x = torch.maximum(torch.minimum(x, hi), lo)
+            x.requires_grad_(True)
             y = torch.randint(0, num_classes, (n,), generator=rng) if num_classes else None
             opt = torch.optim.Adam([x], lr=lr)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
@@ -68,6 +80,9 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
                 loss.backward()
                 opt.step()
                 sched.step()
+                if lo is not None:
+                    with torch.no_grad():
+                        x.copy_(torch.maximum(torch.minimum(x, hi), lo))
                 if on_iter is not None:
                     on_iter(terms)
                 bar.update()

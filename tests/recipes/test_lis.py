@@ -16,6 +16,8 @@ def test_config_validation():
         config_from_dict(LISConfig, {"courses": ["fp", "W9A4x"]})
     with pytest.raises(ConfigError, match="unknown key"):
         config_from_dict(LISConfig, {"warmup_steps": 3})
+    with pytest.raises(ConfigError, match="pixel_mean"):
+        LISConfig(pixel_mean=(0.5,), pixel_std=())
 
 
 def test_hierarchical_courses_open_in_order():
@@ -31,7 +33,8 @@ def test_hierarchical_courses_open_in_order():
 
 def test_lis_writes_the_set_once_and_reuses_it(tiny_teacher, tmp_path):
     cfg = LISConfig(num_images=24, inversion_steps=30, inversion_batch=12, steps=20, batch_size=12, log_every=1,
-                    student_lr=0.01, calib_batches=1, inversion_lr=0.2, courses=("fp", "W8A8,W4A4"))
+                    student_lr=0.01, calib_batches=1, inversion_lr=0.2, courses=("fp", "W8A8,W4A4"),
+                    pixel_mean=(0.5,), pixel_std=(0.5,))
     student = quantize_model(tiny_teacher, QuantScheme(4, 4))
     hist = train_lis(tiny_teacher, student, cfg, (1, 28, 28), 10, progress=False, run_dir=tmp_path)
     inv = [h for h in hist if h["phase"] == "inversion"]
@@ -44,6 +47,7 @@ def test_lis_writes_the_set_once_and_reuses_it(tiny_teacher, tmp_path):
     assert len(kd) == 20 and sum(kd[-5:]) < sum(kd[:5])
     images, labels, meta = load_synthetic_set(tmp_path / "synthetic_set.safetensors", (1, 28, 28))
     assert images.shape == (24, 1, 28, 28) and labels.shape == (24,) and meta["recipe"] == "lis"
+    assert images.min() >= -1 - 1e-6 and images.max() <= 1 + 1e-6  # (0-.5)/.5 .. (1-.5)/.5
     # the set is reused for another model / bit width: no inversion this time
     other = quantize_model(tiny_teacher, QuantScheme(8, 8))
     cfg2 = LISConfig(synthetic_set=str(tmp_path / "synthetic_set.safetensors"), steps=3, batch_size=12,
