@@ -64,13 +64,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _target_runtime(target: str):
-    """The runtime class for ``target``; raises RuntimeUnavailableError with the reason, before any training."""
+def _target_runtime(target: str) -> tuple[type, str, str | None]:
+    """(runtime class that checks parity, its report name, why the target runtime itself is not used or None).
+
+    TensorRT engines are built on the device that runs them (a Jetson, a server GPU). Where TensorRT is missing,
+    the tensorrt-profile graph is still exported and rule-checked, and its parity is checked in ONNX Runtime (which
+    computes the same function); the report says the engine was not built and why.
+    """
     from .runtimes import get_runtime
+    from .runtimes.ort import OnnxRuntime
+    from .runtimes.trt import TensorRTRuntime
 
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
-    return get_runtime(target)
+    if target == "tensorrt" and not TensorRTRuntime.is_available():
+        reason, _ = TensorRTRuntime.unavailable_reason()
+        return OnnxRuntime, "onnxruntime (tensorrt profile)", reason
+    return get_runtime(target), target, None
 
 
 def _prepare_run_dir(cfg: TrainExportConfig) -> tuple[Path, Path]:
@@ -139,18 +149,27 @@ def summary_text(r: dict) -> str:
         f"dfq-deploy {r['dfq_deploy_version']}  target={r['target']}  recipe={r['recipe']}  scheme={r['scheme_tag']}",
         f"  teacher FP accuracy       {r['teacher']['accuracy']:.2f} %",
         f"  {'student ' + r['scheme_tag'] + ' PyTorch':<26}{p['reference_accuracy']:.2f} %",
-        f"  {'student ' + r['scheme_tag'] + ' ' + r['target']:<26}{p['accuracy']:.2f} %",
+        f"  {'student ' + r['scheme_tag'] + ' ' + p['runtime']:<26}{p['accuracy']:.2f} %",
         f"  top-1 agreement           {p['top1_agreement']:.3f} %  (gate >= {p['min_agreement']} %: "
         f"{'pass' if p['passed'] else 'FAIL'})",
         f"  max |logit diff|          {p['max_abs_diff']:.3g}"
         + (f"  = {p['max_diff_steps']} output steps" if p["max_diff_steps"] is not None else ""),
-        f"  integer kernels           {c['integer_compute']} Conv/Gemm as integer, {len(c['float_compute'])} float"
-        f"  ({', '.join(f'{k} {v}' for k, v in c['op_counts'].items() if k.startswith('Q'))})",
+    ]
+    if r.get("tensorrt"):
+        t = r["tensorrt"]
+        lines += [f"  TensorRT Q/DQ rules       {'pass' if t['rule_check']['ok'] else 'FAIL'} "
+                  f"({t['rule_check']['quantized_compute']} quantized Conv/Gemm, static check)",
+                  f"  TensorRT engine           {t['engine']}"]
+    else:
+        lines.append(f"  integer kernels           {c['integer_compute']} Conv/Gemm as integer, {len(c['float_compute'])} "
+                     f"float  ({', '.join(f'{k} {v}' for k, v in c['op_counts'].items() if k.startswith('Q'))})")
+    lines += [
         f"  evaluated on              {r['eval']['name']} ({r['eval']['samples']} images)",
         f"  wall time                 {r['timings_s']['total']:.0f} s",
     ]
     if r["scheme"]["act_bits"] < 8 or r["scheme"]["weight_bits"] < 8:
-        lines.append("  note: ONNX Runtime has no sub-8-bit conv kernels; low-bit values run in 8-bit integer kernels")
+        lines.append("  note: ONNX Runtime and TensorRT have no sub-8-bit conv kernels: low-bit values run in 8-bit "
+                     "integer kernels (no 4-bit speed-up)")
     return "\n".join(lines)
 
 
@@ -171,7 +190,7 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     from safetensors.torch import save_file
 
     from .data import load_eval_set
-    from .export import export_onnx, ort_kernel_census
+    from .export import check_tensorrt_rules, export_onnx, ort_kernel_census
     from .export.inspect import output_quant_step
     from .models import SHIPPED_TEACHER, load_teacher
     from .models.pretrain import evaluate
@@ -182,7 +201,8 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
 
     t_start = time.time()
     timings: dict[str, float] = {}
-    rt_cls = _target_runtime(cfg.target)
+    rt_cls, rt_name, engine_note = _target_runtime(cfg.target)
+    scheme = replace(cfg.scheme, trt_compatible=True) if cfg.target == "tensorrt" else cfg.scheme
     if cfg.recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {cfg.recipe!r}", hint=f"use one of {', '.join(RECIPES)}")
     recipe_cls, recipe_fn = RECIPES[cfg.recipe]
@@ -207,13 +227,13 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     log.setLevel(logging.INFO)
     try:
         log.info("dfq-deploy %s train-export: target=%s recipe=%s scheme=%s teacher=%s", __version__, cfg.target,
-                 cfg.recipe, cfg.scheme.tag, teacher_card_path)
+                 cfg.recipe, scheme.tag, teacher_card_path)
         t = time.time()
         teacher_acc = evaluate(teacher, eval_set.images, eval_set.labels)
         timings["teacher_eval"] = time.time() - t
         log.info("teacher FP accuracy %.2f%% on %s", teacher_acc, eval_set.name)
 
-        student = quantize_model(teacher, cfg.scheme)
+        student = quantize_model(teacher, scheme)
         t = time.time()
         history = recipe_fn(teacher, student, recipe_cfg, tuple(card.input_shape), len(card.class_names),
                             progress=cfg.progress, run_dir=run_dir)
@@ -225,17 +245,21 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         onnx_path = run_dir / "model.onnx"
         metadata = {
             "dfq_deploy.version": __version__, "dfq_deploy.recipe": cfg.recipe,
-            "dfq_deploy.scheme": json.dumps(cfg.scheme.to_dict()), "dfq_deploy.input_shape": json.dumps(card.input_shape),
+            "dfq_deploy.scheme": json.dumps(scheme.to_dict()), "dfq_deploy.input_shape": json.dumps(card.input_shape),
             "dfq_deploy.mean": json.dumps(card.mean), "dfq_deploy.std": json.dumps(card.std),
             "dfq_deploy.class_names": json.dumps(card.class_names),
             "dfq_deploy.teacher_sha256": _sha256(teacher_card_path.parent / card.weights),
             "dfq_deploy.student_sha256": _sha256(run_dir / "student.safetensors"),
         }
-        exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile="onnxruntime", metadata=metadata)
+        exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=cfg.target, metadata=metadata)
         timings["export"] = time.time() - t
         census = ort_kernel_census(onnx_path)
-        log.info("export: %s; ONNX Runtime runs %d Conv/Gemm as integer kernels, %d float", exp.passes,
-                 census.integer_compute, len(census.float_compute))
+        trt_check = check_tensorrt_rules(str(onnx_path)) if cfg.target == "tensorrt" else None
+        log.info("export (%s profile): %s; ONNX Runtime runs %d Conv/Gemm as integer kernels, %d float", cfg.target,
+                 exp.passes, census.integer_compute, len(census.float_compute))
+        if trt_check is not None:
+            log.info("TensorRT rule check: %s (%d quantized layers); engine: %s", "pass" if trt_check.ok else "FAIL",
+                     len(trt_check.quantized_compute), engine_note or "built")
 
         t = time.time()
         ref = run_logits(TorchRuntime(student), eval_set, progress=cfg.progress)
@@ -243,22 +267,25 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         t = time.time()
         other = run_logits(rt_cls(onnx_path, threads=cfg.threads), eval_set, progress=cfg.progress)
         timings[f"{cfg.target}_eval"] = time.time() - t
-        parity = compare_logits(ref, other, eval_set.labels.numpy(), runtime=cfg.target,
+        parity = compare_logits(ref, other, eval_set.labels.numpy(), runtime=rt_name,
                                 output_step=output_quant_step(onnx_path), min_agreement=cfg.min_agreement)
         log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps)",
-                 parity.reference_accuracy, cfg.target, parity.accuracy, parity.top1_agreement,
+                 parity.reference_accuracy, rt_name, parity.accuracy, parity.top1_agreement,
                  parity.max_abs_diff, parity.max_diff_steps)
         _plot_history(history, run_dir / "losses.png")
         timings["total"] = time.time() - t_start
         report = {
             "dfq_deploy_version": __version__, "created": datetime.now().isoformat(timespec="seconds"),
             "target": cfg.target, "recipe": cfg.recipe, "recipe_config": asdict(recipe_cfg),
-            "scheme": cfg.scheme.to_dict(), "scheme_tag": cfg.scheme.tag,
+            "scheme": scheme.to_dict(), "scheme_tag": scheme.tag,
             "teacher": {"card": str(teacher_card_path), "arch": card.arch, "accuracy": teacher_acc,
                         "card_accuracy": card.test_accuracy},
             "eval": {"name": eval_set.name, "samples": len(eval_set)},
             "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},
             "census": census.to_dict(), "parity": parity.to_dict(), "history": history,
+            "tensorrt": None if trt_check is None else {"rule_check": trt_check.to_dict(),
+                                                        "engine": "built" if engine_note is None else
+                                                        f"not built: {engine_note}"},
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
@@ -282,8 +309,49 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     os.replace(run_dir, final_dir)
     result = RunResult(final_dir, report)
     if not result.passed:
-        raise ParityError(f"{cfg.target} disagrees with the PyTorch reference: top-1 agreement "
+        raise ParityError(f"{rt_name} disagrees with the PyTorch reference: top-1 agreement "
                           f"{parity.top1_agreement:.3f}% < {cfg.min_agreement}% (report: {final_dir / 'report.json'})",
                           hint="inspect the report; integer parity should hold exactly for a correct export")
     return result
 
+
+
+def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None):
+    """Re-export the student of a ``train-export`` run for another runtime profile (same weights, same function).
+
+    Returns the :class:`~dfq_deploy.export.ExportResult`. Writes ``RUN_DIR/model.<profile>.onnx`` by default.
+
+    Raises:
+        ConfigError: ``run_dir`` is not a run directory.
+        ExportError: the model cannot be expressed in the profile (e.g. 8-bit unsigned activations for TensorRT).
+    """
+    from safetensors.torch import load_file
+
+    from .export import export_onnx
+    from .export.load import load_onnx_safely
+    from .models import load_teacher
+    from .quant import quantize_model
+
+    run_dir = Path(run_dir)
+    report_path, weights = run_dir / "report.json", run_dir / "student.safetensors"
+    if not report_path.is_file() or not weights.is_file():
+        raise ConfigError(f"{run_dir} is not a dfq-deploy run directory (report.json or student.safetensors missing)",
+                          hint="pass the folder that `dfq-deploy train-export` wrote")
+    try:
+        report = json.loads(report_path.read_text())
+        scheme = QuantScheme(**report["scheme"])
+        teacher_card = report["teacher"]["card"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{report_path} is not a readable run report: {e}") from e
+    teacher, card = load_teacher(teacher_card)
+    student = quantize_model(teacher, scheme)
+    try:
+        student.load_state_dict(load_file(str(weights)))
+    except RuntimeError as e:
+        raise ConfigError(f"{weights} does not match the run's scheme and teacher: {e}") from e
+    metadata = {}
+    if (run_dir / "model.onnx").is_file():
+        metadata = {p.key: p.value for p in load_onnx_safely(run_dir / "model.onnx").metadata_props
+                    if p.key not in ("dfq_deploy.profile", "dfq_deploy.layer_bits")}
+    out = Path(out) if out else run_dir / f"model.{profile}.onnx"
+    return export_onnx(student.eval(), out, tuple(card.input_shape), profile=profile, metadata=metadata)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .export_cmd import export_cmd
+from .inspect_cmd import inspect_model
 from .pretrain import pretrain
 from .train_export import train_export
 
@@ -29,3 +31,5 @@ def _quiet_library_noise() -> None:
 
 main.add_command(pretrain)
 main.add_command(train_export)
+main.add_command(export_cmd)
+main.add_command(inspect_model)

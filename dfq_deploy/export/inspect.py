@@ -9,9 +9,11 @@ from pathlib import Path
 
 import onnx
 
-COMPUTE_OPS = {"Conv", "Gemm", "MatMul", "ConvTranspose"}
+# float compute as ONNX Runtime may rewrite it (Conv+activation fuses into com.microsoft FusedConv, etc.)
+COMPUTE_OPS = {"Conv", "Gemm", "MatMul", "ConvTranspose", "FusedConv", "FusedGemm", "FusedMatMul", "NhwcFusedConv"}
 INTEGER_COMPUTE_OPS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
                        "DynamicQuantizeMatMul"}
+INTEGER_ADD_OPS = {"QLinearAdd"}
 
 
 @dataclass
@@ -24,6 +26,8 @@ class KernelCensus:
     op_counts: dict[str, int]
     integer_compute: int
     float_compute: list[str] = field(default_factory=list)
+    integer_nodes: list[str] = field(default_factory=list)   # names of the integer Conv/Gemm/MatMul/Add kernels
+    float_adds: list[str] = field(default_factory=list)      # element-wise Adds left in float
 
     @property
     def all_integer(self) -> bool:
@@ -31,7 +35,8 @@ class KernelCensus:
 
     def to_dict(self) -> dict:
         return {"op_counts": self.op_counts, "integer_compute": self.integer_compute,
-                "float_compute": self.float_compute, "all_integer": self.all_integer}
+                "float_compute": self.float_compute, "all_integer": self.all_integer,
+                "integer_nodes": self.integer_nodes, "float_adds": self.float_adds}
 
 
 def ort_kernel_census(onnx_path: str | Path) -> KernelCensus:
@@ -49,7 +54,48 @@ def ort_kernel_census(onnx_path: str | Path) -> KernelCensus:
     ops = Counter(n.op_type for n in graph.node)
     integer = sum(ops[o] for o in INTEGER_COMPUTE_OPS)
     floats = [n.name or n.output[0] for n in graph.node if n.op_type in COMPUTE_OPS]
-    return KernelCensus(dict(sorted(ops.items())), integer, floats)
+    ints = [f"{n.op_type} {n.name or n.output[0]}" for n in graph.node
+            if n.op_type in INTEGER_COMPUTE_OPS | INTEGER_ADD_OPS]
+    consts = {t.name for t in graph.initializer}
+    float_adds = [n.name or n.output[0] for n in graph.node
+                  if n.op_type == "Add" and not any(i in consts for i in n.input)]
+    return KernelCensus(dict(sorted(ops.items())), integer, floats, ints, float_adds)
+
+
+def layer_bits(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
+    """Weight and input-activation bits of every Conv/Gemm/MatMul of a QCDQ graph, read from the graph itself.
+
+    The bits of a chain are those of its integer range: the Clip bounds when there is a Clip (Brevitas adds one
+    below 8 bits), else the Q/DQ integer type. ``{node name: {"weight": b, "input": b}}``; 0 = float.
+    """
+    import math
+
+    import numpy as np
+
+    from .passes import _Graph
+
+    G = _Graph(model)
+
+    def bits(tensor: str) -> int:
+        dq = G.producer.get(tensor)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return 0
+        src = G.producer.get(dq.input[0])
+        if src is not None and src.op_type == "Clip":
+            lo, hi = int(G.const(src.input[1])), int(G.const(src.input[2]))
+        else:
+            zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.uint8)
+            if zp is None or zp.dtype.kind not in "iu":
+                return 0
+            info = np.iinfo(zp.dtype)
+            lo, hi = int(info.min), int(info.max)
+        levels = hi - lo + 1
+        if lo < 0 and hi == -lo:  # narrow symmetric range [-(2^(b-1)-1), 2^(b-1)-1]
+            levels += 1
+        return max(1, math.ceil(math.log2(levels)))
+
+    return {n.name or n.output[0]: {"weight": bits(n.input[1]), "input": bits(n.input[0])}
+            for n in G.g.node if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul")}
 
 
 def output_quant_step(onnx_path: str | Path) -> float | None:

@@ -4,10 +4,16 @@ The ``onnxruntime`` profile applies what ONNX Runtime's CPU QDQ fusion needs to 
 kernel (see docs/deploy.md): Brevitas QCDQ export with ``dynamo=False`` (the dynamo path refuses Int32Bias) and
 ``keep_initializers_as_inputs=False`` (weights listed as graph inputs block constant folding), BN merged before
 training (done by :func:`dfq_deploy.quant.quantize_model`), int32 bias, and signed activations moved to uint8.
+
+The ``tensorrt`` profile rewrites the same export into TensorRT's explicit-quantization form (symmetric signed int8,
+float bias, weight Clips folded, activation Clips as float Clips before QuantizeLinear; see
+:mod:`dfq_deploy.export.passes`) and refuses to write a graph that fails :func:`check_tensorrt_rules`.
+Both profiles compute the same function as the trained model.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import warnings
@@ -18,16 +24,44 @@ from typing import Callable
 import onnx
 import torch
 
+from .. import __version__
 from ..errors import ConfigError, ExportError
-from .passes import set_metadata, shift_signed_activations_to_uint8
+from .inspect import layer_bits
+from .passes import (UnrepresentableActivation, activations_to_signed_float_clip, fold_weight_clips_to_float_qdq,
+                     int32_bias_to_float, relu_int8_to_uint8, requantize_grid_preserving_ops, set_metadata,
+                     shift_signed_activations_to_uint8)
 
 
 def _onnxruntime_profile(model: onnx.ModelProto) -> dict:
-    return {"signed_activations_moved_to_uint8": shift_signed_activations_to_uint8(model)}
+    done = {"maxpool_outputs_requantized": requantize_grid_preserving_ops(model),
+            "relu_int8_to_uint8": relu_int8_to_uint8(model)}
+    done["signed_activations_moved_to_uint8"] = shift_signed_activations_to_uint8(model)
+    return done
+
+
+def _tensorrt_profile(model: onnx.ModelProto) -> dict:
+    from .trt_rules import check_tensorrt_rules
+
+    done = {"maxpool_outputs_requantized": requantize_grid_preserving_ops(model)}
+    try:
+        done.update(activations_to_signed_float_clip(model))
+    except UnrepresentableActivation as e:
+        raise ExportError(f"cannot export for TensorRT: {e}",
+                          hint="8-bit activations after ReLU must be signed int8 for TensorRT: train with "
+                               "--target tensorrt (QuantScheme(trt_compatible=True)); 7 bits or fewer always fit") from e
+    done["weight_clips_folded"] = fold_weight_clips_to_float_qdq(model)
+    done["int32_biases_to_float"] = int32_bias_to_float(model)
+    check = check_tensorrt_rules(model)
+    if not check.ok:
+        raise ExportError("the TensorRT profile still breaks TensorRT's Q/DQ rules: "
+                          + "; ".join(str(v) for v in check.violations[:5]),
+                          hint="this model has a layer pattern the tensorrt profile does not rewrite yet")
+    return done
 
 
 # profile name -> graph passes applied after the Brevitas export; returns a dict of what each pass changed
-PROFILES: dict[str, Callable[[onnx.ModelProto], dict]] = {"onnxruntime": _onnxruntime_profile}
+PROFILES: dict[str, Callable[[onnx.ModelProto], dict]] = {"onnxruntime": _onnxruntime_profile,
+                                                           "tensorrt": _tensorrt_profile}
 
 
 @dataclass
@@ -72,8 +106,10 @@ def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[in
             except Exception as e:
                 raise ExportError(f"Brevitas QCDQ export failed: {type(e).__name__}: {e}") from e
         model = onnx.load(tmp)
+        bits = layer_bits(model)  # read before the profile's rewrites (the tensorrt one moves the Clips)
         passes = PROFILES[profile](model)
-        set_metadata(model, {"dfq_deploy.profile": profile, **(metadata or {})})
+        set_metadata(model, {"dfq_deploy.profile": profile, "dfq_deploy.version": __version__,
+                             "dfq_deploy.layer_bits": json.dumps(bits), **(metadata or {})})
         try:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as e:

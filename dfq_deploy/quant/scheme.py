@@ -31,12 +31,18 @@ class QuantScheme:
         act_bits: activation bits everywhere except the network input and the last layer's input.
         first_last_bits: weight bits of the first and last compute layers and activation bits of their inputs.
         per_channel: per-output-channel weight scales (else one scale per tensor).
+        trt_compatible: 8-bit activations after ReLU are signed int8 (zero point 0, codes 0..127 in use), as
+            TensorRT requires: unsigned 8-bit codes 0..255 do not fit int8 at the same scale. Activations of 7 bits
+            or fewer fit either way, so only 8-bit schemes change (7 bits of magnitude after ReLU, what TensorRT's
+            int8 gives a ReLU output anyway). The onnxruntime profile turns these back into uint8 exactly, so the
+            same model runs integer kernels there too. ``train-export --target tensorrt`` sets it.
     """
 
     weight_bits: int = 4
     act_bits: int = 4
     first_last_bits: int = 8
     per_channel: bool = True
+    trt_compatible: bool = False
 
     def __post_init__(self):
         for name in ("weight_bits", "act_bits", "first_last_bits"):
@@ -82,8 +88,9 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
 
     import brevitas.nn as qnn
     from brevitas.graph.quantize import preprocess_for_quantize, quantize
-    from brevitas.quant import (Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat,
-                                Int32Bias, Uint8ActPerTensorFloat, Uint8ActPerTensorFloatMaxInit)
+    from brevitas.quant import (Int8ActPerTensorFloat, Int8ActPerTensorFloatMinMaxInit, Int8WeightPerChannelFloat,
+                                Int8WeightPerTensorFloat, Int32Bias, Uint8ActPerTensorFloat,
+                                Uint8ActPerTensorFloatMaxInit)
 
     model = copy.deepcopy(model).eval()
     try:
@@ -105,20 +112,23 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
     compute_map = {nn.Conv1d: (qnn.QuantConv1d, layer_kw), nn.Conv2d: (qnn.QuantConv2d, layer_kw),
                    nn.Conv3d: (qnn.QuantConv3d, layer_kw), nn.Linear: (qnn.QuantLinear, layer_kw),
                    nn.AvgPool2d: None}
+    signed_relu = scheme.trt_compatible and a == 8  # see QuantScheme.trt_compatible
+    relu_quant = Int8ActPerTensorFloat if signed_relu else Uint8ActPerTensorFloat
+    relu6_quant = (Int8ActPerTensorFloatMinMaxInit.let(min_val=-6.0) if signed_relu
+                   else Uint8ActPerTensorFloatMaxInit)
     act_map = {
-        nn.ReLU: (qnn.QuantReLU, {"act_quant": Uint8ActPerTensorFloat.let(bit_width=a), "return_quant_tensor": True}),
-        nn.ReLU6: (qnn.QuantReLU, {"act_quant": Uint8ActPerTensorFloatMaxInit.let(bit_width=a), "max_val": 6.0,
+        nn.ReLU: (qnn.QuantReLU, {"act_quant": relu_quant.let(bit_width=a), "return_quant_tensor": True}),
+        nn.ReLU6: (qnn.QuantReLU, {"act_quant": relu6_quant.let(bit_width=a), "max_val": 6.0,
                                    "return_quant_tensor": True}),
     }
     ident_map = {
         "signed": (qnn.QuantIdentity, {"act_quant": Int8ActPerTensorFloat.let(bit_width=a), "return_quant_tensor": True}),
-        "unsigned": (qnn.QuantIdentity, {"act_quant": Uint8ActPerTensorFloat.let(bit_width=a),
-                                         "return_quant_tensor": True}),
+        "unsigned": (qnn.QuantIdentity, {"act_quant": relu_quant.let(bit_width=a), "return_quant_tensor": True}),
     }
     qmodel = quantize(graph, quant_identity_map=ident_map, compute_layer_map=compute_map, quant_act_map=act_map,
                       unsigned_act_tuple=(nn.ReLU, nn.ReLU6))
     if fl != a:
-        _set_edge_input_bits(qmodel, names[0], names[-1], fl)
+        _set_edge_input_bits(qmodel, names[0], names[-1], fl, signed_8bit=scheme.trt_compatible)
     return qmodel
 
 
@@ -142,9 +152,11 @@ def _input_quantizer(gm: torch.fx.GraphModule, layer: str):
         src = src.all_input_nodes[0]
 
 
-def _set_edge_input_bits(gm: torch.fx.GraphModule, first: str, last: str, bits: int) -> None:
-    """Give the quantizers of the network input, the last layer's input and the logits ``bits`` bits."""
+def _set_edge_input_bits(gm: torch.fx.GraphModule, first: str, last: str, bits: int, signed_8bit: bool) -> None:
+    """Give the quantizers of the network input, the last layer's input and the logits ``bits`` bits
+    (signed when ``signed_8bit`` and ``bits == 8``, see ``QuantScheme.trt_compatible``)."""
     import brevitas.nn as qnn
+    from brevitas.quant import Int8ActPerTensorFloat
 
     quant_nodes = [_input_quantizer(gm, first), _input_quantizer(gm, last)]
     last_node = next(n for n in gm.graph.nodes if n.op == "call_module" and n.target == last)
@@ -154,7 +166,10 @@ def _set_edge_input_bits(gm: torch.fx.GraphModule, first: str, last: str, bits: 
         if node is None or len(node.users) != 1:
             continue  # shared with a residual branch: keep the scheme's bits so scales stay aligned
         old = gm.get_submodule(node.target)
-        quant = old.act_quant.quant_injector.let(bit_width=bits)
+        quant = old.act_quant.quant_injector
+        if signed_8bit and bits == 8 and not quant.signed:
+            quant = Int8ActPerTensorFloat
+        quant = quant.let(bit_width=bits)
         gm.add_submodule(node.target, qnn.QuantIdentity(act_quant=quant, return_quant_tensor=old.return_quant_tensor))
 
 

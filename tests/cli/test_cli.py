@@ -18,12 +18,40 @@ def test_help_and_version(runner):
     assert __version__ in runner.invoke(main, ["--version"]).output
 
 
-def test_tensorrt_target_fails_clearly_before_training(runner, tmp_path):
-    r = runner.invoke(main, ["train-export", "--target", "tensorrt", "--out", str(tmp_path / "run")])
-    assert r.exit_code == 6
-    assert "TensorRT is not installed" in r.output and "--target onnxruntime" in r.output
-    assert "Traceback" not in r.output
-    assert not (tmp_path / "run").exists()
+def test_tensorrt_target_without_tensorrt_exports_checks_and_says_so(runner, tmp_path, tiny_card):
+    import json
+
+    from dfq_deploy.export import check_tensorrt_rules
+
+    run = tmp_path / "run"
+    r = runner.invoke(main, ["train-export", "--target", "tensorrt", "--teacher", str(tiny_card), "--recipe", "ptq",
+                             "--bits", "W8A8", "--eval-limit", "200", "--quiet", "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "TensorRT Q/DQ rules       pass" in r.output and "not built: TensorRT is not installed" in r.output
+    report = json.loads((run / "report.json").read_text())
+    assert report["scheme"]["trt_compatible"] is True and report["export"]["profile"] == "tensorrt"
+    assert report["parity"]["runtime"] == "onnxruntime (tensorrt profile)" and report["parity"]["passed"]
+    assert check_tensorrt_rules(str(run / "model.onnx")).ok
+
+    # the same run, exported for ONNX Runtime: every Conv/Gemm integer
+    r = runner.invoke(main, ["export", str(run), "--profile", "onnxruntime"])
+    assert r.exit_code == 0, r.output
+    assert (run / "model.onnxruntime.onnx").is_file() and "ALL INTEGER" in r.output
+    r = runner.invoke(main, ["inspect", str(run / "model.onnxruntime.onnx"), "--json"])
+    assert r.exit_code == 0, r.output
+    info = json.loads(r.output)
+    assert info["ok"] and info["metadata"]["dfq_deploy.profile"] == "onnxruntime"
+    assert info["metadata"]["dfq_deploy.recipe"] == "ptq" and len(info["layer_bits"]) == 10  # resnet8: 9 conv + fc
+    # an onnxruntime-profile graph breaks TensorRT's rules: exit 5 and the rules named
+    r = runner.invoke(main, ["inspect", str(run / "model.onnxruntime.onnx"), "--runtime", "tensorrt"])
+    assert r.exit_code == 5 and "[int32-bias]" in r.output and "Traceback" not in r.output
+
+
+def test_export_and_inspect_user_errors(runner, tmp_path):
+    r = runner.invoke(main, ["export", str(tmp_path), "--profile", "tensorrt"])
+    assert r.exit_code == 2 and "not a dfq-deploy run directory" in r.output
+    r = runner.invoke(main, ["inspect", str(tmp_path / "missing.onnx")])
+    assert r.exit_code == 4 and "not found" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize("args,code,text", [

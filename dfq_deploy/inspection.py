@@ -1,0 +1,78 @@
+"""Python API behind ``dfq-deploy inspect``: metadata, per-layer bits and the runtime's view of a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SUB8_NOTE = ("ONNX Runtime and TensorRT have no sub-8-bit convolution kernels: layers below 8 bits run in 8-bit "
+             "integer kernels on low-bit values (smaller range, same speed as 8-bit; no 4-bit speed-up).")
+
+
+def inspect_onnx(path: str | Path, runtime: str = "onnxruntime") -> dict:
+    """A JSON-ready report on ``path``: metadata, layer bits and, per ``runtime``, the kernel census or rule check.
+
+    ``ok`` is False when the runtime would not run every Conv/Gemm as an integer kernel (onnxruntime) or the graph
+    breaks a TensorRT Q/DQ rule (tensorrt).
+    """
+    from .export.inspect import layer_bits, ort_kernel_census
+    from .export.load import load_onnx_safely
+    from .export.trt_rules import check_tensorrt_rules
+
+    model = load_onnx_safely(path)
+    meta = {p.key: p.value for p in model.metadata_props}
+    for k, v in list(meta.items()):
+        if k.startswith("dfq_deploy.") and v[:1] in "[{":
+            try:
+                meta[k] = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+    bits = meta.get("dfq_deploy.layer_bits") or layer_bits(model)
+    report: dict = {"model": str(path), "runtime": runtime, "metadata": meta, "layer_bits": bits, "ok": True}
+    if any(b["weight"] < 8 or b["input"] < 8 for b in bits.values()):
+        report["note"] = SUB8_NOTE
+    if runtime == "onnxruntime":
+        census = ort_kernel_census(path)
+        report["onnxruntime"] = census.to_dict()
+        report["ok"] = census.all_integer
+    elif runtime == "tensorrt":
+        from .runtimes.trt import TensorRTRuntime
+
+        check = check_tensorrt_rules(model)
+        report["tensorrt"] = {**check.to_dict(),
+                              "engine": "not built: " + TensorRTRuntime.unavailable_reason()[0]
+                              if not TensorRTRuntime.is_available() else "buildable"}
+        report["ok"] = check.ok
+    return report
+
+
+def inspect_text(r: dict) -> str:
+    """The human-readable form of :func:`inspect_onnx`'s report."""
+    meta = r["metadata"]
+    lines = [f"model: {r['model']}"]
+    for key in ("profile", "version", "recipe", "scheme", "input_shape", "mean", "std", "class_names",
+                "teacher_sha256", "student_sha256"):
+        if f"dfq_deploy.{key}" in meta:
+            lines.append(f"  {key:<16}{meta[f'dfq_deploy.{key}']}")
+    other = sorted(k for k in meta if not k.startswith("dfq_deploy."))
+    for k in other:
+        lines.append(f"  {k:<16}{meta[k]}")
+    lines.append(f"layers ({len(r['layer_bits'])}): weight bits / input bits")
+    for name, b in r["layer_bits"].items():
+        lines.append(f"  W{b['weight']}A{b['input']}  {name}")
+    if r.get("note"):
+        lines.append(f"note: {r['note']}")
+    if "onnxruntime" in r:
+        c = r["onnxruntime"]
+        lines.append(f"ONNX Runtime (CPU, optimisation ALL): {c['integer_compute']} Conv/Gemm/MatMul as integer "
+                     f"kernels, {len(c['float_compute'])} float -> {'ALL INTEGER' if c['all_integer'] else 'NOT all integer'}")
+        lines += [f"  integer  {n}" for n in c["integer_nodes"]]
+        lines += [f"  FLOAT    {n}" for n in c["float_compute"]]
+        lines += [f"  float Add {n}" for n in c["float_adds"]]
+    if "tensorrt" in r:
+        t = r["tensorrt"]
+        lines.append(f"TensorRT Q/DQ rules (static): {'pass' if t['ok'] else 'FAIL'}; {t['quantized_compute']} quantized "
+                     f"Conv/Gemm, {t['qdq_pairs']} QuantizeLinear")
+        lines += [f"  [{v['rule']}] {v['node']}: {v['detail']}" for v in t["violations"]]
+        lines.append(f"  engine: {t['engine']}")
+    return "\n".join(lines)
