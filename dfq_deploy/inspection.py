@@ -65,13 +65,15 @@ def inspect_text(r: dict) -> str:
     if "onnxruntime" in r:
         c = r["onnxruntime"]
         lines.append(f"ONNX Runtime (CPU, optimisation ALL): {c['integer_compute']} Conv/Gemm/MatMul as integer "
-                     f"kernels, {len(c['float_compute'])} float -> {'ALL INTEGER' if c['all_integer'] else 'NOT all integer'}")
+                     f"kernels, {len(c['float_compute'])} float -> "
+                     f"{'ALL INTEGER' if c['all_integer'] else 'NOT all integer'}")
         lines += [f"  integer  {n}" for n in c["integer_nodes"]]
         lines += [f"  FLOAT    {n}" for n in c["float_compute"]]
         lines += [f"  float Add {n}" for n in c["float_adds"]]
     if "tensorrt" in r:
         t = r["tensorrt"]
-        lines.append(f"TensorRT Q/DQ rules (static): {'pass' if t['ok'] else 'FAIL'}; {t['quantized_compute']} quantized "
+        lines.append(f"TensorRT Q/DQ rules (static): {'pass' if t['ok'] else 'FAIL'}; "
+                     f"{t['quantized_compute']} quantized "
                      f"Conv/Gemm, {t['qdq_pairs']} QuantizeLinear")
         lines += [f"  [{v['rule']}] {v['node']}: {v['detail']}" for v in t["violations"]]
         lines.append(f"  engine: {t['engine']}")

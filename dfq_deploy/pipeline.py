@@ -161,7 +161,8 @@ def summary_text(r: dict) -> str:
                   f"({t['rule_check']['quantized_compute']} quantized Conv/Gemm, static check)",
                   f"  TensorRT engine           {t['engine']}"]
     else:
-        lines.append(f"  integer kernels           {c['integer_compute']} Conv/Gemm as integer, {len(c['float_compute'])} "
+        lines.append(f"  integer kernels           {c['integer_compute']} Conv/Gemm as integer, "
+                     f"{len(c['float_compute'])} "
                      f"float  ({', '.join(f'{k} {v}' for k, v in c['op_counts'].items() if k.startswith('Q'))})")
     lines += [
         f"  evaluated on              {r['eval']['name']} ({r['eval']['samples']} images)",

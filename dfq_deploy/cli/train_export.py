@@ -33,7 +33,8 @@ from ._common import handle_errors
 @click.option("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
-def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps, batch_size, seed,
+def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps,
+                 batch_size, seed,
                  overrides, eval_limit, data_root, out, min_agreement, threads, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     import yaml

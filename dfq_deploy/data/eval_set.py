@@ -47,5 +47,6 @@ def load_eval_set(name: str, mean: Sequence[float], std: Sequence[float], limit:
         from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
         imgs, labels = load_fashion_mnist("test", root)
-        return EvalSet(normalize_uint8(imgs, mean, std), labels, FASHION_MNIST_CLASSES, "fashion-mnist-test").subset(limit)
+        data = EvalSet(normalize_uint8(imgs, mean, std), labels, FASHION_MNIST_CLASSES, "fashion-mnist-test")
+        return data.subset(limit)
     raise DataError(f"unknown evaluation data {name!r}", hint="use 'fashion-mnist'")

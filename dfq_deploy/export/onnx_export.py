@@ -48,7 +48,8 @@ def _tensorrt_profile(model: onnx.ModelProto) -> dict:
     except UnrepresentableActivation as e:
         raise ExportError(f"cannot export for TensorRT: {e}",
                           hint="8-bit activations after ReLU must be signed int8 for TensorRT: train with "
-                               "--target tensorrt (QuantScheme(trt_compatible=True)); 7 bits or fewer always fit") from e
+                               "--target tensorrt (QuantScheme(trt_compatible=True)); 7 bits or fewer always fit"
+                          ) from e
     done["weight_clips_folded"] = fold_weight_clips_to_float_qdq(model)
     done["int32_biases_to_float"] = int32_bias_to_float(model)
     check = check_tensorrt_rules(model)

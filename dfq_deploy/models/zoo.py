@@ -112,7 +112,8 @@ class ModelCard:
             raw = json.loads(path.read_text())
             card = cls(**raw)
         except (OSError, json.JSONDecodeError, TypeError) as e:
-            raise ModelError(f"cannot read model card {path}: {e}", hint="a card is the JSON written by `dfq-deploy pretrain`") from e
+            raise ModelError(f"cannot read model card {path}: {e}",
+                             hint="a card is the JSON written by `dfq-deploy pretrain`") from e
         card.input_shape = tuple(card.input_shape)
         card.mean, card.std, card.class_names = tuple(card.mean), tuple(card.std), tuple(card.class_names)
         return card

@@ -122,7 +122,8 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
                                    "return_quant_tensor": True}),
     }
     ident_map = {
-        "signed": (qnn.QuantIdentity, {"act_quant": Int8ActPerTensorFloat.let(bit_width=a), "return_quant_tensor": True}),
+        "signed": (qnn.QuantIdentity, {"act_quant": Int8ActPerTensorFloat.let(bit_width=a),
+                                       "return_quant_tensor": True}),
         "unsigned": (qnn.QuantIdentity, {"act_quant": relu_quant.let(bit_width=a), "return_quant_tensor": True}),
     }
     qmodel = quantize(graph, quant_identity_map=ident_map, compute_layer_map=compute_map, quant_act_map=act_map,

@@ -120,7 +120,8 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
             raise ConfigError(f"lis: pixel_mean has {len(cfg.pixel_mean)} values for {img_shape[0]} input channels")
         pixel_range = ([(0 - m) / s for m, s in zip(cfg.pixel_mean, cfg.pixel_std, strict=True)],
                        [(1 - m) / s for m, s in zip(cfg.pixel_mean, cfg.pixel_std, strict=True)])
-    common = dict(img_shape=img_shape, pixel_range=pixel_range, steps=cfg.inversion_steps, num_classes=num_classes, lr=cfg.inversion_lr,
+    common = dict(img_shape=img_shape, pixel_range=pixel_range, steps=cfg.inversion_steps, num_classes=num_classes,
+                  lr=cfg.inversion_lr,
                   bns_weight=cfg.bns_weight, tv_weight=cfg.tv_weight, progress=progress, on_iter=record)
     first = min(cfg.inversion_batch, cfg.num_images)
     imgs0, y0 = invert_images(teacher, first, batch_size=first, seed=cfg.seed, desc="LIS inversion (float course)",

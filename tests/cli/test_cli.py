@@ -137,6 +137,8 @@ def test_every_recipe_runs_end_to_end(runner, tmp_path, tiny_card, recipe, args)
     assert (out / "losses.png").stat().st_size > 0
     if recipe == "lis":  # the synthetic set is kept with the run, listed, and reusable
         assert "synthetic_set.safetensors" in report["files"]
+        # inverted pixels are kept in the teacher's real input range, taken from its model card
+        assert report["recipe_config"]["pixel_mean"] == [0.2860] and report["recipe_config"]["pixel_std"] == [0.3530]
         again = tmp_path / "again"
         r2 = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--recipe", "lis", "--steps", "2",
                                   "--batch-size", "16", "--set", f"synthetic_set={out / 'synthetic_set.safetensors'}",

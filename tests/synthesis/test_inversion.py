@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from dfq_deploy.synthesis import invert_images
 

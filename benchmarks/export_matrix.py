@@ -1,0 +1,140 @@
+"""Both export profiles for every model and bit width of issue 4, checked on real test images.
+
+    .venv/bin/python benchmarks/export_matrix.py [--images 2000] [--out benchmarks/results/export_matrix.json]
+
+For each (model, bits): a student quantized with ``QuantScheme(trt_compatible=True)`` (the scheme that deploys to
+both runtimes) is exported with the onnxruntime and the tensorrt profile. Reported per export: how many
+Conv/Gemm ONNX Runtime runs as integer kernels (optimisation level ALL), whether the graph passes the static
+TensorRT Q/DQ rule check, and how far ONNX Runtime's logits are from the PyTorch reference in output quantization
+steps, with the top-1 agreement; when that exceeds one step, the first activation more than one step off
+(:mod:`dfq_deploy.validate.divergence`) and the share of its elements that differ.
+
+Models: the shipped ResNet-20 (Fashion-MNIST, 1x28x28) calibrated by noise PTQ (parity does not depend on how the
+weights were trained); torchvision resnet18 and mobilenet_v2 with random weights whose BatchNorm statistics are
+re-estimated on 256 training images, fed Fashion-MNIST test images resized to 56x56 and repeated to 3 channels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+
+MATRIX = [("resnet20-fmnist", b) for b in ("W8A8", "W4A4", "W3A3", "W2A2")] + \
+         [(m, b) for m in ("torchvision:resnet18", "torchvision:mobilenet_v2") for b in ("W8A8", "W4A4")]
+
+
+def _models(name: str, images: int):
+    """(float model, input shape, calibration batches, evaluation images)."""
+    import torch.nn.functional as F
+
+    from dfq_deploy.data import load_eval_set, load_fashion_mnist
+    from dfq_deploy.data.eval_set import normalize_uint8
+    from dfq_deploy.models import build_model, load_teacher
+
+    if name == "resnet20-fmnist":
+        teacher, card = load_teacher()
+        ev = load_eval_set("fashion-mnist", card.mean, card.std, limit=images)
+        calib = [torch.randn(128, *card.input_shape, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+        return teacher, tuple(card.input_shape), calib, ev.images
+    size = 56
+
+    def prep(x):
+        return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).repeat(1, 3, 1, 1)
+
+    train, _ = load_fashion_mnist("train")
+    ev = load_eval_set("fashion-mnist", (0.2860,), (0.3530,), limit=images)
+    fit = prep(normalize_uint8(train[:256], (0.2860,), (0.3530,)))
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=10)
+    model.train()
+    with torch.no_grad():  # BN statistics of the data, as a trained model would have
+        for i in range(0, len(fit), 64):
+            model(fit[i:i + 64])
+    return model.eval(), (3, size, size), [fit[:128], fit[128:]], prep(ev.images)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=2000)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results/export_matrix.json")
+    args = ap.parse_args(argv)
+
+    from dfq_deploy.export import check_tensorrt_rules, export_onnx, ort_kernel_census
+    from dfq_deploy.export.inspect import output_quant_step
+    from dfq_deploy.quant import QuantScheme, calibrate, quantize_model
+    from dfq_deploy.runtimes.ort import OnnxRuntime
+    from dfq_deploy.validate.divergence import first_divergence, layer_diffs
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = []
+    work = Path(tempfile.mkdtemp(prefix="dfq-matrix-"))
+    cache: dict = {}
+    for name, bits in MATRIX:
+        if name not in cache:
+            cache = {name: _models(name, args.images)}
+        model, shape, calib, x = cache[name]
+        t0 = time.time()
+        q = quantize_model(model, QuantScheme.from_tag(bits, trt_compatible=True))
+        calibrate(q, calib)
+        q.eval()
+        with torch.no_grad():
+            ref = torch.cat([torch.as_tensor(getattr(o, "value", o)) for o in (q(x[i:i + 250])
+                                                                              for i in range(0, len(x), 250))]).numpy()
+        for profile in ("onnxruntime", "tensorrt"):
+            path = work / f"{name.replace(':', '_')}-{bits}-{profile}.onnx"
+            export_onnx(q, path, shape, profile=profile)
+            census = ort_kernel_census(path)
+            with OnnxRuntime(path, threads=args.threads) as rt:
+                out = np.concatenate([rt.infer(x[i:i + 250].numpy()) for i in range(0, len(x), 250)])
+            step = output_quant_step(path)
+            diff = np.abs(out.astype(np.float64) - ref)
+            row = {"model": name, "bits": bits, "profile": profile,
+                   "compute_layers": census.integer_compute + len(census.float_compute),
+                   "integer_layers": census.integer_compute, "trt_rules_ok": check_tensorrt_rules(str(path)).ok,
+                   "max_steps": round(float(diff.max() / step), 3), "mean_steps": float(diff.mean() / step),
+                   "logits_off_by_more_than_1_step": float((diff / step > 1.001).mean()),
+                   "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean() * 100), "images": len(x)}
+            if row["max_steps"] > 1.001:
+                first = first_divergence(layer_diffs(q, path, x[:200].numpy(), threads=args.threads))
+                if first is not None:
+                    row["first_divergence"] = {"module": first.module, "node": first.node,
+                                               "max_steps": first.max_steps, "mismatched": first.mismatched}
+            rows.append(row)
+            print(f"{name:<26} {bits} {profile:<11} int {row['integer_layers']}/{row['compute_layers']} "
+                  f"trt {'ok' if row['trt_rules_ok'] else 'FAIL'}  max {row['max_steps']} steps  "
+                  f"agree {row['top1_agreement']:.2f} %  ({time.time() - t0:.0f} s)", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "machine": {"cpu": platform.processor() or platform.machine(),
+                                                         "torch": torch.__version__}}, indent=2) + "\n")
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n| model | bits | profile | ORT integer Conv/Gemm | TensorRT rules | max diff (output steps) | "
+          "logits > 1 step | top-1 agreement | first activation > 1 step (share of elements) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        fd = r.get("first_divergence")
+        first = f"{fd['module']} {fd['max_steps']:.0f} steps ({fd['mismatched']:.2%})" if fd else "-"
+        print(f"| {r['model']} | {r['bits']} | {r['profile']} | {r['integer_layers']}/{r['compute_layers']} | "
+              f"{'pass' if r['trt_rules_ok'] else 'fail'} | {r['max_steps']:g} | "
+              f"{r['logits_off_by_more_than_1_step']:.3%} | {r['top1_agreement']:.2f} % | {first} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
