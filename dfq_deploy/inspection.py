@@ -39,9 +39,13 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime") -> dict:
         from .runtimes.trt import TensorRTRuntime
 
         check = check_tensorrt_rules(model)
-        report["tensorrt"] = {**check.to_dict(),
-                              "engine": "not built: " + TensorRTRuntime.unavailable_reason()[0]
-                              if not TensorRTRuntime.is_available() else "buildable"}
+        if not TensorRTRuntime.is_available():
+            engine = "not built: " + TensorRTRuntime.unavailable_reason()[0]
+        elif not check.ok:
+            engine = "not built: the graph breaks TensorRT's Q/DQ rules"
+        else:  # the real proof where TensorRT exists: its parser and builder accept the graph
+            engine = f"built ({len(TensorRTRuntime(path).build())} bytes)"
+        report["tensorrt"] = {**check.to_dict(), "engine": engine}
         report["ok"] = check.ok
     return report
 
