@@ -42,6 +42,7 @@ class TrainExportConfig:
     data_root: str | None = None           # folder of the evaluation files (default: Debian's)
     out: str | None = None                 # run directory; default runs/<time>-<recipe>-<bits>
     min_agreement: float = 99.9            # parity gate: top-1 agreement (%) of the runtime with PyTorch
+    max_steps: float = 1.0                 # parity gate: largest logit difference in output quantization steps
     threads: int | None = None             # torch / ONNX Runtime intra-op threads (None = library default)
     progress: bool = True
 
@@ -150,8 +151,8 @@ def summary_text(r: dict) -> str:
         f"  teacher FP accuracy       {r['teacher']['accuracy']:.2f} %",
         f"  {'student ' + r['scheme_tag'] + ' PyTorch':<26}{p['reference_accuracy']:.2f} %",
         f"  {'student ' + r['scheme_tag'] + ' ' + p['runtime']:<26}{p['accuracy']:.2f} %",
-        f"  top-1 agreement           {p['top1_agreement']:.3f} %  (gate >= {p['min_agreement']} %: "
-        f"{'pass' if p['passed'] else 'FAIL'})",
+        f"  top-1 agreement           {p['top1_agreement']:.3f} %  (gate >= {p['min_agreement']} % and "
+        f"<= {p['max_steps']} steps: {'pass' if p['passed'] else 'FAIL'})",
         f"  max |logit diff|          {p['max_abs_diff']:.3g}"
         + (f"  = {p['max_diff_steps']} output steps" if p["max_diff_steps"] is not None else ""),
     ]
@@ -192,13 +193,13 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
 
     from .data import load_eval_set
     from .export import check_tensorrt_rules, export_onnx, ort_kernel_census
-    from .export.inspect import output_quant_step
     from .models import SHIPPED_TEACHER, load_teacher
     from .models.pretrain import evaluate
     from .quant import quantize_model
     from .recipes import RECIPES
     from .runtimes.torch_ref import TorchRuntime
-    from .validate import compare_logits, run_logits
+    from .validate import run_logits
+    from .validate.validate import build_report, failure_message, write_reports
 
     t_start = time.time()
     timings: dict[str, float] = {}
@@ -268,11 +269,14 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         t = time.time()
         other = run_logits(rt_cls(onnx_path, threads=cfg.threads), eval_set, progress=cfg.progress)
         timings[f"{cfg.target}_eval"] = time.time() - t
-        parity = compare_logits(ref, other, eval_set.labels.numpy(), runtime=rt_name,
-                                output_step=output_quant_step(onnx_path), min_agreement=cfg.min_agreement)
-        log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps)",
-                 parity.reference_accuracy, rt_name, parity.accuracy, parity.top1_agreement,
-                 parity.max_abs_diff, parity.max_diff_steps)
+        # the validate gate (dfq_deploy.validate.validate): same report and HTML page as `dfq-deploy validate`
+        validation = build_report("torch", ref, {rt_name: other}, {"tensorrt": engine_note} if engine_note else {},
+                                  eval_set, onnx_path, student, min_agreement=cfg.min_agreement,
+                                  max_steps=cfg.max_steps, profile=cfg.target, threads=cfg.threads)
+        parity = validation["runtimes"][rt_name]
+        log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps): %s",
+                 parity["reference_accuracy"], rt_name, parity["accuracy"], parity["top1_agreement"],
+                 parity["max_abs_diff"], parity["max_diff_steps"], "pass" if parity["passed"] else "FAIL")
         _plot_history(history, run_dir / "losses.png")
         timings["total"] = time.time() - t_start
         report = {
@@ -283,7 +287,8 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
                         "card_accuracy": card.test_accuracy},
             "eval": {"name": eval_set.name, "samples": len(eval_set)},
             "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},
-            "census": census.to_dict(), "parity": parity.to_dict(), "history": history,
+            "census": census.to_dict(), "parity": {k: v for k, v in parity.items() if k != "confusion"},
+            "history": history,
             "tensorrt": None if trt_check is None else {"rule_check": trt_check.to_dict(),
                                                         "engine": "built" if engine_note is None else
                                                         f"not built: {engine_note}"},
@@ -291,13 +296,14 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
             "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",
-                      "losses.png"] + (["synthetic_set.safetensors"] if (run_dir / "synthetic_set.safetensors").exists()
-                                       else []),
+                      "losses.png", "validation.json", "validation.html"]
+            + (["synthetic_set.safetensors"] if (run_dir / "synthetic_set.safetensors").exists() else []),
         }
         (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
         (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"recipe": cfg.recipe, **_plain(asdict(recipe_cfg))},
                                                             sort_keys=False))
         (run_dir / "summary.txt").write_text(summary_text(report) + "\n")
+        write_reports(run_dir, validation, history)
     except BaseException:
         log.removeHandler(handler)
         handler.close()
@@ -310,9 +316,8 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     os.replace(run_dir, final_dir)
     result = RunResult(final_dir, report)
     if not result.passed:
-        raise ParityError(f"{rt_name} disagrees with the PyTorch reference: top-1 agreement "
-                          f"{parity.top1_agreement:.3f}% < {cfg.min_agreement}% (report: {final_dir / 'report.json'})",
-                          hint="inspect the report; integer parity should hold exactly for a correct export")
+        raise ParityError(failure_message(validation, final_dir / "validation.html"),
+                          hint="the run directory is kept; its validation.html names the first diverging layer")
     return result
 
 
@@ -326,10 +331,30 @@ def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None)
         ConfigError: ``run_dir`` is not a run directory.
         ExportError: the model cannot be expressed in the profile (e.g. 8-bit unsigned activations for TensorRT).
     """
-    from safetensors.torch import load_file
-
     from .export import export_onnx
     from .export.load import load_onnx_safely
+
+    run_dir = Path(run_dir)
+    student, card, _ = load_run(run_dir)
+    metadata = {}
+    if (run_dir / "model.onnx").is_file():
+        metadata = {p.key: p.value for p in load_onnx_safely(run_dir / "model.onnx").metadata_props
+                    if p.key not in ("dfq_deploy.profile", "dfq_deploy.layer_bits")}
+    out = Path(out) if out else run_dir / f"model.{profile}.onnx"
+    return export_onnx(student.eval(), out, tuple(card.input_shape), profile=profile, metadata=metadata)
+
+
+def load_run(run_dir: str | Path):
+    """(student, teacher's model card, run report) of a ``train-export`` run directory.
+
+    The student is rebuilt from the teacher and the scheme in ``report.json`` and its trained weights are read from
+    ``student.safetensors`` (no pickle).
+
+    Raises:
+        ConfigError: not a run directory, or weights that do not fit the run's scheme and teacher.
+    """
+    from safetensors.torch import load_file
+
     from .models import load_teacher
     from .quant import quantize_model
 
@@ -350,9 +375,4 @@ def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None)
         student.load_state_dict(load_file(str(weights)))
     except RuntimeError as e:
         raise ConfigError(f"{weights} does not match the run's scheme and teacher: {e}") from e
-    metadata = {}
-    if (run_dir / "model.onnx").is_file():
-        metadata = {p.key: p.value for p in load_onnx_safely(run_dir / "model.onnx").metadata_props
-                    if p.key not in ("dfq_deploy.profile", "dfq_deploy.layer_bits")}
-    out = Path(out) if out else run_dir / f"model.{profile}.onnx"
-    return export_onnx(student.eval(), out, tuple(card.input_shape), profile=profile, metadata=metadata)
+    return student.eval(), card, report

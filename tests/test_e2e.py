@@ -24,3 +24,11 @@ def test_installed_command_runs_end_to_end(tmp_path):
     assert report["census"]["integer_compute"] == 22 and report["census"]["float_compute"] == []
     assert report["parity"]["top1_agreement"] >= 99.9
     assert "teacher FP accuracy" in proc.stdout
+    # the CI parity gate: `dfq-deploy validate` on this real exported student of the shipped teacher, all 10 000
+    # test images, default (strict) thresholds. A change that breaks integer parity turns this red.
+    gate = subprocess.run([exe, "validate", str(out), "--quiet"], capture_output=True, text=True, timeout=900)
+    assert gate.returncode == 0, gate.stdout[-2000:] + gate.stderr[-2000:]
+    validation = json.loads((out / "validation.json").read_text())
+    assert validation["samples"] == 10000 and validation["passed"]
+    assert validation["runtimes"]["onnxruntime"]["max_diff_steps"] <= 1.0
+    assert "tensorrt" in validation["skipped"] or "tensorrt" in validation["runtimes"]

@@ -9,6 +9,7 @@ from .export_cmd import export_cmd
 from .inspect_cmd import inspect_model
 from .pretrain import pretrain
 from .train_export import train_export
+from .validate_cmd import validate_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,3 +34,4 @@ main.add_command(pretrain)
 main.add_command(train_export)
 main.add_command(export_cmd)
 main.add_command(inspect_model)
+main.add_command(validate_cmd)

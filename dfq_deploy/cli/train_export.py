@@ -30,12 +30,14 @@ from ._common import handle_errors
 @click.option("--data-root", default=None, help="Folder with the evaluation files (default: Debian's install).")
 @click.option("--out", default=None, help="Run directory (default runs/<time>-<recipe>-<bits>); must not exist.")
 @click.option("--min-agreement", default=99.9, show_default=True, help="Parity gate: top-1 agreement in percent.")
+@click.option("--max-steps", default=1.0, show_default=True,
+              help="Parity gate: largest logit difference in output quantization steps.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @handle_errors
 def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps,
                  batch_size, seed,
-                 overrides, eval_limit, data_root, out, min_agreement, threads, quiet):
+                 overrides, eval_limit, data_root, out, min_agreement, max_steps, threads, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     import yaml
 
@@ -64,7 +66,7 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor)
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
                             eval_limit=eval_limit, data_root=data_root, out=out, min_agreement=min_agreement,
-                            threads=threads, progress=not quiet)
+                            max_steps=max_steps, threads=threads, progress=not quiet)
     result = run(cfg)
     click.echo(summary_text(result.report))
     click.echo(f"run directory: {result.run_dir}")

@@ -12,7 +12,7 @@ from ..errors import DataError
 
 @dataclass
 class EvalSet:
-    """Normalised float images ``N x C x H x W``, int64 labels and class names."""
+    """Normalised float images ``N x C x H x W``, int64 labels (-1 = unlabelled) and class names."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -21,6 +21,10 @@ class EvalSet:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    @property
+    def labelled(self) -> bool:
+        return len(self) > 0 and bool((self.labels >= 0).all())
 
     def batches(self, batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for i in range(0, len(self), batch_size):
@@ -41,12 +45,56 @@ def normalize_uint8(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
 
 
 def load_eval_set(name: str, mean: Sequence[float], std: Sequence[float], limit: int | None = None,
-                  root: str | None = None) -> EvalSet:
-    """Load an evaluation set by name (``fashion-mnist``) and normalise it with the model's statistics."""
+                  root: str | None = None, input_shape: Sequence[int] | None = None,
+                  class_names: Sequence[str] | None = None) -> EvalSet:
+    """Load evaluation images by name and normalise them with the model's statistics.
+
+    ``fashion-mnist``: the Debian test split. ``imagefolder:PATH``: one sub-folder per class (torchvision
+    ``ImageFolder``), resized to ``input_shape``; labelled when every folder name is one of ``class_names``.
+    ``synthetic``: standard-normal inputs of ``input_shape`` (``limit`` of them, default 512), unlabelled.
+    """
     if name == "fashion-mnist":
         from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
         imgs, labels = load_fashion_mnist("test", root)
         data = EvalSet(normalize_uint8(imgs, mean, std), labels, FASHION_MNIST_CLASSES, "fashion-mnist-test")
         return data.subset(limit)
-    raise DataError(f"unknown evaluation data {name!r}", hint="use 'fashion-mnist'")
+    if name == "synthetic":
+        if input_shape is None:
+            raise DataError("synthetic data needs the model's input shape")
+        n = limit or 512
+        x = torch.randn(n, *input_shape, generator=torch.Generator().manual_seed(0))
+        return EvalSet(x, torch.full((n,), -1, dtype=torch.long), list(class_names or []), f"synthetic[{n}]")
+    if name.startswith("imagefolder:"):
+        return _image_folder(name.split(":", 1)[1], mean, std, limit, input_shape, class_names)
+    raise DataError(f"unknown evaluation data {name!r}", hint="use fashion-mnist, imagefolder:PATH or synthetic")
+
+
+def _image_folder(path: str, mean, std, limit, input_shape, class_names) -> EvalSet:
+    from pathlib import Path
+
+    from torchvision import datasets, transforms
+
+    if input_shape is None:
+        raise DataError("imagefolder data needs the model's input shape")
+    if not Path(path).is_dir():
+        raise DataError(f"image folder {path} not found", hint="give a folder with one sub-folder of images per class")
+    c, h, w = input_shape
+    tf = transforms.Compose([transforms.Grayscale(1) if c == 1 else transforms.Lambda(lambda im: im.convert("RGB")),
+                             transforms.Resize((h, w)), transforms.ToTensor(), transforms.Normalize(mean, std)])
+    try:
+        ds = datasets.ImageFolder(path, transform=tf)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise DataError(f"cannot read images from {path}: {e}",
+                        hint="one sub-folder per class, each holding .png/.jpg images") from e
+    names = [n.lower() for n in (class_names or [])]
+    labelled = bool(names) and all(folder.lower() in names for folder in ds.classes)
+    n = min(len(ds), limit or len(ds))
+    images, labels = [], []
+    for i in range(n):
+        x, folder_idx = ds[i]
+        images.append(x)
+        labels.append(names.index(ds.classes[folder_idx].lower()) if labelled else -1)
+    tag = "" if labelled else ", unlabelled: folder names are not the model's classes"
+    return EvalSet(torch.stack(images), torch.tensor(labels, dtype=torch.long), list(class_names or ds.classes),
+                   f"imagefolder:{path}[{n}{tag}]")

@@ -13,10 +13,11 @@ from .base import Runtime
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, threads: int | None = None):
+    def __init__(self, onnx_path: str | Path, threads: int | None = None, optimize: bool = True):
         super().__init__()
         self.onnx_path = Path(onnx_path)
         self.threads = threads
+        self.optimize = optimize  # False: no graph optimisation (the graph's plain semantics, a reference)
         self.session = None
 
     @classmethod
@@ -37,7 +38,8 @@ class OnnxRuntime(Runtime):
         if not self.onnx_path.is_file():
             raise ConfigError(f"ONNX model {self.onnx_path} not found")
         so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize
+                                       else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
         if self.threads:
             so.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(str(self.onnx_path), so, providers=["CPUExecutionProvider"])

@@ -129,6 +129,12 @@ def layer_diffs(qmodel: torch.nn.Module, onnx_path: str | Path, x: np.ndarray, t
     return diffs
 
 
-def first_divergence(diffs: list[LayerDiff], max_steps: float = 1.0) -> LayerDiff | None:
-    """The first compared activation whose error exceeds ``max_steps`` quantization steps (None: all within)."""
-    return next((d for d in diffs if d.max_steps > max_steps + 1e-3), None)
+def first_divergence(diffs: list[LayerDiff], max_steps: float = 1.0, max_mismatch: float = 0.01) -> LayerDiff | None:
+    """The first compared activation that is more than ``max_steps`` steps off anywhere, or on another code in more
+    than ``max_mismatch`` of its elements (None: all within).
+
+    The second test catches faults that stay below a step where they happen (a scale 30 % off moves most codes by
+    less than one step and the error grows later); rounding-tie flips between correct implementations touched at
+    most 0.1 % of an activation's elements in this project's measurements (docs/benchmarks.md).
+    """
+    return next((d for d in diffs if d.max_steps > max_steps + 1e-3 or d.mismatched > max_mismatch), None)

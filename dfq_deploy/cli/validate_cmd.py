@@ -1,0 +1,49 @@
+"""`dfq-deploy validate`: the cross-runtime parity gate, with a JSON and an HTML report."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import handle_errors
+
+
+@click.command("validate")
+@click.argument("target", type=click.Path())
+@click.option("--runtimes", default="torch,onnxruntime,tensorrt", show_default=True,
+              help="Comma-separated runtimes; those missing here are listed as skipped with the reason.")
+@click.option("--data", default="fashion-mnist", show_default=True,
+              help="fashion-mnist | imagefolder:PATH (one sub-folder per class) | synthetic")
+@click.option("--limit", type=int, default=None, help="First N images only.")
+@click.option("--data-root", default=None, help="Folder of the Fashion-MNIST files (default: Debian's).")
+@click.option("--min-agreement", default=99.9, show_default=True, help="Gate: top-1 agreement with the reference (%).")
+@click.option("--max-steps", default=1.0, show_default=True,
+              help="Gate: largest logit difference in output quantization steps.")
+@click.option("--out", default=None, help="Report folder (default: the run directory, or beside the .onnx).")
+@click.option("--threads", type=int, default=None)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@handle_errors
+def validate_cmd(target, runtimes, data, limit, data_root, min_agreement, max_steps, out, threads, quiet):
+    """Run TARGET (a train-export run directory or an .onnx) in every runtime and gate on parity.
+
+    Exits 0 when every runtime passes, 7 when one fails (the reports are written either way).
+    """
+    from ..validate.validate import ValidateConfig, validate
+
+    cfg = ValidateConfig(target=target, runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
+                         data=data, limit=limit, data_root=data_root, min_agreement=min_agreement,
+                         max_steps=max_steps, out=out, threads=threads, progress=not quiet)
+    report = validate(cfg)
+    click.echo(summary(report))
+
+
+def summary(report: dict) -> str:
+    lines = [f"validation of {report['model']} on {report['data']} ({report['samples']} images): "
+             f"{'PASS' if report['passed'] else 'FAIL'}",
+             f"  {report['reference']:<28} accuracy {report['reference_accuracy'] if report['labelled'] else 'n/a'}"]
+    for name, r in report["runtimes"].items():
+        acc = f"{r['accuracy']:.2f} %" if r["accuracy"] is not None else "n/a"
+        lines.append(f"  {name:<28} accuracy {acc}  agreement {r['top1_agreement']:.3f} %  "
+                     f"max {r['max_diff_steps']} steps  {'pass' if r['passed'] else 'FAIL'}")
+    for name, why in report["skipped"].items():
+        lines.append(f"  {name:<28} skipped: {why}")
+    return "\n".join(lines)

@@ -1,0 +1,140 @@
+"""A self-contained HTML page for a validation report: tables plus figures embedded as base64 PNG (no network,
+no external files), readable offline and attachable to a CI run."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import tempfile
+from pathlib import Path
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _figures(report: dict, history: list[dict]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    figs = []
+    rows = report["runtimes"]
+    if report["labelled"]:
+        names = [report["reference"]] + list(rows)
+        accs = [report["reference_accuracy"]] + [r["accuracy"] for r in rows.values()]
+        fig, ax = plt.subplots(figsize=(6, 3))
+        bars = ax.bar(range(len(names)), accs, color=[f"C{i}" for i in range(len(names))])
+        ax.bar_label(bars, fmt="%.2f %%")
+        ax.set_xticks(range(len(names)), names, fontsize=8)
+        ax.set_ylim(max(0.0, min(accs) - 5), 100)
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.set_title(f"accuracy per runtime ({report['data']})")
+        figs.append(("Accuracy per runtime", _png(fig)))
+    hists = {n: r["step_histogram"] for n, r in rows.items() if r.get("step_histogram")}
+    if hists:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        width = 0.8 / len(hists)
+        for i, (name, h) in enumerate(hists.items()):
+            ks = np.array([int(k) for k in h])
+            ax.bar(ks + i * width, [h[str(k)] for k in ks], width=width, label=name)
+        ax.set_yscale("log")
+        ax.set_xlabel("|logit difference| to the reference (output quantization steps, rounded)")
+        ax.set_ylabel("logits")
+        ax.axvline(report["gate"]["max_steps"] + 0.5, color="r", linestyle="--", label="gate")
+        ax.legend(fontsize=8)
+        ax.set_title("logit differences")
+        figs.append(("Logit-difference histogram", _png(fig)))
+    for name, r in rows.items():
+        if "confusion" in r:
+            cm = np.array(r["confusion"])
+            fig, ax = plt.subplots(figsize=(5.5, 4.5))
+            im = ax.imshow(cm, cmap="Blues")
+            labels = report["class_names"][:len(cm)] or [str(i) for i in range(len(cm))]
+            ax.set_xticks(range(len(cm)), labels, rotation=60, ha="right", fontsize=7)
+            ax.set_yticks(range(len(cm)), labels, fontsize=7)
+            ax.set_xlabel("predicted")
+            ax.set_ylabel("true")
+            fig.colorbar(im)
+            ax.set_title(f"confusion matrix: {name}")
+            figs.append((f"Confusion matrix ({name})", _png(fig)))
+            break  # one is enough to read; the per-class table covers every runtime
+    if history:
+        from ..pipeline import _plot_history
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "h.png"
+            _plot_history(history, path)
+            figs.append(("Training: losses and teacher weights", base64.b64encode(path.read_bytes()).decode()))
+    return figs
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v, spec=".2f", unit=""):
+    return "n/a" if v is None else f"{v:{spec}}{unit}"
+
+
+def render_html(report: dict, history: list[dict] | None = None) -> str:
+    """The page for ``report`` (from :func:`dfq_deploy.validate.validate.validate`)."""
+    verdict = "PASS" if report["passed"] else "FAIL"
+    rows = [[report["reference"], _fmt(report["reference_accuracy"], unit=" %"), "reference", "-", "-", "-"]]
+    for name, r in report["runtimes"].items():
+        rows.append([name, _fmt(r["accuracy"], unit=" %"), _fmt(r["top1_agreement"], ".3f", " %"),
+                     _fmt(r["max_diff_steps"], "g"), _fmt(r["mean_diff_steps"], ".4f"),
+                     "pass" if r["passed"] else "FAIL"])
+    parts = [f"<h1>dfq-deploy validation: <span class='{verdict.lower()}'>{verdict}</span></h1>",
+             f"<p>model <code>{html.escape(report['model'])}</code> (profile {html.escape(str(report['profile']))})"
+             f", data {html.escape(report['data'])} ({report['samples']} images), reference "
+             f"{html.escape(report['reference'])}, output step {_fmt(report['output_step'], '.4g')}. Gate: top-1 "
+             f"agreement &ge; {report['gate']['min_agreement']} % and &le; {report['gate']['max_steps']} output "
+             "steps.</p>",
+             _table(["runtime", "accuracy", "top-1 agreement", "max diff (steps)", "mean diff (steps)", "gate"],
+                    rows)]
+    if report["skipped"]:
+        parts.append("<h2>Not run here</h2>" + _table(["runtime", "why"], [[k, v] for k, v in
+                                                                           report["skipped"].items()]))
+    div = report.get("divergence")
+    if div:
+        first = div["first"]
+        parts.append("<h2>First diverging layer</h2>")
+        if first:
+            where = (f"<b>{html.escape(first['node'])}</b> ({html.escape(first['module'])}), "
+                     f"{first['max_steps']:.1f} steps, shape {first['shape']}")
+        else:
+            where = "none found"
+        parts.append(f"<p>{where} &mdash; on the {div['samples']} images that differ most.</p>")
+        parts.append(_table(["#", "graph node", "PyTorch module", "shape", "max steps", "share > 0.5 step"],
+                            [[d["index"], d["node"], d["module"], d["shape"], f"{d['max_steps']:.2f}",
+                              f"{d['mismatched']:.3%}"] for d in div["layers"]]))
+    figs = _figures(report, history or [])
+    parts.append("<h2>Figures</h2>")
+    parts += [f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'><figcaption>{html.escape(t)}"
+              "</figcaption></figure>" for t, b in figs]
+    per_class = {n: r["per_class_accuracy"] for n, r in report["runtimes"].items() if "per_class_accuracy" in r}
+    if per_class:
+        classes = list(next(iter(per_class.values())))
+        parts.append("<h2>Per-class accuracy (%)</h2>" + _table(
+            ["class", *per_class], [[c, *(f"{per_class[n][c]:.2f}" for n in per_class)] for c in classes]))
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}th{background:#f3f3f3}"
+             ".pass{color:#080}.fail{color:#c00}figure{display:inline-block;margin:1em}img{max-width:100%}")
+    # the script only records how many figures decoded (tests read it from a headless browser)
+    script = ("window.addEventListener('load',()=>{document.body.dataset.figuresLoaded="
+              "[...document.images].filter(i=>i.complete&&i.naturalWidth>0).length;});")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dfq-deploy validation {verdict}</title>"
+            f"<style>{style}</style></head><body data-figures='{len(figs)}'>{''.join(parts)}"
+            f"<script>{script}</script></body></html>\n")

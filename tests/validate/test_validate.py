@@ -1,0 +1,146 @@
+"""`dfq-deploy validate`: the gate passes a clean export, names a planted fault, and writes readable reports."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import numpy_helper
+
+from dfq_deploy.cli.main import main
+from dfq_deploy.validate.divergence import _activation_dq_nodes
+
+BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A real train-export run of a tiny teacher (PTQ, W4A4) on 300 Fashion-MNIST test images."""
+    import torch
+    from safetensors.torch import save_file
+
+    from dfq_deploy.data import FASHION_MNIST_CLASSES
+    from dfq_deploy.models import ModelCard, build_model
+
+    root = tmp_path_factory.mktemp("val")
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", width=4, in_channels=1, num_classes=10)
+    save_file(teacher.state_dict(), str(root / "t.safetensors"))
+    card = ModelCard(arch="resnet8", arch_kwargs={"width": 4, "in_channels": 1, "num_classes": 10},
+                     input_shape=(1, 28, 28), mean=(0.2860,), std=(0.3530,), class_names=FASHION_MNIST_CLASSES,
+                     weights="t.safetensors")
+    (root / "t.json").write_text(card.to_json())
+    r = CliRunner().invoke(main, ["train-export", "--teacher", str(root / "t.json"), "--recipe", "ptq",
+                                  "--eval-limit", "300", "--out", str(root / "run"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return root / "run"
+
+
+def test_train_export_writes_the_validation_reports(run_dir):
+    v = json.loads((run_dir / "validation.json").read_text())
+    assert v["passed"] and v["reference"] == "torch" and list(v["runtimes"]) == ["onnxruntime"]
+    assert (run_dir / "validation.html").stat().st_size > 10_000
+
+
+def test_validate_a_run_passes_and_reports_every_measure(run_dir, tmp_path):
+    r = CliRunner().invoke(main, ["validate", str(run_dir), "--limit", "300", "--out", str(tmp_path), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "PASS" in r.output and "tensorrt" in r.output and "skipped" in r.output
+    v = json.loads((tmp_path / "validation.json").read_text())
+    ort = v["runtimes"]["onnxruntime"]
+    assert ort["top1_agreement"] == 100.0 and ort["max_diff_steps"] <= 1.0 and ort["mean_diff_steps"] is not None
+    assert set(ort["per_class_accuracy"]) <= set(v["class_names"]) and len(ort["per_class_accuracy"]) >= 5
+    assert sum(ort["step_histogram"].values()) == 300 * 10
+    assert np.array(ort["confusion"]).sum() == 300
+    assert "TensorRT is not installed" in v["skipped"]["tensorrt"]
+
+
+def _plant_scale_error(onnx_path):
+    """Multiply the scale of one activation Q/DQ pair (a fresh initializer) by 1.3; return the DQ's name."""
+    model = onnx.load(str(onnx_path))
+    victim = _activation_dq_nodes(model)[4]
+    producer = {o: n for n in model.graph.node for o in n.output}
+    inits = {t.name: t for t in model.graph.initializer}
+    consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
+    old = victim.input[1]
+    value = numpy_helper.to_array(inits[old]) if old in inits else numpy_helper.to_array(consts[old].attribute[0].t)
+    model.graph.initializer.append(numpy_helper.from_array((value * np.float32(1.3)).astype(np.float32), "planted"))
+    node = producer[victim.input[0]]
+    while node.op_type != "QuantizeLinear":
+        node = producer[node.input[0]]
+    node.input[1] = victim.input[1] = "planted"
+    onnx.save(model, str(onnx_path))
+    return victim.name
+
+
+def test_a_planted_divergence_is_named_and_fails_the_gate(run_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(run_dir, bad)
+    victim = _plant_scale_error(bad / "model.onnx")
+    r = CliRunner().invoke(main, ["validate", str(bad), "--limit", "300", "--runtimes", "torch,onnxruntime",
+                                  "--quiet"])
+    assert r.exit_code == 7, r.output
+    assert victim in r.output and "first diverging layer" in r.output and "Traceback" not in r.output
+    v = json.loads((bad / "validation.json").read_text())
+    assert not v["passed"] and v["divergence"]["first"]["node"] == victim
+    first = v["divergence"]["first"]
+    assert len(first["shape"]) == 4 and (first["max_steps"] > 1 or first["mismatched"] > 0.01)
+    assert victim in (bad / "validation.html").read_text()
+
+
+def test_bare_onnx_synthetic_data_and_bad_input(run_dir, tmp_path):
+    onnx_copy = tmp_path / "m.onnx"
+    shutil.copy(run_dir / "model.onnx", onnx_copy)
+    r = CliRunner().invoke(main, ["validate", str(onnx_copy), "--data", "synthetic", "--limit", "64", "--quiet"])
+    assert r.exit_code == 0, r.output
+    v = json.loads((tmp_path / "validation.json").read_text())
+    assert v["reference"].startswith("onnx") and "torch" in v["skipped"] and not v["labelled"]
+    assert v["runtimes"]["onnxruntime"]["accuracy"] is None and v["samples"] == 64
+    r = CliRunner().invoke(main, ["validate", str(onnx_copy), "--runtimes", "coreml"])
+    assert r.exit_code == 2 and "unknown runtime" in r.output
+    r = CliRunner().invoke(main, ["validate", str(tmp_path / "missing")])
+    assert r.exit_code == 2 and "not found" in r.output
+    r = CliRunner().invoke(main, ["validate", str(onnx_copy), "--data", "imagefolder:/nonexistent"])
+    assert r.exit_code == 3 and "not found" in r.output
+
+
+def test_imagefolder_labels_come_from_the_folder_names(run_dir, tmp_path):
+    from PIL import Image
+
+    from dfq_deploy.data import load_fashion_mnist
+
+    imgs, labels = load_fashion_mnist("test")
+    for cls, name in ((1, "Trouser"), (8, "Bag")):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i, idx in enumerate(np.flatnonzero(labels.numpy() == cls)[:10]):
+            Image.fromarray(imgs[idx, 0].numpy()).resize((56, 56)).save(tmp_path / "imgs" / name / f"{i}.png")
+    r = CliRunner().invoke(main, ["validate", str(run_dir), "--data", f"imagefolder:{tmp_path / 'imgs'}",
+                                  "--out", str(tmp_path / "rep"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    v = json.loads((tmp_path / "rep" / "validation.json").read_text())
+    assert v["labelled"] and v["samples"] == 20
+    assert set(v["runtimes"]["onnxruntime"]["per_class_accuracy"]) == {"Trouser", "Bag"}
+
+
+def test_html_report_opens_in_a_headless_browser_and_shows_its_figures(run_dir, tmp_path):
+    if BROWSER is None:
+        if os.environ.get("DFQ_REQUIRE_BROWSER"):  # `make test` installs it, so there it must be found
+            pytest.fail("chromium-headless-shell is missing although `make test` installs it")
+        pytest.skip("no headless Chromium (make test installs chromium-headless-shell)")
+    page = (run_dir / "validation.html").resolve()
+    cmd = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*cmd, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    expected = int(dom.split('data-figures="')[1].split('"')[0])
+    loaded = int(dom.split('data-figures-loaded="')[1].split('"')[0])  # set by the page once images decoded
+    assert expected >= 3 and loaded == expected
+    shot = tmp_path / "shot.png"
+    subprocess.run([*cmd, f"--screenshot={shot}", "--window-size=1100,1600", page.as_uri()], capture_output=True,
+                   timeout=120)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (1600, 1100) and pixels.std() > 10  # a rendered page, not a blank one
