@@ -1,4 +1,4 @@
-"""One real run of the installed `dfq-deploy` command on the shipped teacher, at a tiny budget."""
+"""Real runs of the installed `dfq-deploy` command on the shipped teacher, and the CI parity gate."""
 
 import json
 import shutil
@@ -9,26 +9,47 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.slow
-def test_installed_command_runs_end_to_end(tmp_path):
+def _exe() -> str:
     beside = Path(sys.executable).parent / "dfq-deploy"  # the console script of the environment running the tests
     exe = str(beside) if beside.is_file() else shutil.which("dfq-deploy")
     assert exe, "the dfq-deploy command is not installed: install the package (make test does)"
+    return exe
+
+
+@pytest.mark.slow
+def test_installed_command_runs_end_to_end(tmp_path):
+    """The main job at a tiny budget (4 DMKD steps) runs end to end and exports an all-integer model.
+
+    Its parity is measured but gated loosely here: a 4-step student can carry exact rounding ties that PyTorch and
+    ONNX Runtime break differently and that then cascade (seen in one of five runs: 98.6 % agreement, 16 steps;
+    docs/validate.md). The strict gate is the next test, on a deterministic student.
+    """
     out = tmp_path / "run"
-    proc = subprocess.run([exe, "train-export", "--target", "onnxruntime", "--steps", "4", "--warmup-steps", "2",
-                           "--batch-size", "32", "--eval-limit", "1000", "--out", str(out), "--quiet"],
+    proc = subprocess.run([_exe(), "train-export", "--target", "onnxruntime", "--steps", "4", "--warmup-steps", "2",
+                           "--batch-size", "32", "--eval-limit", "1000", "--out", str(out), "--quiet",
+                           "--max-steps", "1000", "--min-agreement", "95"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["teacher"]["accuracy"] > 90.0  # the shipped teacher on the first 1000 test images
     assert report["census"]["integer_compute"] == 22 and report["census"]["float_compute"] == []
-    assert report["parity"]["top1_agreement"] >= 99.9
-    assert "teacher FP accuracy" in proc.stdout
-    # the CI parity gate: `dfq-deploy validate` on this real exported student of the shipped teacher, all 10 000
-    # test images, default (strict) thresholds. A change that breaks integer parity turns this red.
-    gate = subprocess.run([exe, "validate", str(out), "--quiet"], capture_output=True, text=True, timeout=900)
+    assert report["parity"]["top1_agreement"] >= 95.0
+    assert (out / "validation.html").is_file() and "teacher FP accuracy" in proc.stdout
+
+
+@pytest.mark.slow
+def test_ci_parity_gate_on_a_student_of_the_shipped_teacher(tmp_path):
+    """The CI gate: `dfq-deploy validate` with its strict defaults (agreement >= 99.9 %, <= 1 output step) on a real
+    exported W4A4 student of the shipped teacher (noise-calibrated PTQ: deterministic, seconds to make), over all
+    10 000 test images. A change that breaks integer parity (export, graph passes, runtime) turns this red."""
+    out = tmp_path / "run"
+    made = subprocess.run([_exe(), "train-export", "--recipe", "ptq", "--bits", "W4A4", "--out", str(out), "--quiet"],
+                          capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    gate = subprocess.run([_exe(), "validate", str(out), "--quiet"], capture_output=True, text=True, timeout=900)
     assert gate.returncode == 0, gate.stdout[-2000:] + gate.stderr[-2000:]
     validation = json.loads((out / "validation.json").read_text())
-    assert validation["samples"] == 10000 and validation["passed"]
+    assert validation["samples"] == 10000 and validation["passed"] and validation["reference"] == "torch"
     assert validation["runtimes"]["onnxruntime"]["max_diff_steps"] <= 1.0
+    assert validation["runtimes"]["onnxruntime"]["top1_agreement"] >= 99.9
     assert "tensorrt" in validation["skipped"] or "tensorrt" in validation["runtimes"]
