@@ -273,6 +273,7 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         validation = build_report("torch", ref, {rt_name: other}, {"tensorrt": engine_note} if engine_note else {},
                                   eval_set, onnx_path, student, min_agreement=cfg.min_agreement,
                                   max_steps=cfg.max_steps, profile=cfg.target, threads=cfg.threads)
+        validation["model"] = str(final_dir / "model.onnx")  # where it will be once the run is complete
         parity = validation["runtimes"][rt_name]
         log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps): %s",
                  parity["reference_accuracy"], rt_name, parity["accuracy"], parity["top1_agreement"],
