@@ -215,7 +215,7 @@ def plot(results: dict, path: Path) -> None:
         ax.plot(*zip(*pts, strict=True), marker="o", label=m, color=f"C{i}", linestyle="--" if m == "real-qat" else "-")
     ax.axhline(results["fp_accuracy"], color="k", linewidth=0.8, label="FP teacher")
     ax.set_xticks([3, 4, 8], ["W3A3", "W4A4", "W8A8"])
-    ax.set_ylabel("top-1 % (ONNX Runtime, integer kernels)")
+    ax.set_ylabel("top-1 % (ONNX Runtime; ort-static W4A4: float kernels)")
     ax.set_title(f"ResNet-20 Fashion-MNIST, {results['budget']['warmup_steps']} warm-up + "
                  f"{results['budget']['steps']} steps, seed {results['budget']['seed']}")
     ax.legend(fontsize=8, ncol=2)
