@@ -70,8 +70,12 @@ class _MultiTeacherKD(StudentObjective):
     def __init__(self, cfg: DMKDConfig):
         self.cfg = cfg
         self.names = ["fp", *[t.lower() for t in cfg.teacher_bits]]
-        self.balancer = DMKDBalancer(self.names, hidden=cfg.balancer_hidden, floor=cfg.weight_floor,
-                                     entropy_weight=cfg.entropy_weight)
+        # the balancer's first layer is randomly initialised: seed it (torch's default generator starts from a
+        # random seed in every process, and this object is built before the loop seeds it)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.balancer = DMKDBalancer(self.names, hidden=cfg.balancer_hidden, floor=cfg.weight_floor,
+                                         entropy_weight=cfg.entropy_weight)
         self.opt = torch.optim.Adam(self.balancer.parameters(), lr=cfg.balancer_lr)
         self.teachers: list[torch.nn.Module] = []
         self.prev: tuple[torch.Tensor, torch.Tensor] | None = None  # (features, per-teacher last-layer grads)
