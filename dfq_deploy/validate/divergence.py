@@ -22,7 +22,7 @@ import onnx
 import torch
 
 from ..errors import ModelError
-from ..export.passes import REQUANT_SUFFIX
+from ..export.passes import REQUANT_SUFFIX, _Graph
 
 
 @dataclass
@@ -43,23 +43,17 @@ class LayerDiff:
 
 def _activation_dq_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """DequantizeLinear of each activation Q chain, in graph order (constant weight/bias chains are skipped)."""
-    consts = {t.name for t in model.graph.initializer} | {n.output[0] for n in model.graph.node
-                                                         if n.op_type == "Constant"}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    G = _Graph(model)
     out = []
-    for q in model.graph.node:
-        if q.op_type != "QuantizeLinear" or q.input[0] in consts or q.name.endswith(REQUANT_SUFFIX):
+    for q in G.g.node:
+        if q.op_type != "QuantizeLinear" or G.is_const(q.input[0]) or q.name.endswith(REQUANT_SUFFIX):
             continue
-        src = producer.get(q.input[0])
+        src = G.producer.get(q.input[0])
         if src is not None and src.op_type == "QuantizeLinear":
             continue
-        nxt = consumers.get(q.output[0], [])
+        nxt = G.consumers.get(q.output[0], [])
         if len(nxt) == 1 and nxt[0].op_type == "Clip":
-            nxt = consumers.get(nxt[0].output[0], [])
+            nxt = G.consumers.get(nxt[0].output[0], [])
         dqs = [n for n in nxt if n.op_type == "DequantizeLinear"]
         if dqs:
             out.append(dqs[0])

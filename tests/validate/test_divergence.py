@@ -1,15 +1,18 @@
 """The first-divergence search names a planted fault and stays quiet on a clean export."""
 
+import shutil
+
 import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
 from dfq_deploy.errors import ModelError
 from dfq_deploy.export import export_onnx
 from dfq_deploy.quant import QuantScheme, calibrate, quantize_model
 from dfq_deploy.validate.divergence import _activation_dq_nodes, first_divergence, layer_diffs
+
+from .faults import plant_scale_error
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +41,11 @@ def test_clean_export_has_no_divergence(student_and_export):
 
 def test_a_perturbed_scale_is_named_as_the_first_divergence(student_and_export, tmp_path):
     q, path = student_and_export
-    model = onnx.load(str(path))
-    dqs = _activation_dq_nodes(model)
-    victim = dqs[len(dqs) // 2]
-    # plant the fault: the Q and DQ of one activation get a 30 % larger scale (a fresh initializer, not shared)
-    producer = {o: n for n in model.graph.node for o in n.output}
-    inits = {t.name: t for t in model.graph.initializer}
-    const_nodes = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
-    old = victim.input[1]
-    value = (numpy_helper.to_array(inits[old]) if old in inits else
-             numpy_helper.to_array(const_nodes[old].attribute[0].t)) * np.float32(1.3)
-    model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), "planted_scale"))
-    node = producer[victim.input[0]]
-    while node.op_type != "QuantizeLinear":
-        node = producer[node.input[0]]
-    node.input[1] = victim.input[1] = "planted_scale"
     bad = tmp_path / "bad.onnx"
-    onnx.save(model, str(bad))
+    shutil.copy(path, bad)
+    victim = plant_scale_error(bad)  # one activation's Q/DQ scale 30 % larger
     first = first_divergence(layer_diffs(q, bad, _x()))
-    assert first is not None and first.node == victim.name and first.max_steps > 1
+    assert first is not None and first.node == victim and first.max_steps > 1
 
 
 def test_a_graph_of_another_model_is_refused(student_and_export, tmp_path):

@@ -6,13 +6,12 @@ import shutil
 import subprocess
 
 import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import numpy_helper
 
 from dfq_deploy.cli.main import main
-from dfq_deploy.validate.divergence import _activation_dq_nodes
+
+from .faults import plant_scale_error
 
 BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
 
@@ -59,28 +58,10 @@ def test_validate_a_run_passes_and_reports_every_measure(run_dir, tmp_path):
     assert "TensorRT is not installed" in v["skipped"]["tensorrt"]
 
 
-def _plant_scale_error(onnx_path):
-    """Multiply the scale of one activation Q/DQ pair (a fresh initializer) by 1.3; return the DQ's name."""
-    model = onnx.load(str(onnx_path))
-    victim = _activation_dq_nodes(model)[4]
-    producer = {o: n for n in model.graph.node for o in n.output}
-    inits = {t.name: t for t in model.graph.initializer}
-    consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
-    old = victim.input[1]
-    value = numpy_helper.to_array(inits[old]) if old in inits else numpy_helper.to_array(consts[old].attribute[0].t)
-    model.graph.initializer.append(numpy_helper.from_array((value * np.float32(1.3)).astype(np.float32), "planted"))
-    node = producer[victim.input[0]]
-    while node.op_type != "QuantizeLinear":
-        node = producer[node.input[0]]
-    node.input[1] = victim.input[1] = "planted"
-    onnx.save(model, str(onnx_path))
-    return victim.name
-
-
 def test_a_planted_divergence_is_named_and_fails_the_gate(run_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(run_dir, bad)
-    victim = _plant_scale_error(bad / "model.onnx")
+    victim = plant_scale_error(bad / "model.onnx", pick=lambda n: 4)
     r = CliRunner().invoke(main, ["validate", str(bad), "--limit", "300", "--runtimes", "torch,onnxruntime",
                                   "--quiet"])
     assert r.exit_code == 7, r.output
