@@ -14,14 +14,14 @@ from tqdm.auto import tqdm
 from ..distill import kd_loss
 from ..errors import ConfigError
 from ..models.pretrain import augment
-from ..quant import calibrate
+from ..quant import ReconstructionOptions, calibrate, reconstruct
 from .loop import student_optimizer, student_step
 
 log = logging.getLogger("dfq_deploy")
 
 
 @dataclass(frozen=True)
-class SetKDConfig:
+class SetKDConfig(ReconstructionOptions):
     steps: int = 300              # student steps
     batch_size: int = 128
     student_lr: float = 1e-3      # SGD nesterov, cosine to 0 (as the generator recipes)
@@ -35,6 +35,7 @@ class SetKDConfig:
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if self.steps < 0 or self.batch_size < 2 or self.calib_batches < 1 or self.log_every < 1:
             raise ConfigError("steps must be >= 0, batch_size >= 2, calib_batches >= 1, log_every >= 1")
         if self.student_lr <= 0 or self.tau <= 0 or self.augment_pad < 0:
@@ -54,9 +55,9 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
     calib = [images[order[i:i + cfg.batch_size]] for i in range(0, min(len(images), cfg.calib_batches *
                                                                           cfg.batch_size), cfg.batch_size)]
     calibrate(student, calib)
+    history: list[dict] = reconstruct(student, calib, cfg.reconstruction(), progress)
     if on_step is not None:
         on_step(0, student)
-    history: list[dict] = []
     if cfg.steps == 0:
         student.eval()
         return history

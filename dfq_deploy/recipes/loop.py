@@ -4,7 +4,9 @@
    (cross-entropy) whose BatchNorm statistics match the teacher's running statistics (a recipe may replace this
    generator loss, e.g. DFQF's inception-score loss or adversarial KD's min-max term);
 2. calibration: the student's activation scales are initialised on synthetic images (default: ZeroQ images,
-   inverted from the teacher's BatchNorm statistics, which give far better 4-bit ranges than generator images);
+   inverted from the teacher's BatchNorm statistics, which give far better 4-bit ranges than generator images),
+   then block reconstruction on the same images (learned weight rounding, step sizes, QDrop;
+   :mod:`dfq_deploy.quant.reconstruct`) unless ``recon_iters=0``;
 3. joint steps: one generator step, then one student step on the same (detached) images with the recipe's loss.
 
 Never reads real data.
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, TrainingError
-from ..quant import calibrate
+from ..quant import ReconstructionOptions, calibrate, reconstruct
 from ..synthesis import BNStatsLoss, GeneratorPool
 
 log = logging.getLogger("dfq_deploy")
@@ -34,7 +36,7 @@ CALIB_SOURCES = ("zeroq", "generator", "noise")
 
 
 @dataclass(frozen=True)
-class KDLoopConfig:
+class KDLoopConfig(ReconstructionOptions):
     # defaults sized so `make demo` (the main job on 2 CPU cores) stays under 15 minutes: with 800 + 300 it took
     # 19 min 27 s (92.19 % W4A4); 400 + 150 is the accuracy benchmark's budget (dmkd 91.93 % W4A4, docs/benchmarks.md)
     steps: int = 150              # joint steps (generator step + student step each); KD plateaus after ~100-200
@@ -55,6 +57,7 @@ class KDLoopConfig:
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if self.steps < 0 or self.warmup_steps < 0 or self.batch_size < 2 or self.calib_batches < 1:
             raise ConfigError("steps/warmup_steps must be >= 0, batch_size >= 2, calib_batches >= 1")
         if not 1 <= self.generators <= self.batch_size:
@@ -216,6 +219,8 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                     calib = [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)]
                 calibrate(student, calib)
                 bns.reset()  # drop terms the calibration images' inversion left (they hold autograd graphs)
+            history += reconstruct(student, calib, cfg.reconstruction(), progress)
+            with torch.no_grad():
                 objective.setup(teacher, student, calib)
             bns.reset()
             gen.train()

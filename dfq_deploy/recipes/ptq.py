@@ -12,12 +12,12 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
-from ..quant import calibrate
+from ..quant import ReconstructionOptions, calibrate, reconstruct
 from ..synthesis import invert_images
 
 
 @dataclass(frozen=True)
-class PTQConfig:
+class PTQConfig(ReconstructionOptions):
     source: str = "noise"        # "noise" or "zeroq"
     calib_batches: int = 4       # batches of calibration images
     batch_size: int = 128
@@ -27,6 +27,7 @@ class PTQConfig:
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if self.source not in ("noise", "zeroq"):
             raise ConfigError(f"ptq: source must be 'noise' or 'zeroq', not {self.source!r}")
         if self.calib_batches < 1 or self.batch_size < 2 or self.zeroq_steps < 1 or self.zeroq_lr <= 0:
@@ -57,9 +58,11 @@ def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tupl
 def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
               run_dir=None, warmup_cache: dict | None = None) -> list[dict]:
-    """Calibrate ``student`` in place; no weights change. Returns the inversion history (empty for noise)."""
+    """Calibrate ``student`` in place, then (``recon_iters > 0``) reconstruct it block by block on the same images.
+    Returns the inversion history (empty for noise) and the reconstruction's."""
     batches, history = calibration_images(teacher, cfg, img_shape, progress)
     calibrate(student, batches)
+    history += reconstruct(student, batches, cfg.reconstruction(), progress)
     student.eval()
     if on_step is not None:
         on_step(0, student)

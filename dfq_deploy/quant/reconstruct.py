@@ -1,0 +1,369 @@
+"""Block reconstruction of a quantized student on synthetic images (the BRECQ / QDrop / Genie line).
+
+The student is cut into blocks at the points of its graph where one activation alone carries everything forward (a
+ResNet's basic blocks, the stem, the classifier). Block by block, in order, on cached inputs:
+
+- the weights' rounding is learned (AdaRound: each weight rounds down or up, decided by a learnable logit pushed to
+  0 or 1 by an annealed regulariser), using Brevitas' own ``LearnedRoundSte`` / ``LearnedRoundHardSigmoid`` in the
+  weight quantizer;
+- the activation step sizes of the block's quantizers are learned (LSQ-style: Brevitas' scale parameters);
+- QDrop: during reconstruction each activation of the block (and the block's input) keeps its unquantized value with
+  probability ``qdrop``, so the block learns a solution that is flat against the quantization noise of its input;
+- the loss is the squared error between the quantized block's output and the **float** network's output of that
+  block (the float network = the same graph with quantization off, i.e. the BN-merged teacher).
+
+The block's input is the quantized network's own output of the previous, already reconstructed block.
+
+Afterwards the learned rounding is baked into the float weights (each weight is set exactly on its grid point), and
+Brevitas' round-to-nearest quantizer is put back. The student keeps its structure and state-dict keys, so it exports
+to the same integer QDQ graph and reloads from ``student.safetensors`` as before.
+
+Why this is written here rather than taken from Brevitas: Brevitas ships the rounding modules used below, but its
+block-wise trainer lives in ``brevitas_examples`` (not a library API; it needs ``accelerate``) and finds blocks as
+sub-modules with their own ``forward``. Our student is a flat ``torch.fx.GraphModule`` produced by Brevitas'
+``quantize`` pass, whose blocks exist only as regions of the graph, so blocks are cut from the graph here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import fx, nn
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+
+log = logging.getLogger("dfq_deploy")
+
+
+@dataclass(frozen=True)
+class ReconstructionConfig:
+    iters: int = 200              # optimisation steps per block (0 = no reconstruction)
+    batch_size: int = 32          # images per step
+    qdrop: float = 0.5            # probability that an activation keeps its unquantized value during reconstruction
+    round_lr: float = 1e-2        # Adam learning rate of the rounding logits
+    scale_lr: float = 1e-3        # Adam learning rate of the activation step sizes (relative: see _scale_params)
+    round_weight: float = 0.01    # weight of the rounding regulariser (pushes each weight to round down or up)
+    warmup: float = 0.2           # share of each block's steps before the rounding regulariser starts
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.iters < 0 or self.batch_size < 1:
+            raise ConfigError("reconstruction: iters must be >= 0 and batch_size >= 1")
+        if not 0.0 <= self.qdrop <= 1.0 or not 0.0 <= self.warmup < 1.0:
+            raise ConfigError("reconstruction: qdrop must be in [0, 1] and warmup in [0, 1)")
+        if self.round_lr <= 0 or self.scale_lr < 0 or self.round_weight < 0:
+            raise ConfigError("reconstruction: round_lr must be positive, scale_lr and round_weight >= 0")
+
+
+@dataclass
+class Block:
+    """A region of the student's graph: ``nodes`` in order, fed only by ``input`` and ending at ``output``."""
+
+    input: fx.Node
+    nodes: list[fx.Node]
+    output: fx.Node
+    compute: list[str] = field(default_factory=list)      # names of the quantized Conv/Linear modules
+    activations: list[str] = field(default_factory=list)  # names of the activation quantizer modules
+
+    @property
+    def name(self) -> str:
+        return self.compute[0] if self.compute else self.output.name
+
+
+def _is_compute(mod: nn.Module) -> bool:
+    from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
+
+    return isinstance(mod, QuantWeightBiasInputOutputLayer)
+
+
+def _is_act_quant(mod: nn.Module) -> bool:
+    return hasattr(mod, "act_quant") and hasattr(getattr(mod.act_quant, "fused_activation_quant_proxy", None),
+                                                 "tensor_quant")
+
+
+def find_blocks(gm: fx.GraphModule) -> list[Block]:
+    """Cut ``gm`` into blocks: a block ends at an activation quantizer that is a *cut point* of the graph (nothing
+    computed before it is used after it) once the block holds at least one Conv/Linear."""
+    nodes = list(gm.graph.nodes)
+    pos = {n: i for i, n in enumerate(nodes)}
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    if len(placeholders) != 1:
+        raise ConfigError("reconstruction needs a model with exactly one input")
+    blocks: list[Block] = []
+    reach = -1   # furthest position that a node before the current one is used at
+    start = placeholders[0]
+    current: list[fx.Node] = []
+    for n in nodes:
+        if n.op in ("placeholder", "output"):
+            reach = max(reach, max((pos[u] for u in n.users), default=-1))
+            continue
+        current.append(n)
+        mod = gm.get_submodule(n.target) if n.op == "call_module" else None
+        cut = reach <= pos[n]
+        has_compute = any(m.op == "call_module" and _is_compute(gm.get_submodule(m.target)) for m in current)
+        if cut and has_compute and mod is not None and _is_act_quant(mod):
+            blocks.append(Block(start, current, n))
+            start, current = n, []
+        reach = max(reach, max((pos[u] for u in n.users), default=-1))
+    if current:  # nodes after the last cut: a block of their own if they compute, else part of the last block
+        tail = current[-1]
+        if any(m.op == "call_module" and _is_compute(gm.get_submodule(m.target)) for m in current) or not blocks:
+            blocks.append(Block(start, current, tail))
+        else:
+            blocks[-1].nodes += current
+            blocks[-1].output = tail
+    for b in blocks:
+        for n in b.nodes:
+            if n.op != "call_module":
+                continue
+            mod = gm.get_submodule(n.target)
+            if _is_compute(mod) and n.target not in b.compute:
+                b.compute.append(n.target)
+            elif _is_act_quant(mod) and n.target not in b.activations:
+                b.activations.append(n.target)
+    return blocks
+
+
+def block_module(gm: fx.GraphModule, block: Block) -> fx.GraphModule:
+    """A GraphModule computing ``block`` from its input; it shares ``gm``'s modules (training it trains ``gm``)."""
+    # Brevitas' quantize pass returns a graph of its own fx backport: build the block with the same classes
+    g = type(gm.graph)()
+    env = {block.input: g.placeholder("block_input")}
+    for n in block.nodes:
+        env[n] = g.node_copy(n, lambda a: env[a])
+    g.output(env[block.output])
+    return type(gm).__mro__[1](gm, g)
+
+
+def _value(x):
+    return getattr(x, "value", x)
+
+
+class _LearnedRounding:
+    """AdaRound on one Brevitas Conv/Linear: swaps its weight quantizer's round-to-nearest for Brevitas'
+    ``LearnedRoundSte`` (floor + a learnable 0..1 offset per weight), then bakes the result into the float weight."""
+
+    ZETA, GAMMA = 1.1, -0.1
+
+    def __init__(self, layer: nn.Module):
+        from brevitas.core.function_wrapper.learned_round import LearnedRoundHardSigmoid, LearnedRoundSte
+
+        self.layer = layer
+        self.int_quant = layer.weight_quant.tensor_quant.int_quant
+        self.original = self.int_quant.float_to_int_impl
+        with torch.no_grad():
+            scale = layer.quant_weight().scale
+            rest = layer.weight / scale - torch.floor(layer.weight / scale)
+            # AdaRound's initialisation: the hard sigmoid starts at each weight's fractional part (nearest rounding)
+            init = -torch.log((self.ZETA - self.GAMMA) / (rest - self.GAMMA) - 1)
+        self.impl = LearnedRoundSte(LearnedRoundHardSigmoid(self.ZETA, self.GAMMA), init, nn.Identity())
+        self.int_quant.float_to_int_impl = self.impl
+
+    @property
+    def param(self) -> nn.Parameter:
+        return self.impl.value
+
+    def soft(self) -> torch.Tensor:
+        return self.impl.learned_round_impl(self.impl.value) if self.impl.training else self.impl.value.sigmoid()
+
+    def regulariser(self, beta: float) -> torch.Tensor:
+        h = torch.clamp(torch.sigmoid(self.impl.value) * (self.ZETA - self.GAMMA) + self.GAMMA, 0, 1)
+        return (1 - (2 * h - 1).abs().pow(beta)).sum()
+
+    def bake(self) -> int:
+        """Write the learned grid point into the float weight and restore round-to-nearest. Returns how many weights
+        round differently from nearest rounding."""
+        layer = self.layer
+        was_training = layer.training
+        layer.eval()
+        with torch.no_grad():
+            qw = layer.quant_weight()
+            scale = qw.scale
+            codes = torch.round(qw.value / scale)
+            nearest = torch.round(layer.weight / scale)
+            # the weight scale is the channel's largest |w| / qmax: the weight that sets it must keep +-qmax, or
+            # the baked weights would get a different scale (it sits at qmax up to float error, so this is nearest)
+            view = codes.flatten(1)
+            w_view = (layer.weight / scale).flatten(1)
+            top = w_view.abs().argmax(1)
+            rows = torch.arange(view.shape[0])
+            view[rows, top] = torch.round(w_view[rows, top])
+            codes = view.view_as(codes)
+            changed = int((codes != nearest).sum())
+            self.int_quant.float_to_int_impl = self.original
+            layer.weight.copy_(codes * scale)
+            check = layer.quant_weight()
+            assert torch.equal(torch.round(check.value / check.scale), codes), "baked weights left their grid"
+            assert torch.allclose(check.scale, scale, rtol=1e-6, atol=0), "baked weights changed the weight scale"
+        layer.train(was_training)
+        return changed
+
+
+def _scale_params(gm: fx.GraphModule, names: list[str], frozen: set[int]) -> list[nn.Parameter]:
+    """The learnable step sizes of the quantizers ``names``, except those in ``frozen`` (ids of parameters learned
+    in earlier blocks: Brevitas shares one step size between a residual add's inputs, so a block's add can use
+    the step size of the previous block's output, which must stay as that block left it)."""
+    params = []
+    for name in names:
+        impl = gm.get_submodule(name).act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl
+        p = getattr(impl, "value", None)
+        if isinstance(p, nn.Parameter) and p.requires_grad and id(p) not in frozen and \
+                all(p is not q for q in params):
+            params.append(p)
+    return params
+
+
+class _QDrop:
+    """Forward hooks that give each activation quantizer's output its unquantized value with probability ``p``."""
+
+    def __init__(self, gm: fx.GraphModule, names: list[str], p: float, rng: torch.Generator):
+        self.p, self.rng = p, rng
+        self.handles = [gm.get_submodule(n).register_forward_hook(self._hook) for n in names] if p > 0 else []
+
+    def _hook(self, module, inputs, output):
+        if not module.training or not hasattr(output, "value"):
+            return None
+        fp = module.act_quant.fused_activation_quant_proxy.activation_impl(_value(inputs[0]))
+        keep_fp = torch.rand(fp.shape, generator=self.rng) < self.p
+        return output.set(value=torch.where(keep_fp, fp, output.value))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+class _PreQuant:
+    """Forward hook keeping an activation quantizer's unquantized output (QDrop's alternative input)."""
+
+    def __init__(self, module: nn.Module):
+        self.module, self.value = module, None
+        self.handle = module.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, output):
+        self.value = module.act_quant.fused_activation_quant_proxy.activation_impl(_value(inputs[0])).detach()
+
+
+def _run(sub: fx.GraphModule, inputs, template, chunk: int = 256, pre: _PreQuant | None = None):
+    """(output values, output QuantTensor template or None, unquantized outputs or None) of ``sub`` over ``inputs``."""
+    values, pres, out_template = [], [], None
+    with torch.no_grad():
+        for i in range(0, len(inputs), chunk):
+            x = inputs[i:i + chunk]
+            out = sub(template.set(value=x) if template is not None else x)
+            values.append(_value(out).detach())
+            if hasattr(out, "scale") and out_template is None:
+                out_template = out.set(value=out.value[:1].detach())
+            if pre is not None:
+                pres.append(pre.value)
+    return torch.cat(values), out_template, (torch.cat(pres) if pre is not None else None)
+
+
+def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tensor], cfg: ReconstructionConfig,
+                progress: bool = True) -> list[dict]:
+    """Block-wise reconstruction of ``student`` (calibrated already) on ``images``; see the module docstring.
+
+    Returns one history entry per block (its reconstruction error before and after, and the weights whose rounding
+    moved off nearest). The student is left in eval mode.
+    """
+    from brevitas.graph.calibrate import quantization_status_manager
+
+    if cfg.iters == 0:
+        return []
+    images = torch.cat(list(images)) if isinstance(images, (list, tuple)) else images
+    blocks = find_blocks(student)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict] = []
+    t0 = time.time()
+    q_in, fp_in, pre_in, template = images, images, None, None
+    bar = tqdm(total=len(blocks) * cfg.iters, desc="block reconstruction", disable=not progress)
+    n = len(images)
+    learned: set[int] = set()
+    for k, block in enumerate(blocks):
+        sub = block_module(student, block)
+        sub.eval()
+        with quantization_status_manager(sub, disable_act_quant=True, disable_weight_quant=True,
+                                         disable_bias_quant=True, is_training=False):
+            fp_out, _, _ = _run(sub, fp_in, None)
+        err_before = float((_run(sub, q_in, template)[0] - fp_out).pow(2).flatten(1).sum(1).mean())
+        rounding = [_LearnedRounding(sub.get_submodule(name)) for name in block.compute]
+        scales = _scale_params(sub, block.activations, learned)
+        learned.update(id(p) for p in scales)
+        groups = [{"params": [r.param for r in rounding], "lr": cfg.round_lr}]
+        if scales and cfg.scale_lr > 0:
+            groups.append({"params": scales, "lr": cfg.scale_lr})
+        opt = torch.optim.Adam(groups)
+        if len(groups) > 1:
+            # relative to the step sizes' magnitude: Adam moves a parameter by about lr per step
+            opt.param_groups[1]["lr"] = cfg.scale_lr * float(torch.stack([p.detach().abs() for p in scales]).mean())
+        inner = [a for a in block.activations if a != block.output.target]
+        drop = _QDrop(sub, inner, cfg.qdrop, rng)
+        sub.train()
+        warm = int(cfg.warmup * cfg.iters)
+        try:
+            for it in range(cfg.iters):
+                idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=rng)
+                x = q_in[idx]
+                if pre_in is not None and cfg.qdrop > 0:
+                    x = torch.where(torch.rand(x.shape, generator=rng) < cfg.qdrop, pre_in[idx], x)
+                out = _value(sub(template.set(value=x) if template is not None else x))
+                rec = (out - fp_out[idx]).pow(2).flatten(1).sum(1).mean()
+                if it >= warm:
+                    # AdaRound's annealing: the regulariser's exponent falls from 20 to 2
+                    progress_frac = (it - warm) / max(1, cfg.iters - warm)
+                    beta = 2 + 18 * (1 + math.cos(math.pi * progress_frac)) / 2
+                    loss = rec + cfg.round_weight * sum(r.regulariser(beta) for r in rounding)
+                else:
+                    loss = rec
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                with torch.no_grad():
+                    for p in scales:
+                        p.clamp_(min=1e-8)
+                bar.update()
+        finally:
+            drop.remove()
+            changed = sum(r.bake() for r in rounding)
+        sub.eval()
+        pre = _PreQuant(sub.get_submodule(block.output.target)) if block.output.op == "call_module" and \
+            _is_act_quant(sub.get_submodule(block.output.target)) else None
+        try:
+            q_out, template_out, pre_out = _run(sub, q_in, template, pre=pre)
+        finally:
+            if pre is not None:
+                pre.handle.remove()
+        err_after = float((q_out - fp_out).pow(2).flatten(1).sum(1).mean())
+        history.append({"phase": "reconstruction", "step": k, "block": block.name, "rec_before": err_before,
+                        "rec_after": err_after, "rounding_changed": changed})
+        log.info("reconstruction block %d (%s): error %.4g -> %.4g (all images), %d weights rounded off nearest",
+                 k, block.name, err_before, err_after, changed)
+        q_in, fp_in, pre_in, template = q_out, fp_out, pre_out, template_out
+    bar.close()
+    student.eval()
+    log.info("block reconstruction: %d blocks, %d steps each (%.0f s)", len(blocks), cfg.iters, time.time() - t0)
+    return history
+
+
+@dataclass(frozen=True)
+class ReconstructionOptions:
+    """The reconstruction fields every recipe config carries (flat, so ``--set recon_iters=0`` works)."""
+
+    recon_iters: int = 100        # block reconstruction steps per block after calibration (0 = off)
+    recon_batch: int = 32         # images per reconstruction step
+    recon_qdrop: float = 0.5      # QDrop: probability that an activation stays unquantized while reconstructing
+    recon_round_lr: float = 1e-2  # Adam learning rate of the learned weight rounding (AdaRound logits)
+    recon_scale_lr: float = 1e-3  # Adam learning rate of the activation step sizes, relative to their size
+    recon_round_weight: float = 0.01  # weight of the rounding regulariser
+
+    def __post_init__(self):
+        self.reconstruction()  # raises ConfigError on bad values
+
+    def reconstruction(self) -> ReconstructionConfig:
+        return ReconstructionConfig(iters=self.recon_iters, batch_size=self.recon_batch, qdrop=self.recon_qdrop,
+                                    round_lr=self.recon_round_lr, scale_lr=self.recon_scale_lr,
+                                    round_weight=self.recon_round_weight, seed=getattr(self, "seed", 0))
