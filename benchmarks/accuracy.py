@@ -1,25 +1,32 @@
-"""Every data-free method (and the baselines a user would otherwise pick) on the shipped ResNet-20 Fashion-MNIST
-teacher, at several bit widths, with one step budget and seed. Accuracy is measured on **ONNX Runtime integer
-kernels after export** on the full Fashion-MNIST test split (10 000 images).
+"""Data-free methods (and the baselines a user would otherwise pick) on the shipped ResNet-20 Fashion-MNIST teacher,
+at several bit widths, budgets and seeds. Accuracy is measured on **ONNX Runtime integer kernels after export** on
+the full Fashion-MNIST test split (10 000 images).
 
-    .venv/bin/python benchmarks/accuracy.py [--bits W4A4,W3A3,W8A8] [--warmup-steps 400] [--steps 150] \\
-        [--out benchmarks/results/accuracy.json] [--plot docs/img/accuracy_vs_bits.png]
+    .venv/bin/python benchmarks/accuracy.py --budget demo --seeds 0,1,2 --bits W4A4,W3A3 \\
+        --methods dmkd,gdfq,ptq-zeroq,ptq-recon [--out benchmarks/results/accuracy.json] [--plot docs/img/accuracy_vs_bits.png]
+    .venv/bin/python benchmarks/accuracy.py --table     # print the table and redraw the plot from the JSON only
 
-Results go to a JSON file row by row (a re-run skips rows already there, so an interrupted run resumes), then a
-Markdown table is printed and a plot (accuracy vs bits per method) is written.
+Budgets: ``demo`` is exactly what the default ``dfq-deploy train-export`` runs (the recipe's default config);
+``long`` raises the generator warm-up and the student steps (see ``BUDGETS``) for runs of <= 30 min on 2 cores.
 
-Methods: ptq-noise, ptq-zeroq, ort-static (ONNX Runtime quantize_static on ZeroQ images; 8 and 4 bits only),
-gdfq, dmkd, dfqf, adversarial, lis (one synthetic set shared by every bit width, as LIS intends), and real-qat
-(KD on the real training split: the upper bound, benchmark only). Generator warm-ups with the same generator loss
-are computed once and shared across bit widths and recipes (``warmup_cache``); each row's time excludes shared
-warm-ups and the LIS/ZeroQ synthesis, which are reported as separate rows.
+Each (method, bits, budget, seed) is one measurement, appended to the JSON as soon as it is done: a re-run skips
+what is there, so the benchmark resumes and can be filled over several sittings. A row of the JSON is one
+(method, bits, budget) with ``accuracies`` (one per seed, in ``seeds`` order) and ``time_s`` (one per seed).
+
+Per seed the ZeroQ images and each generator warm-up are computed once and shared by every method and bit width
+that uses them (``warmup_cache``), as a user re-running with other bits would not share them: ``time_s`` of a row is
+its own work only (reconstruction, student training, export; plus the generator warm-up for the seeds listed in
+``time_includes_warmup``, the first generator recipe of a seed), and the shared ZeroQ synthesis is in
+``synthesis_s``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -30,7 +37,27 @@ import torch
 
 warnings.filterwarnings("ignore")
 
-METHODS = ("ptq-noise", "ptq-zeroq", "ort-static", "gdfq", "dmkd", "dfqf", "adversarial", "lis", "real-qat")
+# method -> (recipe, recipe option overrides, note). "ptq-*" and "ort-static" use the shared ZeroQ images directly.
+METHODS: dict[str, tuple[str, dict, str]] = {
+    "ptq-noise": ("ptq", {"source": "noise", "recon_iters": 0}, "calibration on Gaussian noise"),
+    "ptq-zeroq": ("ptq", {"source": "zeroq", "recon_iters": 0}, "calibration on ZeroQ images"),
+    "ptq-recon": ("ptq", {"source": "zeroq"}, "ZeroQ calibration + block reconstruction"),
+    "ort-static": ("ort-static", {}, "ONNX Runtime quantize_static on ZeroQ images, every layer at the same bits"),
+    "dmkd": ("dmkd", {}, "the default recipe"),
+    "gdfq": ("gdfq", {}, "single float teacher"),
+    "dmkd-norecon": ("dmkd", {"recon_iters": 0}, "no block reconstruction"),
+    "gdfq-norecon": ("gdfq", {"recon_iters": 0}, "single teacher, no reconstruction"),
+    "dmkd-fp": ("dmkd", {"teacher_bits": ()}, "ablation: float teacher only (through the DMKD objective)"),
+    "dmkd-fp-w8": ("dmkd", {"teacher_bits": ("W8A8",)}, "ablation: float + W8A8 teachers"),
+    "dmkd-uniform": ("dmkd", {"balancer": "uniform"}, "ablation: fixed equal teacher weights"),
+    "dfqf": ("dfqf", {}, ""),
+    "adversarial": ("adversarial", {}, ""),
+    "lis": ("lis", {}, "one synthetic set per seed shared by every bit width"),
+    "real-qat": ("real-qat", {}, "real training images (upper bound, not data-free)"),
+}
+# recipe option overrides of each budget; "demo" = the defaults `train-export` runs
+BUDGETS = {"demo": {}, "long": {"warmup_steps": 800, "steps": 900, "recon_iters": 300}}
+BITS_ORDER = {"W2A2": 2, "W3A3": 3, "W4A4": 4, "W6A6": 6, "W8A8": 8}
 
 
 def _ort_accuracy(onnx_path: Path, eval_set, threads: int | None) -> tuple[float, dict]:
@@ -44,21 +71,33 @@ def _ort_accuracy(onnx_path: Path, eval_set, threads: int | None) -> tuple[float
     return acc, {"integer": census.integer_compute, "float": len(census.float_compute)}
 
 
+def _options(cls, budget: dict, overrides: dict, seed: int) -> dict:
+    fields = cls.__dataclass_fields__
+    return {k: v for k, v in {**budget, **overrides, "seed": seed}.items() if k in fields}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--bits", default="W4A4,W3A3,W8A8")
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--warmup-steps", type=int, default=400)
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--lis-images", type=int, default=512)
-    ap.add_argument("--lis-inversion-steps", type=int, default=100)
-    ap.add_argument("--zeroq-steps", type=int, default=100)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bits", default="W4A4,W3A3")
+    ap.add_argument("--methods", default="ptq-zeroq,ptq-recon,gdfq,dmkd")
+    ap.add_argument("--budget", default="demo", choices=sorted(BUDGETS))
+    ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/results/accuracy.json")
     ap.add_argument("--plot", default="docs/img/accuracy_vs_bits.png")
+    ap.add_argument("--table", action="store_true", help="only print the table and redraw the plot")
     args = ap.parse_args(argv)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    if args.table:
+        print_table(results)
+        if args.plot:
+            plot(results, Path(args.plot))
+        return 0
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
 
     from dfq_deploy.data import load_eval_set, load_fashion_mnist
     from dfq_deploy.data.eval_set import normalize_uint8
@@ -66,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfq_deploy.export.ort_quantize import ort_quantize_static
     from dfq_deploy.models import load_teacher
     from dfq_deploy.models.pretrain import evaluate
-    from dfq_deploy.quant import QuantScheme, quantize_model
+    from dfq_deploy.quant import QuantScheme, calibrate, quantize_model, reconstruct
     from dfq_deploy.recipes import RECIPES, LISConfig, PTQConfig
     from dfq_deploy.recipes.fixed_set import SetKDConfig, kd_on_images
     from dfq_deploy.recipes.loop import KDLoopConfig, _zeroq_images
@@ -76,129 +115,135 @@ def main(argv: list[str] | None = None) -> int:
     teacher, card = load_teacher()
     shape, classes = tuple(card.input_shape), len(card.class_names)
     eval_set = load_eval_set("fashion-mnist", card.mean, card.std, limit=args.eval_limit)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(out.read_text()) if out.exists() else {"rows": []}
-    done = {(r["bits"], r["method"]) for r in results["rows"]}
     fp_acc = evaluate(teacher, eval_set.images, eval_set.labels)
     results.update({"fp_accuracy": fp_acc, "eval": f"{eval_set.name} ({len(eval_set)} images)",
-                    "budget": {"warmup_steps": args.warmup_steps, "steps": args.steps, "seed": args.seed,
-                               "lis_images": args.lis_images, "lis_inversion_steps": args.lis_inversion_steps,
-                               "zeroq_steps": args.zeroq_steps, "batch_size": 128},
+                    "budgets": {k: {**_options(KDLoopConfig, v, {}, 0), "seed": "per row"} for k, v in
+                                BUDGETS.items()},
                     "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                                 "torch": torch.__version__, "device": "cpu"}})
     print(f"teacher FP {fp_acc:.2f} % on {results['eval']}", flush=True)
+    budget = BUDGETS[args.budget]
 
-    def save(row):
-        results["rows"].append(row)
-        done.add((row["bits"], row["method"]))
+    def row_for(method, bits):
+        for r in results["rows"]:
+            if (r["method"], r["bits"], r["budget"]) == (method, bits, args.budget):
+                return r
+        r = {"method": method, "bits": bits, "budget": args.budget, "seeds": [], "accuracies": [], "time_s": [],
+             "note": METHODS[method][2]}
+        results["rows"].append(r)
+        return r
+
+    def save(method, bits, seed, acc, seconds, census):
+        r = row_for(method, bits)
+        r["seeds"].append(seed)
+        r["accuracies"].append(acc)
+        r["time_s"].append(round(seconds, 1))
+        r["census"] = census
+        r["mean"] = statistics.fmean(r["accuracies"])
+        r["std"] = statistics.stdev(r["accuracies"]) if len(r["accuracies"]) > 1 else None
         out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"{row['bits']:>5} {row['method']:<12} {row['accuracy']:6.2f} %  ({row['time_s']:.0f} s)", flush=True)
+        print(f"{args.budget:>5} {bits:>5} {method:<13} seed {seed}: {acc:6.2f} %  ({seconds:.0f} s)", flush=True)
 
-    warm_cache: dict = {}
-    shared: dict = {}
     work = Path(tempfile.mkdtemp(prefix="dfq-acc-"))
+    for seed in (int(s) for s in args.seeds.split(",")):
+        warm_cache: dict = {}
+        shared: dict = {}
 
-    def zeroq_batches():
-        if "zeroq" not in shared:
-            t0 = time.time()
-            # the same batches (and cache entry) the generator recipes calibrate their students on
-            shared["zeroq"] = _zeroq_images(teacher, KDLoopConfig(calib_steps=args.zeroq_steps, seed=args.seed), shape,
-                                            warm_cache, progress=False)
-            shared["zeroq_time"] = time.time() - t0
-            print(f"ZeroQ synthesis: {shared['zeroq_time']:.0f} s", flush=True)
-        return shared["zeroq"]
-
-    lis_set = out.parent / "lis_synthetic_set.safetensors"
-    methods = args.methods.split(",")
-    for bits in args.bits.split(","):
-        scheme = QuantScheme.from_tag(bits)
-        for method in methods:
-            if (bits, method) in done:
-                continue
-            if method == "ort-static" and scheme.weight_bits not in (4, 8):
-                save({"bits": bits, "method": method, "accuracy": float("nan"), "time_s": 0.0,
-                      "note": "ONNX Runtime quantize_static has no 3-bit type"})
-                continue
-            t0 = time.time()
-            onnx_path = work / f"{bits}-{method}.onnx"
-            note = ""
-            if method == "ort-static":
-                batches = zeroq_batches()
+        def zeroq_batches():
+            if "zeroq" not in shared:
                 t0 = time.time()
-                ort_quantize_static(teacher, onnx_path, shape, batches, scheme.weight_bits, scheme.act_bits)
-                note = "all layers at the same bits (no 8-bit first/last)"
-            else:
-                student = quantize_model(teacher, scheme)
-                if method == "ptq-noise":
-                    RECIPES["ptq"][1](teacher, student, PTQConfig(source="noise", seed=args.seed), shape, classes,
-                                      progress=False)
-                elif method == "ptq-zeroq":
-                    from dfq_deploy.quant import calibrate
+                # the batches (and cache entry) the generator recipes calibrate and reconstruct their students on
+                shared["zeroq"] = _zeroq_images(teacher, KDLoopConfig(seed=seed), shape, warm_cache, progress=False)
+                results.setdefault("synthesis_s", {})[f"zeroq-seed{seed}"] = round(time.time() - t0, 1)
+            return shared["zeroq"]
 
+        for bits in args.bits.split(","):
+            scheme = QuantScheme.from_tag(bits)
+            for method in args.methods.split(","):
+                r = row_for(method, bits)
+                if seed in r["seeds"]:
+                    continue
+                recipe, overrides, _ = METHODS[method]
+                onnx_path = work / f"{seed}-{bits}-{method}.onnx"
+                if recipe == "ort-static":
+                    if scheme.weight_bits not in (4, 8):
+                        continue  # ONNX Runtime has no other integer type
                     batches = zeroq_batches()
                     t0 = time.time()
-                    calibrate(student, batches)
-                elif method == "real-qat":
-                    imgs, _ = load_fashion_mnist("train")
-                    x = normalize_uint8(imgs, card.mean, card.std)
-                    kd_on_images(teacher, student, x, SetKDConfig(steps=args.steps, seed=args.seed), progress=False,
-                                 name="real-data QAT")
-                    note = "real training images (upper bound, not data-free)"
-                elif method == "lis":
-                    cfg = LISConfig(steps=args.steps, num_images=args.lis_images,
-                                    inversion_steps=args.lis_inversion_steps, seed=args.seed,
-                                    synthetic_set=str(lis_set), pixel_mean=tuple(card.mean),
-                                    pixel_std=tuple(card.std))
-                    if not lis_set.exists():
-                        t_syn = time.time()
-                        RECIPES["lis"][1](teacher, quantize_model(teacher, scheme),
-                                          LISConfig(**{**cfg.__dict__, "steps": 0}), shape, classes, progress=False)
-                        print(f"LIS synthesis: {time.time() - t_syn:.0f} s", flush=True)
-                        results.setdefault("synthesis_s", {})["lis"] = round(time.time() - t_syn, 1)
-                        t0 = time.time()
-                    RECIPES["lis"][1](teacher, student, cfg, shape, classes, progress=False)
+                    ort_quantize_static(teacher, onnx_path, shape, batches, scheme.weight_bits, scheme.act_bits)
                 else:
-                    cfg_cls, fn = RECIPES[method]
-                    cfg = cfg_cls(steps=args.steps, warmup_steps=args.warmup_steps, seed=args.seed)
-                    had = len(warm_cache)
-                    fn(teacher, student, cfg, shape, classes, progress=False, warmup_cache=warm_cache)
-                    if len(warm_cache) > had:  # this row paid for a warm-up others reuse: report it separately
-                        note = "includes its generator warm-up"
-                export_onnx(student, onnx_path, shape, profile="onnxruntime")
-            train_s = time.time() - t0
-            acc, census = _ort_accuracy(onnx_path, eval_set, args.threads)
-            save({"bits": bits, "method": method, "accuracy": acc, "drop": acc - fp_acc, "time_s": round(train_s, 1),
-                  "census": census, "note": note})
-    if "zeroq_time" in shared:
-        results.setdefault("synthesis_s", {})["zeroq"] = round(shared["zeroq_time"], 1)
-        out.write_text(json.dumps(results, indent=2) + "\n")
-
+                    student = quantize_model(teacher, scheme)
+                    if recipe == "ptq" and overrides["source"] == "zeroq":
+                        batches = zeroq_batches()
+                        t0 = time.time()
+                        calibrate(student, batches)
+                        cfg = PTQConfig(**_options(PTQConfig, budget, overrides, seed))
+                        reconstruct(student, batches, cfg.reconstruction(), progress=False)
+                    elif recipe == "real-qat":
+                        t0 = time.time()
+                        imgs, _ = load_fashion_mnist("train")
+                        x = normalize_uint8(imgs, card.mean, card.std)
+                        kd_on_images(teacher, student, x, SetKDConfig(**_options(SetKDConfig, budget, {}, seed)),
+                                     progress=False, name="real-data QAT")
+                    elif recipe == "lis":
+                        lis_set = work / f"lis-seed{seed}.safetensors"
+                        opts = _options(LISConfig, budget, overrides, seed)
+                        cfg = LISConfig(**opts, synthetic_set=str(lis_set), pixel_mean=tuple(card.mean),
+                                        pixel_std=tuple(card.std))
+                        if not lis_set.exists():
+                            t_syn = time.time()
+                            RECIPES["lis"][1](teacher, quantize_model(teacher, scheme),
+                                              LISConfig(**{**cfg.__dict__, "steps": 0, "recon_iters": 0}), shape,
+                                              classes, progress=False)
+                            results.setdefault("synthesis_s", {})[f"lis-seed{seed}"] = round(time.time() - t_syn, 1)
+                        t0 = time.time()
+                        RECIPES["lis"][1](teacher, student, cfg, shape, classes, progress=False)
+                    else:
+                        cfg_cls, fn = RECIPES[recipe]
+                        cfg = cfg_cls(**_options(cfg_cls, budget, overrides, seed))
+                        if cfg.calib_source == "zeroq":
+                            zeroq_batches()
+                        t0 = time.time()
+                        had = len(warm_cache)
+                        fn(teacher, student, cfg, shape, classes, progress=False, warmup_cache=warm_cache)
+                        if len(warm_cache) > had:  # this run paid for a generator warm-up that later rows reuse
+                            row_for(method, bits).setdefault("time_includes_warmup", []).append(seed)
+                    export_onnx(student, onnx_path, shape, profile="onnxruntime")
+                seconds = time.time() - t0
+                acc, census = _ort_accuracy(onnx_path, eval_set, args.threads)
+                save(method, bits, seed, acc, seconds, census)
     print_table(results)
     if args.plot:
         plot(results, Path(args.plot))
     return 0
 
 
+def _cell(r: dict | None, fp: float) -> str:
+    if r is None or not r["accuracies"]:
+        return "-"
+    n = len(r["accuracies"])
+    if n == 1:
+        return f"{r['accuracies'][0]:.2f} (1 seed)"
+    return f"{r['mean']:.2f} ± {r['std']:.2f} (n={n}, {r['mean'] - fp:+.2f})"
+
+
 def print_table(results: dict) -> None:
     rows = results["rows"]
-    bits = list(dict.fromkeys(r["bits"] for r in rows))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    by = {(r["bits"], r["method"]): r for r in rows}
     fp = results["fp_accuracy"]
-    print(f"\nFP teacher: {fp:.2f} %  |  eval: {results['eval']}  |  budget: {results['budget']}\n")
-    print("| method | " + " | ".join(f"{b} acc (drop) | {b} time" for b in bits) + " |")
-    print("|---|" + "---|---|" * len(bits))
-    for m in methods:
-        cells = []
-        for b in bits:
-            r = by.get((b, m))
-            if r is None or r["accuracy"] != r["accuracy"]:
-                cells += ["n/a", "-"]
-            else:
-                int_note = "" if r.get("census", {}).get("float", 0) == 0 else " (float kernels)"
-                cells += [f"{r['accuracy']:.2f} ({r['accuracy'] - fp:+.2f}){int_note}", f"{r['time_s']:.0f} s"]
-        print(f"| {m} | " + " | ".join(cells) + " |")
+    print(f"\nFP teacher: {fp:.2f} %  |  eval: {results['eval']}  |  mean ± std over seeds, drop vs FP\n")
+    for budget in dict.fromkeys(r["budget"] for r in rows):
+        sub = [r for r in rows if r["budget"] == budget and r["accuracies"]]
+        bits = sorted(dict.fromkeys(r["bits"] for r in sub), key=lambda b: -BITS_ORDER.get(b, 0))
+        by = {(r["bits"], r["method"]): r for r in sub}
+        print(f"budget {budget}: {results.get('budgets', {}).get(budget, '')}")
+        print("| method | " + " | ".join(bits) + " | time per run (s, mean) |")
+        print("|---|" + "---|" * (len(bits) + 1))
+        for m in dict.fromkeys(r["method"] for r in sub):
+            times = [t for b in bits if (b, m) in by for t in by[b, m]["time_s"]]
+            cells = [_cell(by.get((b, m)), fp) for b in bits]
+            print(f"| {m} | " + " | ".join(cells) + f" | {statistics.fmean(times):.0f} |")
+        print()
 
 
 def plot(results: dict, path: Path) -> None:
@@ -207,18 +252,22 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in results["rows"] if r["accuracy"] == r["accuracy"]]
-    order = {"W3A3": 3, "W4A4": 4, "W8A8": 8}
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for i, m in enumerate(dict.fromkeys(r["method"] for r in rows)):
-        pts = sorted((order.get(r["bits"], 0), r["accuracy"]) for r in rows if r["method"] == m)
-        ax.plot(*zip(*pts, strict=True), marker="o", label=m, color=f"C{i}", linestyle="--" if m == "real-qat" else "-")
-    ax.axhline(results["fp_accuracy"], color="k", linewidth=0.8, label="FP teacher")
-    ax.set_xticks([3, 4, 8], ["W3A3", "W4A4", "W8A8"])
-    ax.set_ylabel("top-1 % (ONNX Runtime; ort-static W4A4: float kernels)")
-    ax.set_title(f"ResNet-20 Fashion-MNIST, {results['budget']['warmup_steps']} warm-up + "
-                 f"{results['budget']['steps']} steps, seed {results['budget']['seed']}")
-    ax.legend(fontsize=8, ncol=2)
+    rows = [r for r in results["rows"] if r["accuracies"] and not any(math.isnan(a) for a in r["accuracies"])]
+    budgets = list(dict.fromkeys(r["budget"] for r in rows))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(7 * len(budgets), 4.5), squeeze=False)
+    for ax, budget in zip(axes[0], budgets, strict=True):
+        sub = [r for r in rows if r["budget"] == budget]
+        for i, m in enumerate(dict.fromkeys(r["method"] for r in sub)):
+            pts = sorted((BITS_ORDER.get(r["bits"], 0), r["mean"], r["std"] or 0.0) for r in sub if r["method"] == m)
+            xs, ys, es = zip(*pts, strict=True)
+            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=f"C{i % 10}",
+                        linestyle="--" if m == "real-qat" else "-")
+        ax.axhline(results["fp_accuracy"], color="k", linewidth=0.8, label="FP teacher")
+        ticks = sorted({BITS_ORDER.get(r["bits"], 0) for r in sub})
+        ax.set_xticks(ticks, [b for b, v in sorted(BITS_ORDER.items(), key=lambda kv: kv[1]) if v in ticks])
+        ax.set_ylabel("top-1 % (ONNX Runtime integer kernels)")
+        ax.set_title(f"ResNet-20 Fashion-MNIST, budget '{budget}' (mean ± std over seeds)")
+        ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -37,11 +37,14 @@ class DMKDConfig(KDLoopConfig):
     balancer_lr: float = 1e-2       # Adam learning rate of the weighting network
     weight_floor: float = 0.2       # every teacher keeps at least weight_floor / K
     entropy_weight: float = 0.01    # entropy bonus on the weights (keeps them from saturating early)
+    balancer: str = "learned"       # "learned" (the tiny weighting network) or "uniform" (fixed equal weights)
 
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.weight_floor < 1.0:
             raise ConfigError("dmkd: weight_floor must be in [0, 1)")
+        if self.balancer not in ("learned", "uniform"):
+            raise ConfigError(f"dmkd: balancer must be 'learned' or 'uniform', not {self.balancer!r}")
         if self.balancer_lr <= 0 or self.balancer_hidden < 1:
             raise ConfigError("dmkd: balancer_lr must be positive and balancer_hidden >= 1")
         for tag in self.teacher_bits:
@@ -95,6 +98,11 @@ class _MultiTeacherKD(StudentObjective):
         with torch.no_grad():
             logits = [t_logits] + [t(imgs) for t in self.teachers]
         losses = [kd_loss(s_logits, t, self.cfg.tau) for t in logits]
+        if self.cfg.balancer == "uniform":  # the ablation's fixed-weight baseline
+            out = {f"w_{n}": 1 / len(losses) for n in self.names}
+            out.update({f"kd_{n}": l_k.item() for n, l_k in zip(self.names, losses, strict=True)})
+            out["kd"] = losses[0].item()
+            return torch.stack(losses).mean(), out
         # per-teacher gradient on the last layer's weight: dL/dW = (dL/ds)^T h
         grads = [torch.autograd.grad(l_k, s_logits, retain_graph=True)[0] for l_k in losses]
         h = self.hook.features if self.hook.features is not None else torch.ones(s_logits.shape[0], 1)
