@@ -9,8 +9,9 @@ the full Fashion-MNIST test split (10 000 images).
 Budgets: ``demo`` is exactly what the default ``dfq-deploy train-export`` runs (the recipe's default config);
 ``long`` raises the generator warm-up and the student steps (see ``BUDGETS``) for runs of <= 30 min on 2 cores.
 
-Each (method, bits, budget, seed) is one measurement, appended to the JSON as soon as it is done: a re-run skips
-what is there, so the benchmark resumes and can be filled over several sittings. A row of the JSON is one
+Each (method, bits, budget, seed) is one measurement, merged into the JSON (under a file lock) as soon as it is
+done: a re-run skips what is there, so the benchmark resumes and can be filled over several sittings, and one
+process per seed (``--seeds 1 --threads 1`` twice side by side) fills one file. A row of the JSON is one
 (method, bits, budget) with ``accuracies`` (one per seed, in ``seeds`` order) and ``time_s`` (one per seed).
 
 Per seed the ZeroQ images and each generator warm-up are computed once and shared by every method and bit width
@@ -23,8 +24,10 @@ its own work only (reconstruction, student training, export; plus the generator 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import os
 import platform
 import statistics
 import sys
@@ -45,18 +48,18 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "ort-static": ("ort-static", {}, "ONNX Runtime quantize_static on ZeroQ images, every layer at the same bits"),
     "dmkd": ("dmkd", {}, "the default recipe"),
     "gdfq": ("gdfq", {}, "single float teacher"),
-    "dmkd-norecon": ("dmkd", {"recon_iters": 0}, "no block reconstruction"),
-    "gdfq-norecon": ("gdfq", {"recon_iters": 0}, "single teacher, no reconstruction"),
-    "dmkd-fp": ("dmkd", {"teacher_bits": ()}, "ablation: float teacher only (through the DMKD objective)"),
+    "dmkd-recon": ("dmkd", {"recon_iters": 100}, "block reconstruction before KD"),
+    "gdfq-recon": ("gdfq", {"recon_iters": 100}, "single teacher, block reconstruction before KD"),
     "dmkd-fp-w8": ("dmkd", {"teacher_bits": ("W8A8",)}, "ablation: float + W8A8 teachers"),
     "dmkd-uniform": ("dmkd", {"balancer": "uniform"}, "ablation: fixed equal teacher weights"),
+    "dmkd-ft-teachers": ("dmkd", {"teacher_recon_iters": 100}, "ablation: quantized teachers block-reconstructed"),
     "dfqf": ("dfqf", {}, ""),
     "adversarial": ("adversarial", {}, ""),
     "lis": ("lis", {}, "one synthetic set per seed shared by every bit width"),
     "real-qat": ("real-qat", {}, "real training images (upper bound, not data-free)"),
 }
 # recipe option overrides of each budget; "demo" = the defaults `train-export` runs
-BUDGETS = {"demo": {}, "long": {"warmup_steps": 800, "steps": 900, "recon_iters": 300}}
+BUDGETS = {"demo": {}, "long": {"warmup_steps": 800, "steps": 500, "recon_iters": 200}}
 BITS_ORDER = {"W2A2": 2, "W3A3": 3, "W4A4": 4, "W6A6": 6, "W8A8": 8}
 
 
@@ -87,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/accuracy.json")
     ap.add_argument("--plot", default="docs/img/accuracy_vs_bits.png")
     ap.add_argument("--table", action="store_true", help="only print the table and redraw the plot")
+    ap.add_argument("--cache-dir", default=None,
+                    help="keep each seed's ZeroQ images and generator warm-ups here, so an interrupted run resumes "
+                         "without recomputing them (read back with torch.load(weights_only=True))")
     args = ap.parse_args(argv)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"rows": []}
@@ -125,30 +131,53 @@ def main(argv: list[str] | None = None) -> int:
     print(f"teacher FP {fp_acc:.2f} % on {results['eval']}", flush=True)
     budget = BUDGETS[args.budget]
 
-    def row_for(method, bits):
-        for r in results["rows"]:
+    def row_for(rows, method, bits):
+        for r in rows:
             if (r["method"], r["bits"], r["budget"]) == (method, bits, args.budget):
                 return r
         r = {"method": method, "bits": bits, "budget": args.budget, "seeds": [], "accuracies": [], "time_s": [],
              "note": METHODS[method][2]}
-        results["rows"].append(r)
+        rows.append(r)
         return r
 
-    def save(method, bits, seed, acc, seconds, census):
-        r = row_for(method, bits)
-        r["seeds"].append(seed)
-        r["accuracies"].append(acc)
-        r["time_s"].append(round(seconds, 1))
-        r["census"] = census
-        r["mean"] = statistics.fmean(r["accuracies"])
-        r["std"] = statistics.stdev(r["accuracies"]) if len(r["accuracies"]) > 1 else None
-        out.write_text(json.dumps(results, indent=2) + "\n")
+    def save(method, bits, seed, acc, seconds, census, paid_warmup):
+        # several processes (one per seed) may fill the same file: merge under a lock, write atomically
+        with open(out.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            disk = json.loads(out.read_text()) if out.exists() else {"rows": []}
+            disk.update({k: v for k, v in results.items() if k not in ("rows", "synthesis_s")})
+            disk.setdefault("synthesis_s", {}).update(results.get("synthesis_s", {}))
+            r = row_for(disk["rows"], method, bits)
+            if seed not in r["seeds"]:
+                r["seeds"].append(seed)
+                r["accuracies"].append(acc)
+                r["time_s"].append(round(seconds, 1))
+                if paid_warmup:
+                    r.setdefault("time_includes_warmup", []).append(seed)
+            r["census"] = census
+            r["mean"] = statistics.fmean(r["accuracies"])
+            r["std"] = statistics.stdev(r["accuracies"]) if len(r["accuracies"]) > 1 else None
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(disk, indent=2) + "\n")
+            os.replace(tmp, out)
+            results["rows"] = disk["rows"]
         print(f"{args.budget:>5} {bits:>5} {method:<13} seed {seed}: {acc:6.2f} %  ({seconds:.0f} s)", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="dfq-acc-"))
+    cache_dir = Path(args.cache_dir) if args.cache_dir else None
     for seed in (int(s) for s in args.seeds.split(",")):
-        warm_cache: dict = {}
+        cache_file = cache_dir / f"warmup-seed{seed}.pt" if cache_dir else None
+        warm_cache: dict = torch.load(cache_file, weights_only=True) if cache_file and cache_file.exists() else {}
+        cached_keys = len(warm_cache)
         shared: dict = {}
+
+        def keep_cache():
+            nonlocal cached_keys
+            if cache_file is not None and len(warm_cache) > cached_keys:
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                torch.save(warm_cache, cache_file.with_suffix(".tmp"))
+                os.replace(cache_file.with_suffix(".tmp"), cache_file)
+                cached_keys = len(warm_cache)
 
         def zeroq_batches():
             if "zeroq" not in shared:
@@ -161,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         for bits in args.bits.split(","):
             scheme = QuantScheme.from_tag(bits)
             for method in args.methods.split(","):
-                r = row_for(method, bits)
+                r = row_for(results["rows"], method, bits)
                 if seed in r["seeds"]:
                     continue
                 recipe, overrides, _ = METHODS[method]
                 onnx_path = work / f"{seed}-{bits}-{method}.onnx"
+                paid = False
                 if recipe == "ort-static":
                     if scheme.weight_bits not in (4, 8):
                         continue  # ONNX Runtime has no other integer type
@@ -207,12 +237,12 @@ def main(argv: list[str] | None = None) -> int:
                         t0 = time.time()
                         had = len(warm_cache)
                         fn(teacher, student, cfg, shape, classes, progress=False, warmup_cache=warm_cache)
-                        if len(warm_cache) > had:  # this run paid for a generator warm-up that later rows reuse
-                            row_for(method, bits).setdefault("time_includes_warmup", []).append(seed)
+                        paid = len(warm_cache) > had  # this run paid for a generator warm-up later rows reuse
                     export_onnx(student, onnx_path, shape, profile="onnxruntime")
                 seconds = time.time() - t0
+                keep_cache()
                 acc, census = _ort_accuracy(onnx_path, eval_set, args.threads)
-                save(method, bits, seed, acc, seconds, census)
+                save(method, bits, seed, acc, seconds, census, paid)
     print_table(results)
     if args.plot:
         plot(results, Path(args.plot))

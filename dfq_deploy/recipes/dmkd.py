@@ -8,7 +8,8 @@ Choices the paper leaves open, made here:
 
 - Higher-bit teachers are obtained data-free: Brevitas copies of the float teacher at each ``teacher_bits``, their
   activation scales calibrated on the same synthetic images as the student, then frozen (PTQ; no further
-  training).
+  training). ``teacher_recon_iters > 0`` also block-reconstructs them (the ablation's "briefly fine-tuned"
+  teachers).
 - The balancer's input per teacher is: the relative KD loss, top-1 agreement with the student, teacher confidence
   and training progress. It learns from a first-order look-ahead on the student's last layer, so it rewards
   teachers whose push generalises to fresh images rather than the easiest one to match, and every teacher keeps a
@@ -18,7 +19,7 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from ..distill import DMKDBalancer, kd_loss, teacher_features
 from ..errors import ConfigError
-from ..quant import QuantScheme, calibrate, quantize_model
+from ..quant import QuantScheme, calibrate, quantize_model, reconstruct
 from .loop import KDLoopConfig, StudentObjective, run_kd_loop
 
 
@@ -38,11 +39,14 @@ class DMKDConfig(KDLoopConfig):
     weight_floor: float = 0.2       # every teacher keeps at least weight_floor / K
     entropy_weight: float = 0.01    # entropy bonus on the weights (keeps them from saturating early)
     balancer: str = "learned"       # "learned" (the tiny weighting network) or "uniform" (fixed equal weights)
+    teacher_recon_iters: int = 0    # > 0: the quantized teachers are also block-reconstructed (steps per block)
 
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.weight_floor < 1.0:
             raise ConfigError("dmkd: weight_floor must be in [0, 1)")
+        if self.teacher_recon_iters < 0:
+            raise ConfigError("dmkd: teacher_recon_iters must be >= 0")
         if self.balancer not in ("learned", "uniform"):
             raise ConfigError(f"dmkd: balancer must be 'learned' or 'uniform', not {self.balancer!r}")
         if self.balancer_lr <= 0 or self.balancer_hidden < 1:
@@ -88,6 +92,10 @@ class _MultiTeacherKD(StudentObjective):
         for tag in self.cfg.teacher_bits:
             q = quantize_model(teacher, QuantScheme.from_tag(tag))
             calibrate(q, calib_images)
+            if self.cfg.teacher_recon_iters:
+                with torch.enable_grad():
+                    rc = replace(self.cfg.reconstruction(), iters=self.cfg.teacher_recon_iters)
+                    reconstruct(q, calib_images, rc, progress=False)
             q.eval()
             for p in q.parameters():
                 p.requires_grad_(False)

@@ -25,6 +25,7 @@ class PTQConfig(ReconstructionOptions):
     zeroq_lr: float = 0.1
     log_every: int = 10
     seed: int = 0
+    recon_iters: int = 100       # block reconstruction steps per block (0 = calibration only)
 
     def __post_init__(self):
         super().__post_init__()

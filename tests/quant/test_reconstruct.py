@@ -55,7 +55,7 @@ def test_reconstruction_moves_the_student_towards_the_float_teacher(tiny_teacher
     assert not s.training
 
 
-def test_baked_weights_sit_on_their_grid_with_nearest_rounding(tiny_teacher):
+def test_baked_weights_keep_their_learned_codes_with_nearest_rounding(tiny_teacher):
     from brevitas.core.function_wrapper import RoundSte
 
     s = _student(tiny_teacher)
@@ -67,7 +67,8 @@ def test_baked_weights_sit_on_their_grid_with_nearest_rounding(tiny_teacher):
         q = m.quant_weight()
         codes = q.value / q.scale
         assert torch.allclose(codes, codes.round(), atol=1e-4)
-        assert torch.allclose(m.weight, q.value, rtol=1e-6, atol=1e-7)  # the float weight is its grid point
+        # every float weight lies inside its code's rounding bin, at least 0.1 step from the boundary
+        assert float((m.weight / q.scale - codes).abs().max()) <= 0.4 + 1e-4
 
 
 def test_reconstructed_student_exports_to_integer_kernels_with_parity(tmp_path, tiny_teacher):

@@ -46,3 +46,17 @@ def test_dmkd_is_reproducible_whatever_the_global_random_state(tiny_teacher):
                      [p.detach().clone() for p in student.parameters()]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
+
+
+def test_ablation_options_uniform_balancer_and_reconstructed_teachers(tiny_teacher):
+    with pytest.raises(ConfigError, match="balancer"):
+        config_from_dict(DMKDConfig, {"balancer": "greedy"})
+    with pytest.raises(ConfigError, match="teacher_recon_iters"):
+        config_from_dict(DMKDConfig, {"teacher_recon_iters": -1})
+    student = quantize_model(tiny_teacher, QuantScheme(4, 4))
+    cfg = DMKDConfig(steps=4, warmup_steps=2, batch_size=16, log_every=1, calib_source="noise", recon_iters=0,
+                     balancer="uniform", teacher_recon_iters=3)
+    hist = train_dmkd(tiny_teacher, student, cfg, (1, 28, 28), 10, progress=False)
+    kd = [h for h in hist if h["phase"] == "kd"]
+    assert len(kd) == 4 and all(h["w_fp"] == h["w_w8a8"] == h["w_w6a6"] == pytest.approx(1 / 3) for h in kd)
+    assert all("align_fp" not in h for h in kd)  # the weighting network is not used
