@@ -183,7 +183,8 @@ class _LearnedRounding:
         rounding bin of its learned code (a weight whose code did not change stays where it was). Setting every
         weight exactly *on* its grid point would also be exact, but it parks all weights half a step from any
         rounding boundary, and later KD steps (small SGD updates through the straight-through estimator) then
-        cannot change a single code for a long time: measured, KD after such a bake gained nothing at W3A3."""
+        cannot change many codes. Measured (shipped teacher, W3A3, DMKD demo budget, seed 0): 79.52 % after an
+        on-grid bake, 81.37 % with this one."""
         layer = self.layer
         was_training = layer.training
         layer.eval()
