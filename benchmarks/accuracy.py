@@ -231,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
                         RECIPES["lis"][1](teacher, student, cfg, shape, classes, progress=False)
                     else:
                         cfg_cls, fn = RECIPES[recipe]
-                        cfg = cfg_cls(**_options(cfg_cls, budget, overrides, seed))
+                        opts = _options(cfg_cls, budget, overrides, seed)
+                        if "pixel_mean" in cfg_cls.__dataclass_fields__:  # as train-export does
+                            opts.update(pixel_mean=tuple(card.mean), pixel_std=tuple(card.std))
+                        cfg = cfg_cls(**opts)
                         if cfg.calib_source == "zeroq":
                             zeroq_batches()
                         t0 = time.time()

@@ -8,7 +8,7 @@ teacher on the generated images.
 Choices the abstract leaves open, made here: the adversarial term starts once the student exists (after the
 inception-score + BN-statistics warm-up) and is ``-adv_weight * KD(student, teacher)``; the generator keeps the
 shared conditional architecture, but its labels are only a source of diversity (the inception-score loss does
-not use them).
+not use them); the generated pixels are kept inside the real input range (``pixel_mean``/``pixel_std``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,18 @@ from .loop import KDLoopConfig, StudentObjective, run_kd_loop
 class DFQFConfig(KDLoopConfig):
     is_weight: float = 1.0      # inception-score loss weight
     adv_weight: float = 0.1     # adversarial (teacher-student disagreement) weight, joint phase only
+    # the generator's pixels are kept inside the range a real normalised image can take ((0 - mean) / std to
+    # (1 - mean) / std per channel); train-export fills both from the teacher's card. Empty = unbounded.
+    pixel_mean: tuple[float, ...] = ()
+    pixel_std: tuple[float, ...] = ()
 
     def __post_init__(self):
         super().__post_init__()
         if self.is_weight < 0 or self.adv_weight < 0:
             raise ConfigError("dfqf: is_weight and adv_weight must be >= 0")
+        if len(self.pixel_mean) != len(self.pixel_std) or any(v <= 0 for v in self.pixel_std):
+            raise ConfigError("dfqf: pixel_mean and pixel_std need the same length and std > 0",
+                              hint="give one value per input channel, or leave both empty")
 
 
 class _DFQFObjective(StudentObjective):
@@ -39,6 +46,18 @@ class _DFQFObjective(StudentObjective):
 
     def __init__(self, cfg: DFQFConfig):
         self.cfg = cfg
+        self.bounds = None
+        if cfg.pixel_mean:
+            lo = torch.tensor([(0 - m) / s for m, s in zip(cfg.pixel_mean, cfg.pixel_std, strict=True)])
+            hi = torch.tensor([(1 - m) / s for m, s in zip(cfg.pixel_mean, cfg.pixel_std, strict=True)])
+            self.bounds = (lo.view(1, -1, 1, 1), hi.view(1, -1, 1, 1))
+            self.generator_key = f"is+bns+range{cfg.pixel_mean}{cfg.pixel_std}"  # another warm-up
+
+    def images(self, imgs):
+        # the adversarial term rewards images on which the student disagrees with the teacher; unbounded pixels
+        # let it win by driving activations past the student's calibrated ranges, and KD on such images then
+        # pulls every range and weight away from real inputs
+        return imgs if self.bounds is None else torch.maximum(torch.minimum(imgs, self.bounds[1]), self.bounds[0])
 
     def generator_loss(self, imgs, y, t_logits, bns, student, cfg):
         instance, batch = entropy_terms(t_logits)

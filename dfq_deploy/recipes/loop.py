@@ -87,6 +87,10 @@ class StudentObjective:
         ce = F.cross_entropy(t_logits, y)
         return ce + cfg.bns_weight * bns, {"gen_ce": ce.item()}
 
+    def images(self, imgs: torch.Tensor) -> torch.Tensor:
+        """The generator's images as the teacher and student see them (default: unchanged)."""
+        return imgs
+
     def setup(self, teacher: torch.nn.Module, student: torch.nn.Module, calib_images: list[torch.Tensor]) -> None:
         """Called once after the generator warm-up and the student's calibration."""
 
@@ -100,6 +104,7 @@ class StudentObjective:
 
 def _generator_step(gen, teacher, bns, opt, cfg, rng, objective, student=None):
     imgs, _, y = gen.sample(cfg.batch_size, rng)
+    imgs = objective.images(imgs)
     bns.reset()
     t_logits = teacher(imgs)
     bn = bns.loss()
@@ -116,7 +121,7 @@ def _teacher_id(teacher: torch.nn.Module) -> float:
 
 
 def _warmup_key(objective: StudentObjective, teacher: torch.nn.Module, cfg: KDLoopConfig, img_shape) -> tuple:
-    return (type(objective).generator_key, objective.bns_mode, _teacher_id(teacher), tuple(img_shape),
+    return (objective.generator_key, objective.bns_mode, _teacher_id(teacher), tuple(img_shape),
             cfg.warmup_steps,
             cfg.batch_size, cfg.latent_dim, cfg.gen_lr, cfg.bns_weight, cfg.generators, cfg.log_every, cfg.seed)
 

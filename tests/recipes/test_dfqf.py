@@ -46,3 +46,15 @@ def test_dfqf_inception_loss_falls_and_student_learns(tiny_teacher):
     assert len(kd) == 30 and all("gen_adv" in h for h in kd)
     assert sum(h["kd"] for h in kd[-6:]) / 6 < sum(h["kd"] for h in kd[:6]) / 6
     assert not student.training
+
+
+def test_pixels_stay_in_the_real_input_range_and_warmups_are_not_mixed():
+    cfg = DFQFConfig(pixel_mean=(0.2860,), pixel_std=(0.3530,))
+    obj = _DFQFObjective(cfg)
+    x = torch.linspace(-5, 5, 28 * 28).view(1, 1, 28, 28)
+    y = obj.images(x)
+    assert y.min().item() == pytest.approx(-0.2860 / 0.3530) and y.max().item() == pytest.approx(0.7140 / 0.3530)
+    assert torch.equal(_DFQFObjective(DFQFConfig()).images(x), x)  # unbounded when the card gives no range
+    assert obj.generator_key != _DFQFObjective(DFQFConfig()).generator_key
+    with pytest.raises(ConfigError, match="pixel_mean"):
+        config_from_dict(DFQFConfig, {"pixel_mean": [0.5], "pixel_std": []})
