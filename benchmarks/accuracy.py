@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     fp_acc = evaluate(teacher, eval_set.images, eval_set.labels)
     results.update({"fp_accuracy": fp_acc, "eval": f"{eval_set.name} ({len(eval_set)} images)",
-                    "budgets": {k: {**_options(KDLoopConfig, v, {}, 0), "seed": "per row"} for k, v in
-                                BUDGETS.items()},
+                    "budgets": {k: v or "the recipe defaults (what train-export runs)" for k, v in BUDGETS.items()},
                     "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                                 "torch": torch.__version__, "device": "cpu"}})
     print(f"teacher FP {fp_acc:.2f} % on {results['eval']}", flush=True)
@@ -269,7 +268,7 @@ def print_table(results: dict) -> None:
         sub = [r for r in rows if r["budget"] == budget and r["accuracies"]]
         bits = sorted(dict.fromkeys(r["bits"] for r in sub), key=lambda b: -BITS_ORDER.get(b, 0))
         by = {(r["bits"], r["method"]): r for r in sub}
-        print(f"budget {budget}: {results.get('budgets', {}).get(budget, '')}")
+        print(f"budget {budget}: {BUDGETS.get(budget) or 'the recipe defaults (what train-export runs)'}")
         print("| method | " + " | ".join(bits) + " | time per run (s, mean) |")
         print("|---|" + "---|" * (len(bits) + 1))
         for m in dict.fromkeys(r["method"] for r in sub):
