@@ -3,7 +3,8 @@ at several bit widths, budgets and seeds. Accuracy is measured on **ONNX Runtime
 the full Fashion-MNIST test split (10 000 images).
 
     .venv/bin/python benchmarks/accuracy.py --budget demo --seeds 0,1,2 --bits W4A4,W3A3 \\
-        --methods dmkd,gdfq,ptq-zeroq,ptq-recon [--out benchmarks/results/accuracy.json] [--plot docs/img/accuracy_vs_bits.png]
+        --methods dmkd,gdfq,ptq-zeroq,ptq-recon [--out benchmarks/results/accuracy.json] \\
+        [--plot docs/img/accuracy_vs_bits.png] [--cache-dir .bench-cache] [--threads 1]
     .venv/bin/python benchmarks/accuracy.py --table     # print the table and redraw the plot from the JSON only
 
 Budgets: ``demo`` is exactly what the default ``dfq-deploy train-export`` runs (the recipe's default config);

@@ -15,8 +15,9 @@ ResNet's basic blocks, the stem, the classifier). Block by block, in order, on c
 The block's input is the quantized network's own output of the previous, already reconstructed block.
 
 Afterwards the learned rounding is baked into the float weights (each weight moved the least distance that makes
-round-to-nearest give its learned code), and Brevitas' round-to-nearest quantizer is put back. The student keeps its structure and state-dict keys, so it exports
-to the same integer QDQ graph and reloads from ``student.safetensors`` as before.
+round-to-nearest give its learned code), and Brevitas' round-to-nearest quantizer is put back. The student keeps
+its structure and state-dict keys, so it exports to the same integer QDQ graph and reloads from
+``student.safetensors`` as before.
 
 Why this is written here rather than taken from Brevitas: Brevitas ships the rounding modules used below, but its
 block-wise trainer lives in ``brevitas_examples`` (not a library API; it needs ``accelerate``) and finds blocks as
