@@ -169,9 +169,6 @@ class _LearnedRounding:
     def param(self) -> nn.Parameter:
         return self.impl.value
 
-    def soft(self) -> torch.Tensor:
-        return self.impl.learned_round_impl(self.impl.value) if self.impl.training else self.impl.value.sigmoid()
-
     def regulariser(self, beta: float) -> torch.Tensor:
         h = torch.clamp(torch.sigmoid(self.impl.value) * (self.ZETA - self.GAMMA) + self.GAMMA, 0, 1)
         return (1 - (2 * h - 1).abs().pow(beta)).sum()
@@ -307,11 +304,10 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
         learned.update(id(p) for p in scales)
         groups = [{"params": [r.param for r in rounding], "lr": cfg.round_lr}]
         if scales and cfg.scale_lr > 0:
-            groups.append({"params": scales, "lr": cfg.scale_lr})
-        opt = torch.optim.Adam(groups)
-        if len(groups) > 1:
             # relative to the step sizes' magnitude: Adam moves a parameter by about lr per step
-            opt.param_groups[1]["lr"] = cfg.scale_lr * float(torch.stack([p.detach().abs() for p in scales]).mean())
+            size = float(torch.stack([p.detach().abs() for p in scales]).mean())
+            groups.append({"params": scales, "lr": cfg.scale_lr * size})
+        opt = torch.optim.Adam(groups)
         inner = [a for a in block.activations if a != block.output.target]
         drop = _QDrop(sub, inner, cfg.qdrop, rng)
         sub.train()
