@@ -46,6 +46,8 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "ptq-noise": ("ptq", {"source": "noise", "recon_iters": 0}, "calibration on Gaussian noise"),
     "ptq-zeroq": ("ptq", {"source": "zeroq", "recon_iters": 0}, "calibration on ZeroQ images"),
     "ptq-recon": ("ptq", {"source": "zeroq"}, "ZeroQ calibration + block reconstruction"),
+    "ptq-recon-slr1e-3": ("ptq", {"source": "zeroq", "recon_scale_lr": 1e-3},
+                          "ZeroQ calibration + block reconstruction with step-size learning rate 1e-3 (the first default)"),
     "ort-static": ("ort-static", {}, "ONNX Runtime quantize_static on ZeroQ images, every layer at the same bits"),
     "dmkd": ("dmkd", {}, "the default recipe"),
     "gdfq": ("gdfq", {}, "single float teacher"),
