@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..distill import DMKDBalancer, kd_loss, teacher_features
+from ..distill import DMKDBalancer, FixedBalancer, kd_loss, teacher_features
 from ..errors import ConfigError
 from ..quant import QuantScheme, calibrate, quantize_model, reconstruct
 from .loop import KDLoopConfig, StudentObjective, run_kd_loop
@@ -110,7 +110,8 @@ class _MultiTeacherKD(StudentObjective):
             out = {f"w_{n}": 1 / len(losses) for n in self.names}
             out.update({f"kd_{n}": l_k.item() for n, l_k in zip(self.names, losses, strict=True)})
             out["kd"] = losses[0].item()
-            return torch.stack(losses).mean(), out
+            fixed = FixedBalancer({n: 1.0 for n in self.names})
+            return fixed(dict(zip(self.names, losses, strict=True))), out
         # per-teacher gradient on the last layer's weight: dL/dW = (dL/ds)^T h
         grads = [torch.autograd.grad(l_k, s_logits, retain_graph=True)[0] for l_k in losses]
         h = self.hook.features if self.hook.features is not None else torch.ones(s_logits.shape[0], 1)
