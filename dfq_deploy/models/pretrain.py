@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..data.augment import augment
 from ..errors import ConfigError
 from .zoo import ModelCard, build_model
 
@@ -33,23 +34,6 @@ class PretrainConfig:
     flip: bool = True               # random horizontal flip (augmentation)
     seed: int = 0
     limit: int | None = None        # use only the first N training images (tests)
-
-
-def augment(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop with zero padding and random horizontal flip, per sample, vectorised."""
-    b, c, h, w = x.shape
-    if pad:
-        xp = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
-        iy = oy[:, None] + torch.arange(h)
-        ix = ox[:, None] + torch.arange(w)
-        x = xp[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None],
-               iy[:, None, :, None], ix[:, None, None, :]]
-    if flip:
-        mask = torch.rand(b, generator=gen) < 0.5
-        x = torch.where(mask[:, None, None, None], x.flip(3), x)
-    return x
 
 
 @torch.no_grad()

@@ -36,6 +36,7 @@ import torch
 from torch import fx, nn
 from tqdm.auto import tqdm
 
+from ..data.augment import augment
 from ..errors import ConfigError
 
 log = logging.getLogger("dfq_deploy")
@@ -50,11 +51,15 @@ class ReconstructionConfig:
     scale_lr: float = 1e-2        # Adam learning rate of the activation step sizes, relative to their size
     round_weight: float = 0.01    # weight of the rounding regulariser (pushes each weight to round down or up)
     warmup: float = 0.2           # share of each block's steps before the rounding regulariser starts
+    augment: int = 0              # augmented copies of the images added to the set (random 2-pixel shift + flip)
+    augment_pad: int = 2          # the shift's range in pixels
     seed: int = 0
 
     def __post_init__(self):
         if self.iters < 0 or self.batch_size < 1:
             raise ConfigError("reconstruction: iters must be >= 0 and batch_size >= 1")
+        if not 0 <= self.augment <= 16 or self.augment_pad < 0:
+            raise ConfigError("reconstruction: augment must be in [0, 16] copies and augment_pad >= 0")
         if not 0.0 <= self.qdrop <= 1.0 or not 0.0 <= self.warmup < 1.0:
             raise ConfigError("reconstruction: qdrop must be in [0, 1] and warmup in [0, 1)")
         if self.round_lr <= 0 or self.scale_lr < 0 or self.round_weight < 0:
@@ -286,6 +291,10 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
     images = torch.cat(list(images)) if isinstance(images, (list, tuple)) else images
     blocks = find_blocks(student)
     rng = torch.Generator().manual_seed(cfg.seed)
+    if cfg.augment:
+        # more distinct inputs at no synthesis cost: the blocks see shifted / mirrored copies as well (the usual
+        # training augmentations of vision CNNs, so the copies stay in the teacher's input distribution)
+        images = torch.cat([images] + [augment(images, cfg.augment_pad, True, rng) for _ in range(cfg.augment)])
     history: list[dict] = []
     t0 = time.time()
     q_in, fp_in, pre_in, template = images, images, None, None
@@ -347,7 +356,7 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
                 pre.handle.remove()
         err_after = float((q_out - fp_out).pow(2).flatten(1).sum(1).mean())
         history.append({"phase": "reconstruction", "step": k, "block": block.name, "rec_before": err_before,
-                        "rec_after": err_after, "rounding_changed": changed})
+                        "rec_after": err_after, "rounding_changed": changed, "images": n})
         log.info("reconstruction block %d (%s): error %.4g -> %.4g (all images), %d weights rounded off nearest",
                  k, block.name, err_before, err_after, changed)
         q_in, fp_in, pre_in, template = q_out, fp_out, pre_out, template_out
@@ -371,6 +380,7 @@ class ReconstructionOptions:
     recon_round_lr: float = 1e-2  # Adam learning rate of the learned weight rounding (AdaRound logits)
     recon_scale_lr: float = 1e-2  # Adam learning rate of the activation step sizes, relative to their size
     recon_round_weight: float = 0.01  # weight of the rounding regulariser
+    recon_augment: int = 0        # shifted / mirrored copies of the images added to the reconstruction set
 
     def __post_init__(self):
         self.reconstruction()  # raises ConfigError on bad values
@@ -378,4 +388,5 @@ class ReconstructionOptions:
     def reconstruction(self) -> ReconstructionConfig:
         return ReconstructionConfig(iters=self.recon_iters, batch_size=self.recon_batch, qdrop=self.recon_qdrop,
                                     round_lr=self.recon_round_lr, scale_lr=self.recon_scale_lr,
-                                    round_weight=self.recon_round_weight, seed=getattr(self, "seed", 0))
+                                    round_weight=self.recon_round_weight, augment=self.recon_augment,
+                                    seed=getattr(self, "seed", 0))

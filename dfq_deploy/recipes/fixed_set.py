@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..distill import kd_loss
 from ..errors import ConfigError
-from ..models.pretrain import augment
+from ..data.augment import augment
 from ..quant import ReconstructionOptions, calibrate, reconstruct
 from .loop import student_optimizer, student_step
 

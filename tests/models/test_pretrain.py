@@ -3,7 +3,8 @@ import json
 import torch
 
 from dfq_deploy.models import load_teacher
-from dfq_deploy.models.pretrain import PretrainConfig, augment, pretrain_teacher
+from dfq_deploy.data.augment import augment
+from dfq_deploy.models.pretrain import PretrainConfig, pretrain_teacher
 
 
 def test_augment_keeps_shape_and_content():

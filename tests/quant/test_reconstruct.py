@@ -96,8 +96,19 @@ def test_reconstruction_is_deterministic_for_a_seed(tiny_teacher):
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
 
 
+def test_augmented_copies_join_the_reconstruction_set(tiny_teacher):
+    s = _student(tiny_teacher)
+    held_out = _images(256, seed=7)
+    before = _logit_error(tiny_teacher, s, held_out)
+    hist = reconstruct(s, _images(), ReconstructionConfig(iters=60, batch_size=16, augment=2), progress=False)
+    assert [h["images"] for h in hist] == [3 * 96] * len(hist)
+    assert _logit_error(tiny_teacher, s, held_out) < 0.9 * before
+    plain = _student(tiny_teacher)
+    assert reconstruct(plain, _images(), ReconstructionConfig(iters=5, batch_size=16), progress=False)[0]["images"] == 96
+
+
 @pytest.mark.parametrize("bad", [{"recon_iters": -1}, {"recon_qdrop": 1.5}, {"recon_round_lr": 0.0},
-                                 {"recon_batch": 0}])
+                                 {"recon_batch": 0}, {"recon_augment": -1}, {"recon_augment": 100}])
 def test_bad_reconstruction_options_are_config_errors(bad):
     with pytest.raises(ConfigError, match="reconstruction"):
         config_from_dict(PTQConfig, bad)
