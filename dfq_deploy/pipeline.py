@@ -34,7 +34,7 @@ TARGETS = ("onnxruntime", "tensorrt")
 class TrainExportConfig:
     target: str = "onnxruntime"            # runtime the model is deployed to (chooses the export profile)
     teacher: str | None = None             # model card .json; None = the teacher shipped with dfq-deploy
-    recipe: str = "dmkd"                   # data-free recipe name (see dfq_deploy.recipes.RECIPES)
+    recipe: str = "ptq"                    # data-free recipe name (dfq_deploy.recipes.RECIPES; DEFAULT_RECIPE)
     recipe_options: dict = field(default_factory=dict)   # overrides of the recipe's config fields
     scheme: QuantScheme = QuantScheme()    # bit widths of the student
     eval_data: str = "fashion-mnist"       # labelled evaluation set (never used for training)

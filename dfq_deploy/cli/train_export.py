@@ -13,7 +13,8 @@ from ._common import handle_errors
 @click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`). Default: the shipped "
               "ResNet-20 Fashion-MNIST teacher.")
 @click.option("--recipe", default=None,
-              help="Data-free recipe: dmkd (default), dfqf, adversarial, lis, gdfq, or ptq (calibration only).")
+              help="Data-free recipe: ptq (default: ZeroQ calibration + block reconstruction), dmkd, dfqf, adversarial, "
+              "lis, or gdfq.")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Recipe YAML: `recipe: <name>` plus any of its config fields (command-line options win).")
 @click.option("--bits", default="W4A4", show_default=True, help="Student bit widths, e.g. W4A4, W8A8, W3A3, or 4.")
@@ -45,7 +46,7 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     from ..errors import ConfigError
     from ..pipeline import TrainExportConfig, summary_text, train_export as run
     from ..quant import QuantScheme
-    from ..recipes import DEFAULT_RECIPE
+    from ..recipes import DEFAULT_RECIPE, RECIPES
 
     options = {}
     if config_path:
@@ -56,8 +57,15 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
                               hint="drop one of them")
         recipe = recipe or file_recipe
     recipe = recipe or DEFAULT_RECIPE
-    options.update({k: v for k, v in {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size,
-                                 "seed": seed}.items() if v is not None})
+    flags = {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size, "seed": seed}
+    if recipe in RECIPES:  # an unknown recipe name is reported by the pipeline, with the list of names
+        fields = RECIPES[recipe][0].__dataclass_fields__
+        for key in (k for k, v in flags.items() if v is not None and k not in fields):
+            raise ConfigError(f"--{key.replace('_', '-')} does not apply to recipe {recipe} (it has no {key} field)",
+                              hint="ptq has no training steps: use --set recon_iters=N for longer reconstruction, "
+                                   "or pick a training recipe, e.g. --recipe dmkd" if recipe == "ptq" else
+                                   f"drop --{key.replace('_', '-')}")
+    options.update({k: v for k, v in flags.items() if v is not None})
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set student_lr=0.002")

@@ -5,6 +5,8 @@ from click.testing import CliRunner
 
 from dfq_deploy import __version__
 from dfq_deploy.cli import main
+from dfq_deploy.pipeline import TrainExportConfig
+from dfq_deploy.recipes import DEFAULT_RECIPE
 
 
 @pytest.fixture
@@ -25,7 +27,7 @@ def test_tensorrt_target_without_tensorrt_exports_checks_and_says_so(runner, tmp
 
     run = tmp_path / "run"
     r = runner.invoke(main, ["train-export", "--target", "tensorrt", "--teacher", str(tiny_card), "--recipe", "ptq",
-                             "--bits", "W8A8", "--eval-limit", "200", "--quiet", "--out", str(run)])
+                             "--set", "source=noise", "--bits", "W8A8", "--eval-limit", "200", "--quiet", "--out", str(run)])
     assert r.exit_code == 0, r.output
     assert "TensorRT Q/DQ rules       pass" in r.output and "not built: TensorRT is not installed" in r.output
     report = json.loads((run / "report.json").read_text())
@@ -58,7 +60,9 @@ def test_export_and_inspect_user_errors(runner, tmp_path):
     (["--bits", "W9A4"], 2, "out of range"),
     (["--bits", "banana"], 2, "cannot read bit widths"),
     (["--set", "no_such_key=1"], 2, "unknown key"),
-    (["--set", "steps=many"], 2, "must be a number"),
+    (["--set", "recon_iters=many"], 2, "must be a number"),
+    (["--steps", "5"], 2, "--steps does not apply to recipe ptq"),
+    (["--recipe", "dmkd", "--set", "steps=many"], 2, "must be a number"),
     (["--set", "oops"], 2, "KEY=VALUE"),
     (["--recipe", "magic"], 2, "unknown recipe"),
     (["--teacher", "/nonexistent/card.json"], 4, "not found"),
@@ -105,11 +109,16 @@ def test_existing_run_dir_is_refused(runner, tmp_path, tiny_card):
 
 
 def test_train_export_on_a_tiny_teacher(runner, tmp_path, tiny_card):
+    """The default recipe (ZeroQ calibration + block reconstruction) at a tiny budget."""
     out = tmp_path / "run"
-    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--steps", "3", "--warmup-steps", "2",
-                             "--batch-size", "16", "--eval-limit", "200", "--out", str(out), "--quiet"])
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--set", "zeroq_steps=3", "--set",
+                             "calib_batches=1", "--set", "recon_iters=3", "--batch-size", "16", "--eval-limit", "200",
+                             "--out", str(out), "--quiet"])
     assert r.exit_code == 0, r.output
     report = json.loads((out / "report.json").read_text())
+    assert report["recipe"] == DEFAULT_RECIPE == TrainExportConfig().recipe == "ptq"
+    assert report["recipe_config"]["source"] == "zeroq"
+    assert [h for h in report["history"] if h["phase"] == "reconstruction"]
     assert report["census"]["all_integer"] and report["parity"]["top1_agreement"] >= 99.9
     assert report["eval"]["samples"] == 200
     assert "integer kernels" in r.output and "student W4A4 onnxruntime" in r.output
@@ -124,7 +133,7 @@ def test_train_export_on_a_tiny_teacher(runner, tmp_path, tiny_card):
                      "--set", "generators=2"]),
     ("lis", ["--steps", "3", "--batch-size", "16", "--set", "num_images=20", "--set", "inversion_steps=3",
              "--set", "inversion_batch=10"]),
-    ("ptq", ["--set", "source=zeroq", "--set", "zeroq_steps=3", "--batch-size", "16"]),
+    ("ptq", ["--set", "source=noise", "--set", "recon_iters=3", "--batch-size", "16"]),
 ])
 def test_every_recipe_runs_end_to_end(runner, tmp_path, tiny_card, recipe, args):
     out = tmp_path / "run"
