@@ -13,8 +13,8 @@ from ._common import handle_errors
 @click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`). Default: the shipped "
               "ResNet-20 Fashion-MNIST teacher.")
 @click.option("--recipe", default=None,
-              help="Data-free recipe: ptq (default: ZeroQ calibration + block reconstruction), dmkd, dfqf, adversarial, "
-              "lis, or gdfq.")
+              help="Data-free recipe: ptq (default: ZeroQ calibration + block reconstruction), dmkd, dfqf, "
+              "adversarial, lis, or gdfq.")
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Recipe YAML: `recipe: <name>` plus any of its config fields (command-line options win).")
 @click.option("--bits", default="W4A4", show_default=True, help="Student bit widths, e.g. W4A4, W8A8, W3A3, or 4.")

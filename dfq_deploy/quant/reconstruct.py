@@ -370,10 +370,8 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
 class ReconstructionOptions:
     """The reconstruction fields every recipe config carries (flat, so ``--set recon_iters=0`` works)."""
 
-    # block reconstruction steps per block after calibration (0 = off). Off by default before KD: measured on the
-    # shipped teacher (seed 0, demo budget, step-size learning rate 1e-3), DMKD after reconstruction reached
-    # 92.02 % W4A4 and 81.37 % W3A3 (84.19 without); not yet measured with the 1e-2 default below. `ptq` turns it
-    # on; see docs/benchmarks.md
+    # block reconstruction steps per block after calibration (0 = off). Off unless a recipe measured better with it:
+    # `ptq` and `dmkd` turn it on (their configs say what was measured); docs/benchmarks.md
     recon_iters: int = 0
     recon_batch: int = 32         # images per reconstruction step
     recon_qdrop: float = 0.5      # QDrop: probability that an activation stays unquantized while reconstructing

@@ -27,7 +27,8 @@ def test_tensorrt_target_without_tensorrt_exports_checks_and_says_so(runner, tmp
 
     run = tmp_path / "run"
     r = runner.invoke(main, ["train-export", "--target", "tensorrt", "--teacher", str(tiny_card), "--recipe", "ptq",
-                             "--set", "source=noise", "--bits", "W8A8", "--eval-limit", "200", "--quiet", "--out", str(run)])
+                             "--set", "source=noise", "--bits", "W8A8", "--eval-limit", "200", "--quiet",
+                             "--out", str(run)])
     assert r.exit_code == 0, r.output
     assert "TensorRT Q/DQ rules       pass" in r.output and "not built: TensorRT is not installed" in r.output
     report = json.loads((run / "report.json").read_text())

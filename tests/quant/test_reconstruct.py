@@ -104,7 +104,8 @@ def test_augmented_copies_join_the_reconstruction_set(tiny_teacher):
     assert [h["images"] for h in hist] == [3 * 96] * len(hist)
     assert _logit_error(tiny_teacher, s, held_out) < 0.9 * before
     plain = _student(tiny_teacher)
-    assert reconstruct(plain, _images(), ReconstructionConfig(iters=5, batch_size=16), progress=False)[0]["images"] == 96
+    hist = reconstruct(plain, _images(), ReconstructionConfig(iters=5, batch_size=16), progress=False)
+    assert hist[0]["images"] == 96
 
 
 @pytest.mark.parametrize("bad", [{"recon_iters": -1}, {"recon_qdrop": 1.5}, {"recon_round_lr": 0.0},

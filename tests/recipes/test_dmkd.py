@@ -24,6 +24,9 @@ def test_dmkd_trains_student_and_logs_teacher_weights(tiny_teacher):
     hist = train_dmkd(tiny_teacher, student, cfg, (1, 28, 28), 10, progress=False)
     kd = [h for h in hist if h["phase"] == "kd"]
     assert len(kd) == 30
+    # by default the student is block-reconstructed after calibration, before KD (every block once, in order)
+    rec = [i for i, h in enumerate(hist) if h["phase"] == "reconstruction"]
+    assert len(rec) == 5 and rec[-1] < hist.index(kd[0])
     for h in kd:
         w = [h["w_fp"], h["w_w8a8"], h["w_w6a6"]]
         assert sum(w) == pytest.approx(1.0, abs=1e-5) and min(w) >= 0.2 / 3 - 1e-6

@@ -31,7 +31,8 @@ def test_zeroq_images_match_bn_statistics_better_than_noise(tiny_teacher):
 def test_calibration_only_ptq_changes_no_weight(tiny_teacher):
     student = quantize_model(tiny_teacher, QuantScheme(8, 8))
     before = {k: v.clone() for k, v in student.state_dict().items() if k.endswith("weight")}
-    train_ptq(tiny_teacher, student, PTQConfig(source="noise", calib_batches=1, batch_size=32, recon_iters=0), (1, 28, 28), 10,
+    cfg = PTQConfig(source="noise", calib_batches=1, batch_size=32, recon_iters=0)
+    train_ptq(tiny_teacher, student, cfg, (1, 28, 28), 10,
               progress=False)
     assert all(torch.equal(before[k], student.state_dict()[k]) for k in before)
     assert not student.training
@@ -39,7 +40,8 @@ def test_calibration_only_ptq_changes_no_weight(tiny_teacher):
 
 def test_ptq_reconstruction_runs_after_calibration(tiny_teacher):
     student = quantize_model(tiny_teacher, QuantScheme(4, 4))
-    hist = train_ptq(tiny_teacher, student, PTQConfig(source="noise", calib_batches=1, batch_size=32, recon_iters=5), (1, 28, 28),
+    cfg = PTQConfig(source="noise", calib_batches=1, batch_size=32, recon_iters=5)
+    hist = train_ptq(tiny_teacher, student, cfg, (1, 28, 28),
                      10, progress=False)
     rec = [h for h in hist if h["phase"] == "reconstruction"]
     assert [h["block"] for h in rec] == ["conv1", "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1", "fc"]

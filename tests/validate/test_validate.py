@@ -34,7 +34,8 @@ def run_dir(tmp_path_factory):
                      weights="t.safetensors")
     (root / "t.json").write_text(card.to_json())
     r = CliRunner().invoke(main, ["train-export", "--teacher", str(root / "t.json"), "--recipe", "ptq",
-                                  "--set", "source=noise", "--eval-limit", "300", "--out", str(root / "run"), "--quiet"])
+                                  "--set", "source=noise", "--eval-limit", "300", "--out", str(root / "run"),
+                                  "--quiet"])
     assert r.exit_code == 0, r.output
     return root / "run"
 
