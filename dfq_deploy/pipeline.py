@@ -5,12 +5,9 @@ Everything the ``dfq-deploy train-export`` command does is available here from P
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
@@ -24,6 +21,7 @@ from . import __version__
 from .config import config_from_dict
 from .errors import ConfigError, ParityError
 from .quant import QuantScheme
+from .rundir import commit_run_dir, discard_run_dir, load_run, prepare_run_dir, sha256
 
 log = logging.getLogger("dfq_deploy")
 
@@ -57,14 +55,6 @@ class RunResult:
         return bool(self.report["parity"]["passed"])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _target_runtime(target: str) -> tuple[type, str, str | None]:
     """(runtime class that checks parity, its report name, why the target runtime itself is not used or None).
 
@@ -82,60 +72,6 @@ def _target_runtime(target: str) -> tuple[type, str, str | None]:
         reason, _ = TensorRTRuntime.unavailable_reason()
         return OnnxRuntime, "onnxruntime (tensorrt profile)", reason
     return get_runtime(target), target, None
-
-
-def _prepare_run_dir(cfg: TrainExportConfig) -> tuple[Path, Path]:
-    if cfg.out:
-        final = Path(cfg.out)
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        final = Path("runs") / f"{stamp}-{cfg.recipe}-{cfg.scheme.tag.lower()}"
-    if final.exists() and any(final.iterdir()):
-        raise ConfigError(f"run directory {final} already exists and is not empty",
-                          hint="choose another --out or remove the old run")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return final, tmp
-
-
-def _plot_history(history: list[dict], path: Path) -> None:
-    """Synthesis losses, the student's KD loss and (multi-teacher recipes) the teacher weights over training."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    kd = [h for h in history if h.get("phase") == "kd"]
-    synth = [h for h in history if h.get("phase") in ("warmup", "inversion")]
-    weight_keys = sorted({k for h in kd for k in h if k.startswith("w_")})
-    fig, axes = plt.subplots(1, 3 if weight_keys else 2, figsize=(15 if weight_keys else 10, 3.5))
-    n_synth = (synth[-1]["step"] + 1) if synth else 0
-    gen_rows = synth + [h for h in kd if "gen_bns" in h]  # generator recipes keep training the generator
-    xs = [h["step"] for h in synth] + [n_synth + h["step"] for h in kd if "gen_bns" in h]
-    for key, label in (("gen_loss", "generator loss"), ("gen_ce", "cross-entropy"), ("gen_bns", "BN statistics")):
-        pts = [(x, h[key]) for x, h in zip(xs, gen_rows, strict=True) if key in h and h[key] == h[key] and h[key] > 0]
-        if pts:
-            axes[0].plot(*zip(*pts, strict=True), label=label)
-    if gen_rows:
-        axes[0].set_yscale("log")
-        axes[0].legend()
-    axes[0].set_xlabel("synthesis step")
-    axes[0].set_title("image synthesis losses")
-    if kd:
-        axes[1].plot([h["step"] for h in kd], [h["kd"] for h in kd], color="C2")
-    axes[1].set_xlabel("student step")
-    axes[1].set_title("student KD loss (float teacher)")
-    if weight_keys:
-        for k in weight_keys:
-            axes[2].plot([h["step"] for h in kd], [h[k] for h in kd], label=k[2:])
-        axes[2].set_xlabel("student step")
-        axes[2].set_title("teacher loss weights (balancer)")
-        axes[2].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def _plain(d: dict) -> dict:
@@ -193,6 +129,7 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
 
     from .data import load_eval_set
     from .export import check_tensorrt_rules, export_onnx, ort_kernel_census
+    from .figures import plot_history
     from .models import SHIPPED_TEACHER, load_teacher
     from .models.pretrain import evaluate
     from .quant import quantize_model
@@ -222,7 +159,7 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} but the teacher expects "
                           f"{tuple(card.input_shape)}", hint="pick evaluation data that matches the teacher")
 
-    final_dir, run_dir = _prepare_run_dir(cfg)
+    final_dir, run_dir = prepare_run_dir(cfg.out, cfg.recipe, scheme.tag)
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
@@ -250,8 +187,8 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
             "dfq_deploy.scheme": json.dumps(scheme.to_dict()), "dfq_deploy.input_shape": json.dumps(card.input_shape),
             "dfq_deploy.mean": json.dumps(card.mean), "dfq_deploy.std": json.dumps(card.std),
             "dfq_deploy.class_names": json.dumps(card.class_names),
-            "dfq_deploy.teacher_sha256": _sha256(teacher_card_path.parent / card.weights),
-            "dfq_deploy.student_sha256": _sha256(run_dir / "student.safetensors"),
+            "dfq_deploy.teacher_sha256": sha256(teacher_card_path.parent / card.weights),
+            "dfq_deploy.student_sha256": sha256(run_dir / "student.safetensors"),
         }
         exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=cfg.target, metadata=metadata)
         timings["export"] = time.time() - t
@@ -278,7 +215,7 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps): %s",
                  parity["reference_accuracy"], rt_name, parity["accuracy"], parity["top1_agreement"],
                  parity["max_abs_diff"], parity["max_diff_steps"], "pass" if parity["passed"] else "FAIL")
-        _plot_history(history, run_dir / "losses.png")
+        plot_history(history, run_dir / "losses.png")
         timings["total"] = time.time() - t_start
         report = {
             "dfq_deploy_version": __version__, "created": datetime.now().isoformat(timespec="seconds"),
@@ -308,13 +245,11 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     except BaseException:
         log.removeHandler(handler)
         handler.close()
-        shutil.rmtree(run_dir, ignore_errors=True)
+        discard_run_dir(run_dir)
         raise
     log.removeHandler(handler)
     handler.close()
-    if final_dir.exists():
-        final_dir.rmdir()  # empty (checked above)
-    os.replace(run_dir, final_dir)
+    commit_run_dir(run_dir, final_dir)
     result = RunResult(final_dir, report)
     if not result.passed:
         raise ParityError(failure_message(validation, final_dir / "validation.html"),
@@ -343,37 +278,3 @@ def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None)
                     if p.key not in ("dfq_deploy.profile", "dfq_deploy.layer_bits")}
     out = Path(out) if out else run_dir / f"model.{profile}.onnx"
     return export_onnx(student.eval(), out, tuple(card.input_shape), profile=profile, metadata=metadata)
-
-
-def load_run(run_dir: str | Path):
-    """(student, teacher's model card, run report) of a ``train-export`` run directory.
-
-    The student is rebuilt from the teacher and the scheme in ``report.json`` and its trained weights are read from
-    ``student.safetensors`` (no pickle).
-
-    Raises:
-        ConfigError: not a run directory, or weights that do not fit the run's scheme and teacher.
-    """
-    from safetensors.torch import load_file
-
-    from .models import load_teacher
-    from .quant import quantize_model
-
-    run_dir = Path(run_dir)
-    report_path, weights = run_dir / "report.json", run_dir / "student.safetensors"
-    if not report_path.is_file() or not weights.is_file():
-        raise ConfigError(f"{run_dir} is not a dfq-deploy run directory (report.json or student.safetensors missing)",
-                          hint="pass the folder that `dfq-deploy train-export` wrote")
-    try:
-        report = json.loads(report_path.read_text())
-        scheme = QuantScheme(**report["scheme"])
-        teacher_card = report["teacher"]["card"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{report_path} is not a readable run report: {e}") from e
-    teacher, card = load_teacher(teacher_card)
-    student = quantize_model(teacher, scheme)
-    try:
-        student.load_state_dict(load_file(str(weights)))
-    except RuntimeError as e:
-        raise ConfigError(f"{weights} does not match the run's scheme and teacher: {e}") from e
-    return student.eval(), card, report

@@ -69,11 +69,11 @@ def _figures(report: dict, history: list[dict]) -> list[tuple[str, str]]:
             figs.append((f"Confusion matrix ({name})", _png(fig)))
             break  # one is enough to read; the per-class table covers every runtime
     if history:
-        from ..pipeline import _plot_history
+        from ..figures import plot_history
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "h.png"
-            _plot_history(history, path)
+            plot_history(history, path)
             figs.append(("Training: losses and teacher weights", base64.b64encode(path.read_bytes()).decode()))
     return figs
 

@@ -101,7 +101,7 @@ def validate(cfg: ValidateConfig) -> dict:
     target = Path(cfg.target)
     student, history, run_report = None, [], None
     if target.is_dir():
-        from ..pipeline import load_run
+        from ..rundir import load_run
 
         onnx_path = target / "model.onnx"
         if not onnx_path.is_file():
