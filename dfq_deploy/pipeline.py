@@ -111,6 +111,153 @@ def summary_text(r: dict) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class _Inputs:
+    """Everything a run needs, resolved and validated before any training starts."""
+
+    scheme: QuantScheme
+    recipe_cfg: Any
+    recipe_fn: Any
+    runtime: tuple[type, str, str | None]   # (runtime class that checks parity, its report name, engine note)
+    teacher: torch.nn.Module
+    card: Any
+    card_path: Path
+    eval_set: Any
+
+
+def _resolve(cfg: TrainExportConfig) -> _Inputs:
+    """Stage 1: check the target, the recipe and its options, the teacher and the evaluation data."""
+    from .data import load_eval_set
+    from .models import SHIPPED_TEACHER, load_teacher
+    from .recipes import RECIPES
+
+    runtime = _target_runtime(cfg.target)
+    scheme = replace(cfg.scheme, trt_compatible=True) if cfg.target == "tensorrt" else cfg.scheme
+    if cfg.recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {cfg.recipe!r}", hint=f"use one of {', '.join(RECIPES)}")
+    recipe_cls, recipe_fn = RECIPES[cfg.recipe]
+    recipe_cfg = config_from_dict(recipe_cls, cfg.recipe_options, where=f"recipe {cfg.recipe}")
+    card_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
+    teacher, card = load_teacher(card_path)
+    if "pixel_mean" in recipe_cls.__dataclass_fields__ and not recipe_cfg.pixel_mean:
+        # inverted images are kept inside the range a real normalised image can take (see recipes/lis.py)
+        recipe_cfg = replace(recipe_cfg, pixel_mean=tuple(card.mean), pixel_std=tuple(card.std))
+    eval_set = load_eval_set(cfg.eval_data, card.mean, card.std, limit=cfg.eval_limit, root=cfg.data_root)
+    if tuple(eval_set.images.shape[1:]) != tuple(card.input_shape):
+        raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} but the teacher expects "
+                          f"{tuple(card.input_shape)}", hint="pick evaluation data that matches the teacher")
+    return _Inputs(scheme, recipe_cfg, recipe_fn, runtime, teacher, card, card_path, eval_set)
+
+
+def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, timings: dict) -> tuple[torch.nn.Module, list, float]:
+    """Stage 2: the teacher's accuracy, then the recipe trains the quantized student; its weights are saved."""
+    from safetensors.torch import save_file
+
+    from .models.pretrain import evaluate
+    from .quant import quantize_model
+
+    t = time.time()
+    teacher_acc = evaluate(inp.teacher, inp.eval_set.images, inp.eval_set.labels)
+    timings["teacher_eval"] = time.time() - t
+    log.info("teacher FP accuracy %.2f%% on %s", teacher_acc, inp.eval_set.name)
+    student = quantize_model(inp.teacher, inp.scheme)
+    t = time.time()
+    history = inp.recipe_fn(inp.teacher, student, inp.recipe_cfg, tuple(inp.card.input_shape),
+                            len(inp.card.class_names), progress=cfg.progress, run_dir=run_dir)
+    timings["train"] = time.time() - t
+    save_file({k: v.detach().clone().contiguous() for k, v in student.state_dict().items()},
+              str(run_dir / "student.safetensors"))
+    return student, history, teacher_acc
+
+
+def _export(cfg: TrainExportConfig, inp: _Inputs, student: torch.nn.Module, run_dir: Path, timings: dict):
+    """Stage 3: QDQ ONNX for the target's profile, with the run's metadata; kernel census and TensorRT rules."""
+    from .export import check_tensorrt_rules, export_onnx, ort_kernel_census
+
+    t = time.time()
+    onnx_path = run_dir / "model.onnx"
+    card = inp.card
+    metadata = {
+        "dfq_deploy.version": __version__, "dfq_deploy.recipe": cfg.recipe,
+        "dfq_deploy.scheme": json.dumps(inp.scheme.to_dict()), "dfq_deploy.input_shape": json.dumps(card.input_shape),
+        "dfq_deploy.mean": json.dumps(card.mean), "dfq_deploy.std": json.dumps(card.std),
+        "dfq_deploy.class_names": json.dumps(card.class_names),
+        "dfq_deploy.teacher_sha256": sha256(inp.card_path.parent / card.weights),
+        "dfq_deploy.student_sha256": sha256(run_dir / "student.safetensors"),
+    }
+    exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=cfg.target, metadata=metadata)
+    timings["export"] = time.time() - t
+    census = ort_kernel_census(onnx_path)
+    trt_check = check_tensorrt_rules(str(onnx_path)) if cfg.target == "tensorrt" else None
+    log.info("export (%s profile): %s; ONNX Runtime runs %d Conv/Gemm as integer kernels, %d float", cfg.target,
+             exp.passes, census.integer_compute, len(census.float_compute))
+    if trt_check is not None:
+        log.info("TensorRT rule check: %s (%d quantized layers); engine: %s", "pass" if trt_check.ok else "FAIL",
+                 len(trt_check.quantized_compute), inp.runtime[2] or "built")
+    return onnx_path, exp, census, trt_check
+
+
+def _check_parity(cfg: TrainExportConfig, inp: _Inputs, student, onnx_path: Path, final_dir: Path, timings: dict):
+    """Stage 4: the PyTorch reference and the target runtime on the evaluation set, through the validate gate (the
+    same report and HTML page as ``dfq-deploy validate``)."""
+    from .runtimes.torch_ref import TorchRuntime
+    from .validate import run_logits
+    from .validate.validate import build_report
+
+    rt_cls, rt_name, engine_note = inp.runtime
+    t = time.time()
+    ref = run_logits(TorchRuntime(student), inp.eval_set, progress=cfg.progress)
+    timings["torch_eval"] = time.time() - t
+    t = time.time()
+    other = run_logits(rt_cls(onnx_path, threads=cfg.threads), inp.eval_set, progress=cfg.progress)
+    timings[f"{cfg.target}_eval"] = time.time() - t
+    validation = build_report("torch", ref, {rt_name: other}, {"tensorrt": engine_note} if engine_note else {},
+                              inp.eval_set, onnx_path, student, min_agreement=cfg.min_agreement,
+                              max_steps=cfg.max_steps, profile=cfg.target, threads=cfg.threads)
+    validation["model"] = str(final_dir / "model.onnx")  # where it will be once the run is complete
+    parity = validation["runtimes"][rt_name]
+    log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps): %s",
+             parity["reference_accuracy"], rt_name, parity["accuracy"], parity["top1_agreement"],
+             parity["max_abs_diff"], parity["max_diff_steps"], "pass" if parity["passed"] else "FAIL")
+    return validation, parity
+
+
+def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, teacher_acc, exp, census, trt_check,
+                  validation, parity, timings: dict) -> dict:
+    """Stage 5: report.json, recipe.yaml, summary.txt, losses.png, validation.json/html."""
+    from .figures import plot_history
+    from .validate.validate import write_reports
+
+    plot_history(history, run_dir / "losses.png")
+    engine_note = inp.runtime[2]
+    report = {
+        "dfq_deploy_version": __version__, "created": datetime.now().isoformat(timespec="seconds"),
+        "target": cfg.target, "recipe": cfg.recipe, "recipe_config": asdict(inp.recipe_cfg),
+        "scheme": inp.scheme.to_dict(), "scheme_tag": inp.scheme.tag,
+        "teacher": {"card": str(inp.card_path), "arch": inp.card.arch, "accuracy": teacher_acc,
+                    "card_accuracy": inp.card.test_accuracy},
+        "eval": {"name": inp.eval_set.name, "samples": len(inp.eval_set)},
+        "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},
+        "census": census.to_dict(), "parity": {k: v for k, v in parity.items() if k != "confusion"},
+        "history": history,
+        "tensorrt": None if trt_check is None else {"rule_check": trt_check.to_dict(),
+                                                    "engine": "built" if engine_note is None else
+                                                    f"not built: {engine_note}"},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
+        "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",
+                  "losses.png", "validation.json", "validation.html"]
+        + (["synthetic_set.safetensors"] if (run_dir / "synthetic_set.safetensors").exists() else []),
+    }
+    (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"recipe": cfg.recipe, **_plain(asdict(inp.recipe_cfg))},
+                                                        sort_keys=False))
+    (run_dir / "summary.txt").write_text(summary_text(report) + "\n")
+    write_reports(run_dir, validation, history)
+    return report
+
+
 def train_export(cfg: TrainExportConfig) -> RunResult:
     """Train a low-bit student data-free, export it for ``cfg.target``, and check parity with PyTorch.
 
@@ -125,137 +272,39 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         RuntimeUnavailableError: the target runtime is missing here (checked first).
         ParityError: the runtime disagrees with the PyTorch reference beyond the gate (the run is kept).
     """
-    from safetensors.torch import save_file
-
-    from .data import load_eval_set
-    from .export import check_tensorrt_rules, export_onnx, ort_kernel_census
-    from .figures import plot_history
-    from .models import SHIPPED_TEACHER, load_teacher
-    from .models.pretrain import evaluate
-    from .quant import quantize_model
-    from .recipes import RECIPES
-    from .runtimes.torch_ref import TorchRuntime
-    from .validate import run_logits
-    from .validate.validate import build_report, failure_message, write_reports
+    from .validate.validate import failure_message
 
     t_start = time.time()
     timings: dict[str, float] = {}
-    rt_cls, rt_name, engine_note = _target_runtime(cfg.target)
-    scheme = replace(cfg.scheme, trt_compatible=True) if cfg.target == "tensorrt" else cfg.scheme
-    if cfg.recipe not in RECIPES:
-        raise ConfigError(f"unknown recipe {cfg.recipe!r}", hint=f"use one of {', '.join(RECIPES)}")
-    recipe_cls, recipe_fn = RECIPES[cfg.recipe]
-    recipe_cfg = config_from_dict(recipe_cls, cfg.recipe_options, where=f"recipe {cfg.recipe}")
+    inp = _resolve(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-
-    teacher_card_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
-    teacher, card = load_teacher(teacher_card_path)
-    if "pixel_mean" in recipe_cls.__dataclass_fields__ and not recipe_cfg.pixel_mean:
-        # inverted images are kept inside the range a real normalised image can take (see recipes/lis.py)
-        recipe_cfg = replace(recipe_cfg, pixel_mean=tuple(card.mean), pixel_std=tuple(card.std))
-    eval_set = load_eval_set(cfg.eval_data, card.mean, card.std, limit=cfg.eval_limit, root=cfg.data_root)
-    if tuple(eval_set.images.shape[1:]) != tuple(card.input_shape):
-        raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} but the teacher expects "
-                          f"{tuple(card.input_shape)}", hint="pick evaluation data that matches the teacher")
-
-    final_dir, run_dir = prepare_run_dir(cfg.out, cfg.recipe, scheme.tag)
+    final_dir, run_dir = prepare_run_dir(cfg.out, cfg.recipe, inp.scheme.tag)
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
         log.info("dfq-deploy %s train-export: target=%s recipe=%s scheme=%s teacher=%s", __version__, cfg.target,
-                 cfg.recipe, scheme.tag, teacher_card_path)
-        t = time.time()
-        teacher_acc = evaluate(teacher, eval_set.images, eval_set.labels)
-        timings["teacher_eval"] = time.time() - t
-        log.info("teacher FP accuracy %.2f%% on %s", teacher_acc, eval_set.name)
-
-        student = quantize_model(teacher, scheme)
-        t = time.time()
-        history = recipe_fn(teacher, student, recipe_cfg, tuple(card.input_shape), len(card.class_names),
-                            progress=cfg.progress, run_dir=run_dir)
-        timings["train"] = time.time() - t
-
-        save_file({k: v.detach().clone().contiguous() for k, v in student.state_dict().items()},
-                  str(run_dir / "student.safetensors"))
-        t = time.time()
-        onnx_path = run_dir / "model.onnx"
-        metadata = {
-            "dfq_deploy.version": __version__, "dfq_deploy.recipe": cfg.recipe,
-            "dfq_deploy.scheme": json.dumps(scheme.to_dict()), "dfq_deploy.input_shape": json.dumps(card.input_shape),
-            "dfq_deploy.mean": json.dumps(card.mean), "dfq_deploy.std": json.dumps(card.std),
-            "dfq_deploy.class_names": json.dumps(card.class_names),
-            "dfq_deploy.teacher_sha256": sha256(teacher_card_path.parent / card.weights),
-            "dfq_deploy.student_sha256": sha256(run_dir / "student.safetensors"),
-        }
-        exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=cfg.target, metadata=metadata)
-        timings["export"] = time.time() - t
-        census = ort_kernel_census(onnx_path)
-        trt_check = check_tensorrt_rules(str(onnx_path)) if cfg.target == "tensorrt" else None
-        log.info("export (%s profile): %s; ONNX Runtime runs %d Conv/Gemm as integer kernels, %d float", cfg.target,
-                 exp.passes, census.integer_compute, len(census.float_compute))
-        if trt_check is not None:
-            log.info("TensorRT rule check: %s (%d quantized layers); engine: %s", "pass" if trt_check.ok else "FAIL",
-                     len(trt_check.quantized_compute), engine_note or "built")
-
-        t = time.time()
-        ref = run_logits(TorchRuntime(student), eval_set, progress=cfg.progress)
-        timings["torch_eval"] = time.time() - t
-        t = time.time()
-        other = run_logits(rt_cls(onnx_path, threads=cfg.threads), eval_set, progress=cfg.progress)
-        timings[f"{cfg.target}_eval"] = time.time() - t
-        # the validate gate (dfq_deploy.validate.validate): same report and HTML page as `dfq-deploy validate`
-        validation = build_report("torch", ref, {rt_name: other}, {"tensorrt": engine_note} if engine_note else {},
-                                  eval_set, onnx_path, student, min_agreement=cfg.min_agreement,
-                                  max_steps=cfg.max_steps, profile=cfg.target, threads=cfg.threads)
-        validation["model"] = str(final_dir / "model.onnx")  # where it will be once the run is complete
-        parity = validation["runtimes"][rt_name]
-        log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps): %s",
-                 parity["reference_accuracy"], rt_name, parity["accuracy"], parity["top1_agreement"],
-                 parity["max_abs_diff"], parity["max_diff_steps"], "pass" if parity["passed"] else "FAIL")
-        plot_history(history, run_dir / "losses.png")
+                 cfg.recipe, inp.scheme.tag, inp.card_path)
+        student, history, teacher_acc = _train(cfg, inp, run_dir, timings)
+        onnx_path, exp, census, trt_check = _export(cfg, inp, student, run_dir, timings)
+        validation, parity = _check_parity(cfg, inp, student, onnx_path, final_dir, timings)
         timings["total"] = time.time() - t_start
-        report = {
-            "dfq_deploy_version": __version__, "created": datetime.now().isoformat(timespec="seconds"),
-            "target": cfg.target, "recipe": cfg.recipe, "recipe_config": asdict(recipe_cfg),
-            "scheme": scheme.to_dict(), "scheme_tag": scheme.tag,
-            "teacher": {"card": str(teacher_card_path), "arch": card.arch, "accuracy": teacher_acc,
-                        "card_accuracy": card.test_accuracy},
-            "eval": {"name": eval_set.name, "samples": len(eval_set)},
-            "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},
-            "census": census.to_dict(), "parity": {k: v for k, v in parity.items() if k != "confusion"},
-            "history": history,
-            "tensorrt": None if trt_check is None else {"rule_check": trt_check.to_dict(),
-                                                        "engine": "built" if engine_note is None else
-                                                        f"not built: {engine_note}"},
-            "timings_s": {k: round(v, 1) for k, v in timings.items()},
-            "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
-            "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",
-                      "losses.png", "validation.json", "validation.html"]
-            + (["synthetic_set.safetensors"] if (run_dir / "synthetic_set.safetensors").exists() else []),
-        }
-        (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"recipe": cfg.recipe, **_plain(asdict(recipe_cfg))},
-                                                            sort_keys=False))
-        (run_dir / "summary.txt").write_text(summary_text(report) + "\n")
-        write_reports(run_dir, validation, history)
+        report = _write_report(cfg, inp, run_dir, history, teacher_acc, exp, census, trt_check, validation, parity,
+                               timings)
     except BaseException:
-        log.removeHandler(handler)
-        handler.close()
         discard_run_dir(run_dir)
         raise
-    log.removeHandler(handler)
-    handler.close()
+    finally:
+        log.removeHandler(handler)
+        handler.close()
     commit_run_dir(run_dir, final_dir)
     result = RunResult(final_dir, report)
     if not result.passed:
         raise ParityError(failure_message(validation, final_dir / "validation.html"),
                           hint="the run directory is kept; its validation.html names the first diverging layer")
     return result
-
 
 
 def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None):
