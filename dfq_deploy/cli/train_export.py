@@ -40,24 +40,16 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
                  batch_size, seed,
                  overrides, eval_limit, data_root, out, min_agreement, max_steps, threads, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
-    import yaml
-
-    from ..config import load_yaml
+    from ..config import merge_recipe_options
     from ..errors import ConfigError
     from ..pipeline import TrainExportConfig, summary_text, train_export as run
     from ..quant import QuantScheme
     from ..recipes import DEFAULT_RECIPE, RECIPES
 
-    options = {}
-    if config_path:
-        options = load_yaml(config_path)
-        file_recipe = options.pop("recipe", None)
-        if recipe and file_recipe and recipe != file_recipe:
-            raise ConfigError(f"--recipe {recipe} contradicts `recipe: {file_recipe}` in {config_path}",
-                              hint="drop one of them")
-        recipe = recipe or file_recipe
-    recipe = recipe or DEFAULT_RECIPE
     flags = {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size, "seed": seed}
+    # named options win over the YAML, --set wins over both
+    recipe, options = merge_recipe_options(config_path, recipe, flags, overrides)
+    recipe = recipe or DEFAULT_RECIPE
     if recipe in RECIPES:  # an unknown recipe name is reported by the pipeline, with the list of names
         fields = RECIPES[recipe][0].__dataclass_fields__
         for key in (k for k, v in flags.items() if v is not None and k not in fields):
@@ -65,12 +57,6 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
                               hint="ptq has no training steps: use --set recon_iters=N for longer reconstruction, "
                                    "or pick a training recipe, e.g. --recipe dmkd" if recipe == "ptq" else
                                    f"drop --{key.replace('_', '-')}")
-    options.update({k: v for k, v in flags.items() if v is not None})
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set student_lr=0.002")
-        key, value = item.split("=", 1)
-        options[key.strip()] = yaml.safe_load(value)
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor)
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
                             eval_limit=eval_limit, data_root=data_root, out=out, min_agreement=min_agreement,
