@@ -36,15 +36,16 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime") -> dict:
         report["onnxruntime"] = census.to_dict()
         report["ok"] = census.all_integer
     elif runtime == "tensorrt":
-        from .runtimes.trt import TensorRTRuntime
+        from .runtimes import find_runtime
 
         check = check_tensorrt_rules(model)
-        if not TensorRTRuntime.is_available():
-            engine = "not built: " + TensorRTRuntime.unavailable_reason()[0]
+        trt_cls, reason = find_runtime("tensorrt")
+        if trt_cls is None:
+            engine = "not built: " + reason
         elif not check.ok:
             engine = "not built: the graph breaks TensorRT's Q/DQ rules"
         else:  # the real proof where TensorRT exists: its parser and builder accept the graph
-            engine = f"built ({len(TensorRTRuntime(path).build())} bytes)"
+            engine = f"built ({len(trt_cls(path).build())} bytes)"
         report["tensorrt"] = {**check.to_dict(), "engine": engine}
         report["ok"] = check.ok
     return report

@@ -22,10 +22,10 @@ from .config import config_from_dict
 from .errors import ConfigError, ParityError
 from .quant import QuantScheme
 from .rundir import commit_run_dir, discard_run_dir, load_run, prepare_run_dir, sha256
+from .targets import get_target
 
 log = logging.getLogger("dfq_deploy")
 
-TARGETS = ("onnxruntime", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -55,23 +55,22 @@ class RunResult:
         return bool(self.report["parity"]["passed"])
 
 
-def _target_runtime(target: str) -> tuple[type, str, str | None]:
+def _target_runtime(name: str) -> tuple[type, str, str | None]:
     """(runtime class that checks parity, its report name, why the target runtime itself is not used or None).
 
     TensorRT engines are built on the device that runs them (a Jetson, a server GPU). Where TensorRT is missing,
-    the tensorrt-profile graph is still exported and rule-checked, and its parity is checked in ONNX Runtime (which
-    computes the same function); the report says the engine was not built and why.
+    the tensorrt-profile graph is still exported and rule-checked, and its parity is checked in the target's stand-in
+    runtime, ONNX Runtime (which computes the same function); the report says the engine was not built and why.
     """
-    from .runtimes import get_runtime
-    from .runtimes.ort import OnnxRuntime
-    from .runtimes.trt import TensorRTRuntime
+    from .runtimes import find_runtime, get_runtime
 
-    if target not in TARGETS:
-        raise ConfigError(f"unknown target {target!r}", hint=f"use one of {', '.join(TARGETS)}")
-    if target == "tensorrt" and not TensorRTRuntime.is_available():
-        reason, _ = TensorRTRuntime.unavailable_reason()
-        return OnnxRuntime, "onnxruntime (tensorrt profile)", reason
-    return get_runtime(target), target, None
+    target = get_target(name)
+    cls, reason = find_runtime(target.runtime)
+    if cls is None and target.stand_in_runtime:
+        return get_runtime(target.stand_in_runtime), f"{target.stand_in_runtime} ({target.profile} profile)", reason
+    if cls is None:
+        return get_runtime(target.runtime), target.name, None  # raises RuntimeUnavailableError with its fix
+    return cls, target.name, None
 
 
 def _plain(d: dict) -> dict:
@@ -132,7 +131,7 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     from .recipes import RECIPES
 
     runtime = _target_runtime(cfg.target)
-    scheme = replace(cfg.scheme, trt_compatible=True) if cfg.target == "tensorrt" else cfg.scheme
+    scheme = replace(cfg.scheme, trt_compatible=True) if get_target(cfg.target).trt_compatible else cfg.scheme
     if cfg.recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {cfg.recipe!r}", hint=f"use one of {', '.join(RECIPES)}")
     recipe_cls, recipe_fn = RECIPES[cfg.recipe]
@@ -185,10 +184,11 @@ def _export(cfg: TrainExportConfig, inp: _Inputs, student: torch.nn.Module, run_
         "dfq_deploy.teacher_sha256": sha256(inp.card_path.parent / card.weights),
         "dfq_deploy.student_sha256": sha256(run_dir / "student.safetensors"),
     }
-    exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=cfg.target, metadata=metadata)
+    profile = get_target(cfg.target).profile
+    exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=profile, metadata=metadata)
     timings["export"] = time.time() - t
     census = ort_kernel_census(onnx_path)
-    trt_check = check_tensorrt_rules(str(onnx_path)) if cfg.target == "tensorrt" else None
+    trt_check = check_tensorrt_rules(str(onnx_path)) if profile == "tensorrt" else None
     log.info("export (%s profile): %s; ONNX Runtime runs %d Conv/Gemm as integer kernels, %d float", cfg.target,
              exp.passes, census.integer_compute, len(census.float_compute))
     if trt_check is not None:
@@ -200,20 +200,21 @@ def _export(cfg: TrainExportConfig, inp: _Inputs, student: torch.nn.Module, run_
 def _check_parity(cfg: TrainExportConfig, inp: _Inputs, student, onnx_path: Path, final_dir: Path, timings: dict):
     """Stage 4: the PyTorch reference and the target runtime on the evaluation set, through the validate gate (the
     same report and HTML page as ``dfq-deploy validate``)."""
-    from .runtimes.torch_ref import TorchRuntime
+    from .runtimes import get_runtime
     from .validate import run_logits
     from .validate.validate import build_report
 
     rt_cls, rt_name, engine_note = inp.runtime
     t = time.time()
-    ref = run_logits(TorchRuntime(student), inp.eval_set, progress=cfg.progress)
+    ref = run_logits(get_runtime("torch")(student), inp.eval_set, progress=cfg.progress)
     timings["torch_eval"] = time.time() - t
     t = time.time()
     other = run_logits(rt_cls(onnx_path, threads=cfg.threads), inp.eval_set, progress=cfg.progress)
     timings[f"{cfg.target}_eval"] = time.time() - t
     validation = build_report("torch", ref, {rt_name: other}, {"tensorrt": engine_note} if engine_note else {},
                               inp.eval_set, onnx_path, student, min_agreement=cfg.min_agreement,
-                              max_steps=cfg.max_steps, profile=cfg.target, threads=cfg.threads)
+                              max_steps=cfg.max_steps, profile=get_target(cfg.target).profile,
+                              threads=cfg.threads)
     validation["model"] = str(final_dir / "model.onnx")  # where it will be once the run is complete
     parity = validation["runtimes"][rt_name]
     log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps): %s",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from ..targets import TARGETS
 from ._common import handle_errors
 
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--profile", type=click.Choice(["onnxruntime", "tensorrt"]), required=True,
+@click.option("--profile", type=click.Choice(sorted({t.profile for t in TARGETS.values()})), required=True,
               help="onnxruntime: uint8 activations, int32 bias (CPU integer kernels); tensorrt: symmetric int8, "
               "float bias, no integer Clip (TensorRT explicit quantization).")
 @click.option("--out", default=None, help="Destination .onnx (default RUN_DIR/model.<profile>.onnx).")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from ..targets import TARGETS
 from ._common import handle_errors
 
 
 @click.command("inspect")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--runtime", type=click.Choice(["onnxruntime", "tensorrt", "none"]), default="onnxruntime",
+@click.option("--runtime", type=click.Choice([*TARGETS, "none"]), default="onnxruntime",
               show_default=True, help="onnxruntime: load it and list integer vs float kernels by name; tensorrt: "
               "check TensorRT's Q/DQ rules statically (and build it where TensorRT is installed); none: metadata only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")

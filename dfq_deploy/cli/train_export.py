@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
+from ..targets import TARGETS
 from ._common import handle_errors
 
 
 @click.command("train-export")
-@click.option("--target", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
+@click.option("--target", type=click.Choice(list(TARGETS)), default="onnxruntime", show_default=True,
               help="Runtime to deploy to; chooses the export profile and the parity check.")
 @click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`). Default: the shipped "
               "ResNet-20 Fashion-MNIST teacher.")

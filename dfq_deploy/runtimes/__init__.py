@@ -3,6 +3,6 @@
 Back-ends import their packages lazily, so listing them never imports TensorRT.
 """
 
-from .base import RUNTIMES, Runtime, available_runtimes, get_runtime
+from .base import RUNTIMES, Runtime, available_runtimes, find_runtime, get_runtime
 
-__all__ = ["RUNTIMES", "Runtime", "available_runtimes", "get_runtime"]
+__all__ = ["RUNTIMES", "Runtime", "available_runtimes", "find_runtime", "get_runtime"]

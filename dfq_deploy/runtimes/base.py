@@ -87,6 +87,18 @@ def get_runtime(name: str) -> type[Runtime]:
     return cls
 
 
+def find_runtime(name: str) -> tuple[type[Runtime] | None, str | None]:
+    """(runtime class, None) when ``name``'s back-end is available here, else (None, why not).
+
+    Raises:
+        ConfigError: unknown name.
+    """
+    try:
+        return get_runtime(name), None
+    except RuntimeUnavailableError as e:
+        return None, e.args[0]
+
+
 def available_runtimes() -> list[str]:
     """Names of the runtimes whose packages import here."""
     out = []

@@ -92,9 +92,7 @@ def validate(cfg: ValidateConfig) -> dict:
     import torch
 
     from ..data import load_eval_set
-    from ..runtimes.ort import OnnxRuntime
-    from ..runtimes.torch_ref import TorchRuntime
-    from ..runtimes.trt import TensorRTRuntime
+    from ..runtimes import find_runtime, get_runtime
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -125,10 +123,10 @@ def validate(cfg: ValidateConfig) -> dict:
                           f"{tuple(meta['input_shape'])}", hint="pick evaluation data that matches the model")
     if student is not None:
         reference_name = "torch"
-        reference = run_logits(TorchRuntime(student), data, progress=cfg.progress)
+        reference = run_logits(get_runtime("torch")(student), data, progress=cfg.progress)
     else:  # no PyTorch model: the graph's own semantics, unoptimised
         reference_name = "onnx (unoptimised reference)"
-        reference = run_logits(OnnxRuntime(onnx_path, threads=cfg.threads, optimize=False), data,
+        reference = run_logits(get_runtime("onnxruntime")(onnx_path, threads=cfg.threads, optimize=False), data,
                                progress=cfg.progress)
     outputs, skipped = {}, {}
     for name in cfg.runtimes:
@@ -136,13 +134,12 @@ def validate(cfg: ValidateConfig) -> dict:
             if student is None:
                 skipped[name] = "no PyTorch model next to a bare .onnx (pass the run directory)"
             continue  # the reference itself
-        if name == "onnxruntime":
-            outputs[name] = run_logits(OnnxRuntime(onnx_path, threads=cfg.threads), data, progress=cfg.progress)
-        elif name == "tensorrt":
-            if not TensorRTRuntime.is_available():
-                skipped[name] = TensorRTRuntime.unavailable_reason()[0]
-            else:
-                outputs[name] = run_logits(TensorRTRuntime(onnx_path), data, progress=cfg.progress)
+        cls, reason = find_runtime(name)
+        if cls is None:
+            skipped[name] = reason
+        else:
+            rt = cls(onnx_path, threads=cfg.threads) if name == "onnxruntime" else cls(onnx_path)
+            outputs[name] = run_logits(rt, data, progress=cfg.progress)
     report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, student,
                           min_agreement=cfg.min_agreement, max_steps=cfg.max_steps, profile=meta.get("profile"),
                           divergence_samples=cfg.divergence_samples, threads=cfg.threads)
