@@ -72,9 +72,9 @@ def layer_bits(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
 
     import numpy as np
 
-    from .passes import _Graph
+    from .graph import Graph
 
-    G = _Graph(model)
+    G = Graph(model)
 
     def bits(tensor: str) -> int:
         dq = G.producer.get(tensor)

@@ -27,9 +27,11 @@ import torch
 from .. import __version__
 from ..errors import ConfigError, ExportError
 from .inspect import layer_bits
-from .passes import (UnrepresentableActivation, activations_to_signed_float_clip, fold_weight_clips_to_float_qdq,
-                     int32_bias_to_float, relu_int8_to_uint8, requantize_grid_preserving_ops, set_metadata,
-                     shift_signed_activations_to_uint8)
+from .graph import set_metadata
+from .ort_passes import relu_int8_to_uint8, shift_signed_activations_to_uint8
+from .passes import requantize_grid_preserving_ops
+from .trt_passes import (UnrepresentableActivation, activations_to_signed_float_clip, fold_weight_clips_to_float_qdq,
+                         int32_bias_to_float)
 
 
 def _onnxruntime_profile(model: onnx.ModelProto) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from .passes import _attr, _Graph
+from .graph import Graph, attr
 
 COMPUTE_WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
 
@@ -54,7 +54,7 @@ def check_tensorrt_rules(model: onnx.ModelProto | str) -> TensorRTCheck:
     """List every place where ``model`` breaks a TensorRT explicit-quantization rule (see module docstring)."""
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
-    G = _Graph(model)
+    G = Graph(model)
     out = TensorRTCheck()
     bad = out.violations.append
     if _opset(model) < 13:
@@ -116,15 +116,15 @@ def check_tensorrt_rules(model: onnx.ModelProto | str) -> TensorRTCheck:
                 if n.op_type in COMPUTE_WEIGHT_AXIS:
                     want = COMPUTE_WEIGHT_AXIS[n.op_type]
                 elif n.op_type == "Gemm":
-                    want = 0 if _attr(n, "transB", 0) else 1
+                    want = 0 if attr(n, "transB", 0) else 1
                 else:
                     want = -1
                 w_q = G.producer.get(w_dq.input[0])
                 w = G.const(w_q.input[0]) if w_q is not None and w_q.op_type == "QuantizeLinear" else \
                     G.const(w_dq.input[0])
                 ndim = w.ndim if w is not None else 2
-                if _attr(w_dq, "axis", 1) % ndim != want % ndim:
-                    bad(Violation("per-channel-axis", name(n), f"weight scales on axis {_attr(w_dq, 'axis', 1)}, "
+                if attr(w_dq, "axis", 1) % ndim != want % ndim:
+                    bad(Violation("per-channel-axis", name(n), f"weight scales on axis {attr(w_dq, 'axis', 1)}, "
                                   f"TensorRT wants the output-channel axis {want % ndim}"))
         if n.op_type == "Add":
             dynamic = [i for i in n.input if not G.is_const(i)]

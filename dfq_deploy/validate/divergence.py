@@ -22,7 +22,8 @@ import onnx
 import torch
 
 from ..errors import ModelError
-from ..export.passes import REQUANT_SUFFIX, _Graph
+from ..export.graph import Graph
+from ..export.passes import REQUANT_SUFFIX
 
 
 @dataclass
@@ -43,7 +44,7 @@ class LayerDiff:
 
 def _activation_dq_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """DequantizeLinear of each activation Q chain, in graph order (constant weight/bias chains are skipped)."""
-    G = _Graph(model)
+    G = Graph(model)
     out = []
     for q in G.g.node:
         if q.op_type != "QuantizeLinear" or G.is_const(q.input[0]) or q.name.endswith(REQUANT_SUFFIX):

@@ -5,7 +5,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from dfq_deploy.export.passes import shift_signed_activations_to_uint8
+from dfq_deploy.export.ort_passes import shift_signed_activations_to_uint8
 
 
 def _run(model, x, optimize=False):

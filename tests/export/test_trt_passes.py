@@ -6,9 +6,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from dfq_deploy.export.passes import (UnrepresentableActivation, activations_to_signed_float_clip,
-                                      fold_weight_clips_to_float_qdq, int32_bias_to_float, relu_int8_to_uint8,
-                                      requantize_grid_preserving_ops)
+from dfq_deploy.errors import ExportError
+from dfq_deploy.export.ort_passes import relu_int8_to_uint8
+from dfq_deploy.export.passes import requantize_grid_preserving_ops
+from dfq_deploy.export.trt_passes import (UnrepresentableActivation, activations_to_signed_float_clip,
+                                          fold_weight_clips_to_float_qdq, int32_bias_to_float)
 from dfq_deploy.export.trt_rules import check_tensorrt_rules
 
 from .test_passes import _run
@@ -90,6 +92,21 @@ def test_unsigned_8bit_codes_cannot_become_int8():
     m = _model(np.uint8, 0, 255, relu=True, clip=False)
     with pytest.raises(UnrepresentableActivation, match=r"\[0, 255\]"):
         activations_to_signed_float_clip(m)
+
+
+def test_a_refused_graph_is_left_unchanged_and_the_error_is_typed():
+    """The first activation chain could be rewritten, the second (unsigned 8-bit codes) cannot: the pass refuses
+    before it changes anything, with an ExportError (exit code 5), not a ValueError."""
+    m = _model(np.int8, -8, 7)
+    m.graph.initializer.extend([numpy_helper.from_array(np.array(S, np.float32), "s2"),
+                                numpy_helper.from_array(np.array(0, np.uint8), "zp2")])
+    m.graph.node.extend([helper.make_node("QuantizeLinear", ["y", "s2", "zp2"], ["yq"], name="out_q"),
+                         helper.make_node("DequantizeLinear", ["yq", "s2", "zp2"], ["yd"], name="out_dq")])
+    m.graph.output[0].name = "yd"
+    before = m.SerializeToString()
+    with pytest.raises(ExportError, match="out_q"):
+        activations_to_signed_float_clip(m)
+    assert m.SerializeToString() == before
 
 
 def test_relu_int8_becomes_uint8_exactly():

@@ -1,0 +1,98 @@
+"""ONNX Runtime profile: graph rewrites that make a Brevitas QCDQ export run as ONNX Runtime integer kernels, each
+exact (same outputs).
+
+Brevitas exports a sub-8-bit activation as ``QuantizeLinear(int8|uint8) -> Clip(int) -> DequantizeLinear``.
+ONNX Runtime's x86 QDQ fusion refuses int8 *activations* (``QDQIsInt8Allowed()`` is false off ARM), so every signed
+activation chain is moved to uint8 by adding 128 to the zero point and to the Clip bounds:
+``clamp(round(x/s) + z, lo, hi) + 128 == clamp(round(x/s) + z + 128, lo + 128, hi + 128)`` and dequantization
+subtracts the same shifted zero point, so the float value of every element is unchanged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from .graph import Graph, drop_unused_constants
+
+
+def relu_int8_to_uint8(model: onnx.ModelProto) -> int:
+    """``Relu -> Q(int8, zp 0) -> [Clip(lo, hi)] -> DQ`` becomes ``Relu -> Q(uint8, zp 0) -> Clip(max(lo, 0), hi)
+    -> DQ``. Exact: after a ReLU the int8 codes are already in ``[0, hi]``; the uint8 Clip keeps int8's ceiling.
+
+    A signed 8-bit ReLU output (``QuantScheme.trt_compatible``) shifted to uint8 with zero point 128 instead would
+    stop ONNX Runtime from absorbing the Relu into the integer convolution. Returns the number of chains rewritten.
+    """
+    G = Graph(model)
+    count = 0
+    for q in [n for n in G.g.node if n.op_type == "QuantizeLinear"]:
+        src = G.producer.get(q.input[0])
+        if src is None or src.op_type != "Relu" or len(q.input) < 3:
+            continue
+        zp = G.const(q.input[2])
+        if zp is None or zp.dtype != np.int8 or np.any(zp != 0):
+            continue
+        users = G.consumers.get(q.output[0], [])
+        clips = [u for u in users if u.op_type == "Clip"]
+        if len(users) != 1 or users[0].op_type not in ("Clip", "DequantizeLinear"):
+            continue
+        dqs = G.consumers.get(clips[0].output[0], []) if clips else users
+        if not dqs or any(d.op_type != "DequantizeLinear" or len(d.input) < 3 for d in dqs):
+            continue
+        lo, hi = (int(G.const(clips[0].input[1])), int(G.const(clips[0].input[2]))) if clips else (-128, 127)
+        bounds = [G.add_const("relu_clip_lo", np.array(max(lo, 0), np.uint8)),
+                  G.add_const("relu_clip_hi", np.array(hi, np.uint8))]
+        q.input[2] = G.add_const(q.input[2], np.zeros(zp.shape, np.uint8))
+        if clips:
+            clips[0].input[1], clips[0].input[2] = bounds
+        else:
+            clip = onnx.helper.make_node("Clip", [q.output[0], *bounds], [G.fresh(q.output[0] + "_clip")],
+                                         name=(q.name or q.output[0]) + "_uint8_clip")
+            G.g.node.insert(list(G.g.node).index(q) + 1, clip)
+            for d in dqs:
+                d.input[0] = clip.output[0]
+        for d in dqs:
+            d.input[2] = G.add_const(d.input[2], np.zeros(zp.shape, np.uint8))
+        count += 1
+    drop_unused_constants(model)
+    return count
+
+
+def shift_signed_activations_to_uint8(model: onnx.ModelProto) -> int:
+    """Rewrite every int8 activation ``Q -> [Clip] -> DQ`` chain to uint8 (zero point + 128). Returns the count.
+
+    Weight chains (constant input) stay int8: ONNX Runtime's integer kernels want u8 activations and s8 weights.
+    """
+    G = Graph(model)
+    count = 0
+    for q in [n for n in G.g.node if n.op_type == "QuantizeLinear"]:
+        if G.is_const(q.input[0]) or len(q.input) < 3:
+            continue
+        zp = G.const(q.input[2])
+        if zp is None or zp.dtype != np.int8:
+            continue
+        # collect the chain: Q -> optional Clip -> one or more DQ
+        users = G.consumers.get(q.output[0], [])
+        clips = [u for u in users if u.op_type == "Clip"]
+        dqs = [u for u in users if u.op_type == "DequantizeLinear"]
+        if len(clips) + len(dqs) != len(users) or len(clips) > 1:
+            continue  # an unexpected consumer reads the int8 tensor: leave the chain alone
+        if clips:
+            clip_users = G.consumers.get(clips[0].output[0], [])
+            if not clip_users or any(u.op_type != "DequantizeLinear" for u in clip_users):
+                continue
+            dqs += clip_users
+        if not dqs or any(len(d.input) < 3 or G.const(d.input[2]) is None for d in dqs):
+            continue
+        new_zp = (zp.astype(np.int16) + 128).astype(np.uint8)
+        q.input[2] = G.add_const(q.input[2], new_zp)
+        for clip in clips:
+            for k in (1, 2):
+                bound = G.const(clip.input[k])
+                clip.input[k] = G.add_const(clip.input[k], (bound.astype(np.int16) + 128).astype(np.uint8))
+        for d in dqs:
+            dzp = G.const(d.input[2])
+            d.input[2] = G.add_const(d.input[2], (dzp.astype(np.int16) + 128).astype(np.uint8))
+        count += 1
+    drop_unused_constants(model)
+    return count
