@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfq_deploy.export import export_onnx
     from dfq_deploy.export.ort_quantize import ort_quantize_static
     from dfq_deploy.models import load_teacher
-    from dfq_deploy.models.pretrain import evaluate
+    from dfq_deploy.data import evaluate
     from dfq_deploy.quant import QuantScheme, calibrate, quantize_model, reconstruct
     from dfq_deploy.recipes import RECIPES, LISConfig, PTQConfig
     from dfq_deploy.recipes.fixed_set import SetKDConfig, kd_on_images

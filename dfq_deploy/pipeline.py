@@ -152,7 +152,7 @@ def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, timings: dict) -
     """Stage 2: the teacher's accuracy, then the recipe trains the quantized student; its weights are saved."""
     from safetensors.torch import save_file
 
-    from .models.pretrain import evaluate
+    from .data import evaluate
     from .quant import quantize_model
 
     t = time.time()

@@ -98,3 +98,13 @@ def _image_folder(path: str, mean, std, limit, input_shape, class_names) -> Eval
     tag = "" if labelled else ", unlabelled: folder names are not the model's classes"
     return EvalSet(torch.stack(images), torch.tensor(labels, dtype=torch.long), list(class_names or ds.classes),
                    f"imagefolder:{path}[{n}{tag}]")
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy (%) of ``model`` on normalised images."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        correct += (model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
+    return 100.0 * correct / max(1, len(labels))

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..data.augment import augment
+from ..data.eval_set import evaluate
 from ..errors import ConfigError
 from .zoo import ModelCard, build_model
 
@@ -34,16 +35,6 @@ class PretrainConfig:
     flip: bool = True               # random horizontal flip (augmentation)
     seed: int = 0
     limit: int | None = None        # use only the first N training images (tests)
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy (%) of ``model`` on normalised images."""
-    model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch_size):
-        correct += (model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
-    return 100.0 * correct / max(1, len(labels))
 
 
 def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", data_root: str | None = None,

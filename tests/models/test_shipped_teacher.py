@@ -4,7 +4,7 @@ import pytest
 
 from dfq_deploy.data import load_eval_set
 from dfq_deploy.models import SHIPPED_TEACHER, load_teacher
-from dfq_deploy.models.pretrain import evaluate
+from dfq_deploy.data import evaluate
 
 
 def test_shipped_teacher_reaches_its_card_accuracy():
