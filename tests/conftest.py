@@ -15,6 +15,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="no CUDA GPU on this machine"))
         if "tensorrt" in item.keywords and not has_trt:
             item.add_marker(pytest.mark.skip(reason="TensorRT is not installed"))
+        if "no_tensorrt" in item.keywords and has_trt:
+            item.add_marker(pytest.mark.skip(reason="checks the behaviour without TensorRT, which is installed here"))
 
 
 @pytest.fixture

@@ -55,4 +55,9 @@ def test_ci_parity_gate_on_a_student_of_the_shipped_teacher(tmp_path):
     assert validation["samples"] == 10000 and validation["passed"] and validation["reference"] == "torch"
     assert validation["runtimes"]["onnxruntime"]["max_diff_steps"] <= 1.0
     assert validation["runtimes"]["onnxruntime"]["top1_agreement"] >= 99.9
-    assert "tensorrt" in validation["skipped"] or "tensorrt" in validation["runtimes"]
+    from dfq_deploy.runtimes import find_runtime
+
+    if find_runtime("tensorrt")[0] is None:  # skipped with its reason, not counted as compared
+        assert "tensorrt" in validation["skipped"] and "tensorrt" not in validation["runtimes"]
+    else:
+        assert validation["runtimes"]["tensorrt"]["passed"]

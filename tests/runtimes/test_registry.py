@@ -17,6 +17,7 @@ def test_registry_names():
         get_runtime("coreml")
 
 
+@pytest.mark.no_tensorrt
 def test_tensorrt_is_reported_unavailable_with_a_reason():
     with pytest.raises(RuntimeUnavailableError) as e:
         get_runtime("tensorrt")
