@@ -305,8 +305,8 @@ def plot(results: dict, path: Path) -> None:
         for i, m in enumerate(dict.fromkeys(r["method"] for r in sub)):
             pts = sorted((BITS_ORDER.get(r["bits"], 0), r["mean"], r["std"] or 0.0) for r in sub if r["method"] == m)
             xs, ys, es = zip(*pts, strict=True)
-            ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=m, color=f"C{i % 10}",
-                        linestyle="--" if m == "real-qat" else "-")
+            ax.errorbar(xs, ys, yerr=es, marker="os^Dv"[i // 10 % 5], capsize=3, label=m, color=f"C{i % 10}",
+                        linestyle="--" if m == "real-qat" or i >= 10 else "-")
         ax.axhline(results["fp_accuracy"], color="k", linewidth=0.8, label="FP teacher")
         ticks = sorted({BITS_ORDER.get(r["bits"], 0) for r in sub})
         ax.set_xticks(ticks, [b for b, v in sorted(BITS_ORDER.items(), key=lambda kv: kv[1]) if v in ticks])
