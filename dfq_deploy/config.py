@@ -103,4 +103,3 @@ def merge_recipe_options(config_path: str | Path | None, recipe: str | None, fla
     options.update({k: v for k, v in flags.items() if v is not None})
     options.update(parse_override(item) for item in overrides)
     return recipe, options
-

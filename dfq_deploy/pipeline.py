@@ -22,10 +22,9 @@ from .config import config_from_dict
 from .errors import ConfigError, ParityError
 from .quant import QuantScheme
 from .rundir import commit_run_dir, discard_run_dir, load_run, prepare_run_dir, sha256
-from .targets import get_target
+from .targets import Target, get_target
 
 log = logging.getLogger("dfq_deploy")
-
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ class RunResult:
         return bool(self.report["parity"]["passed"])
 
 
-def _target_runtime(name: str) -> tuple[type, str, str | None]:
+def _target_runtime(target: Target) -> tuple[type, str, str | None]:
     """(runtime class that checks parity, its report name, why the target runtime itself is not used or None).
 
     TensorRT engines are built on the device that runs them (a Jetson, a server GPU). Where TensorRT is missing,
@@ -64,7 +63,6 @@ def _target_runtime(name: str) -> tuple[type, str, str | None]:
     """
     from .runtimes import find_runtime, get_runtime
 
-    target = get_target(name)
     cls, reason = find_runtime(target.runtime)
     if cls is None and target.stand_in_runtime:
         return get_runtime(target.stand_in_runtime), f"{target.stand_in_runtime} ({target.profile} profile)", reason
@@ -114,6 +112,7 @@ def summary_text(r: dict) -> str:
 class _Inputs:
     """Everything a run needs, resolved and validated before any training starts."""
 
+    target: Target
     scheme: QuantScheme
     recipe_cfg: Any
     recipe_fn: Any
@@ -130,8 +129,9 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     from .models import SHIPPED_TEACHER, load_teacher
     from .recipes import RECIPES
 
-    runtime = _target_runtime(cfg.target)
-    scheme = replace(cfg.scheme, trt_compatible=True) if get_target(cfg.target).trt_compatible else cfg.scheme
+    target = get_target(cfg.target)
+    runtime = _target_runtime(target)
+    scheme = replace(cfg.scheme, trt_compatible=True) if target.trt_compatible else cfg.scheme
     if cfg.recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {cfg.recipe!r}", hint=f"use one of {', '.join(RECIPES)}")
     recipe_cls, recipe_fn = RECIPES[cfg.recipe]
@@ -145,7 +145,7 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     if tuple(eval_set.images.shape[1:]) != tuple(card.input_shape):
         raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} but the teacher expects "
                           f"{tuple(card.input_shape)}", hint="pick evaluation data that matches the teacher")
-    return _Inputs(scheme, recipe_cfg, recipe_fn, runtime, teacher, card, card_path, eval_set)
+    return _Inputs(target, scheme, recipe_cfg, recipe_fn, runtime, teacher, card, card_path, eval_set)
 
 
 def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, timings: dict) -> tuple[torch.nn.Module, list, float]:
@@ -184,7 +184,7 @@ def _export(cfg: TrainExportConfig, inp: _Inputs, student: torch.nn.Module, run_
         "dfq_deploy.teacher_sha256": sha256(inp.card_path.parent / card.weights),
         "dfq_deploy.student_sha256": sha256(run_dir / "student.safetensors"),
     }
-    profile = get_target(cfg.target).profile
+    profile = inp.target.profile
     exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=profile, metadata=metadata)
     timings["export"] = time.time() - t
     census = ort_kernel_census(onnx_path)
@@ -213,8 +213,7 @@ def _check_parity(cfg: TrainExportConfig, inp: _Inputs, student, onnx_path: Path
     timings[f"{cfg.target}_eval"] = time.time() - t
     validation = build_report("torch", ref, {rt_name: other}, {"tensorrt": engine_note} if engine_note else {},
                               inp.eval_set, onnx_path, student, min_agreement=cfg.min_agreement,
-                              max_steps=cfg.max_steps, profile=get_target(cfg.target).profile,
-                              threads=cfg.threads)
+                              max_steps=cfg.max_steps, profile=inp.target.profile, threads=cfg.threads)
     validation["model"] = str(final_dir / "model.onnx")  # where it will be once the run is complete
     parity = validation["runtimes"][rt_name]
     log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps): %s",

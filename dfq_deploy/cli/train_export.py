@@ -54,10 +54,12 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     if recipe in RECIPES:  # an unknown recipe name is reported by the pipeline, with the list of names
         fields = RECIPES[recipe][0].__dataclass_fields__
         for key in (k for k, v in flags.items() if v is not None and k not in fields):
-            raise ConfigError(f"--{key.replace('_', '-')} does not apply to recipe {recipe} (it has no {key} field)",
-                              hint="ptq has no training steps: use --set recon_iters=N for longer reconstruction, "
-                                   "or pick a training recipe, e.g. --recipe dmkd" if recipe == "ptq" else
-                                   f"drop --{key.replace('_', '-')}")
+            flag = "--" + key.replace("_", "-")
+            hint = f"drop {flag}"
+            if recipe == "ptq":
+                hint = ("ptq has no training steps: use --set recon_iters=N for longer reconstruction, or pick a "
+                        "training recipe, e.g. --recipe dmkd")
+            raise ConfigError(f"{flag} does not apply to recipe {recipe} (it has no {key} field)", hint=hint)
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor)
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
                             eval_limit=eval_limit, data_root=data_root, out=out, min_agreement=min_agreement,

@@ -101,9 +101,4 @@ def find_runtime(name: str) -> tuple[type[Runtime] | None, str | None]:
 
 def available_runtimes() -> list[str]:
     """Names of the runtimes whose packages import here."""
-    out = []
-    for name, target in RUNTIMES.items():
-        module, cls_name = target.split(":")
-        if getattr(importlib.import_module(module), cls_name).is_available():
-            out.append(name)
-    return out
+    return [name for name in RUNTIMES if find_runtime(name)[0] is not None]
