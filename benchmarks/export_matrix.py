@@ -5,9 +5,10 @@
 For each (model, bits): a student quantized with ``QuantScheme(trt_compatible=True)`` (the scheme that deploys to
 both runtimes) is exported with the onnxruntime and the tensorrt profile. Reported per export: how many
 Conv/Gemm ONNX Runtime runs as integer kernels (optimisation level ALL), whether the graph passes the static
-TensorRT Q/DQ rule check, and how far ONNX Runtime's logits are from the PyTorch reference in output quantization
-steps, with the top-1 agreement; when that exceeds one step, the first activation more than one step off
-(:mod:`dfq_deploy.validate.divergence`) and the share of its elements that differ.
+TensorRT Q/DQ rule check, how far ONNX Runtime's logits are from the PyTorch reference (output quantization steps,
+top-1 agreement), the layer-local check (:mod:`dfq_deploy.validate.local`: the worst activation, in steps and in
+share of elements on another code) and the **verdict of the default parity gate** (``dfq_deploy.validate.Gate()``,
+what ``train-export`` and ``validate`` apply), with its reasons when it fails.
 
 Models: the shipped ResNet-20 (Fashion-MNIST, 1x28x28) calibrated by noise PTQ (parity does not depend on how the
 weights were trained); torchvision resnet18 and mobilenet_v2 with random weights whose BatchNorm statistics are
@@ -23,6 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +48,7 @@ def _models(name: str, images: int):
         teacher, card = load_teacher()
         ev = load_eval_set("fashion-mnist", card.mean, card.std, limit=images)
         calib = [torch.randn(128, *card.input_shape, generator=torch.Generator().manual_seed(i)) for i in range(2)]
-        return teacher, tuple(card.input_shape), calib, ev.images
+        return teacher, tuple(card.input_shape), calib, ev
     size = 56
 
     def prep(x):
@@ -61,7 +63,7 @@ def _models(name: str, images: int):
     with torch.no_grad():  # BN statistics of the data, as a trained model would have
         for i in range(0, len(fit), 64):
             model(fit[i:i + 64])
-    return model.eval(), (3, size, size), [fit[:128], fit[128:]], prep(ev.images)
+    return model.eval(), (3, size, size), [fit[:128], fit[128:]], replace(ev, images=prep(ev.images))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfq_deploy.export.inspect import output_quant_step
     from dfq_deploy.quant import QuantScheme, calibrate, quantize_model
     from dfq_deploy.runtimes.ort import OnnxRuntime
-    from dfq_deploy.validate.divergence import first_divergence, layer_diffs
+    from dfq_deploy.validate import Gate, check_parity
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -85,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, bits in MATRIX:
         if name not in cache:
             cache = {name: _models(name, args.images)}
-        model, shape, calib, x = cache[name]
+        model, shape, calib, data = cache[name]
+        x = data.images
         t0 = time.time()
         q = quantize_model(model, QuantScheme.from_tag(bits, trt_compatible=True))
         calibrate(q, calib)
@@ -101,39 +104,44 @@ def main(argv: list[str] | None = None) -> int:
                 out = np.concatenate([rt.infer(x[i:i + 250].numpy()) for i in range(0, len(x), 250)])
             step = output_quant_step(path)
             diff = np.abs(out.astype(np.float64) - ref)
+            gate = check_parity("torch", ref, {"onnxruntime": out}, data, path, Gate(), student=q, profile=profile,
+                                threads=args.threads)
             row = {"model": name, "bits": bits, "profile": profile,
                    "compute_layers": census.integer_compute + len(census.float_compute),
                    "integer_layers": census.integer_compute, "trt_rules_ok": check_tensorrt_rules(str(path)).ok,
                    "max_steps": round(float(diff.max() / step), 3), "mean_steps": float(diff.mean() / step),
                    "logits_off_by_more_than_1_step": float((diff / step > 1.001).mean()),
-                   "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean() * 100), "images": len(x)}
-            if row["max_steps"] > 1.001:
-                first = first_divergence(layer_diffs(q, path, x[:200].numpy(), threads=args.threads))
-                if first is not None:
-                    row["first_divergence"] = {"module": first.module, "node": first.node,
-                                               "max_steps": first.max_steps, "mismatched": first.mismatched}
+                   "top1_agreement": float((out.argmax(1) == ref.argmax(1)).mean() * 100), "images": len(x),
+                   "accuracy_diff": gate.runtimes["onnxruntime"].accuracy_diff,
+                   "layer_worst_steps": max(layer.max_steps for layer in gate.layers.layers),
+                   "layer_worst_mismatch": max(layer.mismatched for layer in gate.layers.layers),
+                   "layer_samples": gate.layers.samples, "gate": "pass" if gate else "FAIL",
+                   "gate_failures": gate.failures()}
             rows.append(row)
             print(f"{name:<26} {bits} {profile:<11} int {row['integer_layers']}/{row['compute_layers']} "
                   f"trt {'ok' if row['trt_rules_ok'] else 'FAIL'}  max {row['max_steps']} steps  "
-                  f"agree {row['top1_agreement']:.2f} %  ({time.time() - t0:.0f} s)", flush=True)
+                  f"agree {row['top1_agreement']:.2f} %  layers {row['layer_worst_steps']:g} step "
+                  f"{row['layer_worst_mismatch']:.4%}  gate {row['gate']}  ({time.time() - t0:.0f} s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"rows": rows, "machine": {"cpu": platform.processor() or platform.machine(),
-                                                         "torch": torch.__version__}}, indent=2) + "\n")
+    out.write_text(json.dumps({"rows": rows, "gate": Gate().to_dict(),
+                               "machine": {"cpu": platform.processor() or platform.machine(),
+                                           "torch": torch.__version__}}, indent=2) + "\n")
     print_table(rows)
     return 0
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| model | bits | profile | ORT integer Conv/Gemm | TensorRT rules | max diff (output steps) | "
-          "logits > 1 step | top-1 agreement | first activation > 1 step (share of elements) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| model | bits | profile | ORT integer Conv/Gemm | TensorRT rules | max logit diff (output steps, "
+          "reported) | top-1 agreement | accuracy diff (pt) | layer-local worst: steps / share on another code | "
+          "default gate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        fd = r.get("first_divergence")
-        first = f"{fd['module']} {fd['max_steps']:.0f} steps ({fd['mismatched']:.2%})" if fd else "-"
+        verdict = r["gate"] if r["gate"] == "pass" else f"FAIL: {'; '.join(r['gate_failures'])}"
         print(f"| {r['model']} | {r['bits']} | {r['profile']} | {r['integer_layers']}/{r['compute_layers']} | "
-              f"{'pass' if r['trt_rules_ok'] else 'fail'} | {r['max_steps']:g} | "
-              f"{r['logits_off_by_more_than_1_step']:.3%} | {r['top1_agreement']:.2f} % | {first} |")
+              f"{'pass' if r['trt_rules_ok'] else 'fail'} | {r['max_steps']:g} | {r['top1_agreement']:.2f} % | "
+              f"{r['accuracy_diff']:.2f} | {r['layer_worst_steps']:g} / {r['layer_worst_mismatch']:.4%} | "
+              f"**{verdict}** |")
 
 
 if __name__ == "__main__":

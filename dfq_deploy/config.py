@@ -50,10 +50,6 @@ def config_from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "co
         raise ConfigError(f"{where}: {e}") from e
 
 
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping (safe loader only)."""
     path = Path(path)

@@ -18,32 +18,28 @@ def _exe() -> str:
 
 @pytest.mark.slow
 def test_installed_command_runs_end_to_end(tmp_path):
-    """The main job (default recipe: ZeroQ calibration + block reconstruction) at a tiny budget runs end to end and
-    exports an all-integer model.
-
-    Its parity is measured but gated loosely here: a barely trained student can carry exact rounding ties that
-    PyTorch and ONNX Runtime break differently and that then cascade (seen with 4 DMKD steps in one of five runs:
-    98.6 % agreement, 16 steps; docs/validate.md). The strict gate is the next test, on a deterministic student.
-    """
+    """The main job (default recipe: ZeroQ calibration + block reconstruction) at a tiny budget runs end to end,
+    exports an all-integer model and passes the parity gate with the defaults every user gets (no gate flag)."""
     out = tmp_path / "run"
     proc = subprocess.run([_exe(), "train-export", "--target", "onnxruntime", "--set", "zeroq_steps=5",
                            "--set", "calib_batches=1", "--set", "recon_iters=5",
-                           "--batch-size", "32", "--eval-limit", "1000", "--out", str(out), "--quiet",
-                           "--max-steps", "1000", "--min-agreement", "95"],
+                           "--batch-size", "32", "--eval-limit", "1000", "--out", str(out), "--quiet"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["teacher"]["accuracy"] > 90.0  # the shipped teacher on the first 1000 test images
     assert report["census"]["integer_compute"] == 22 and report["census"]["float_compute"] == []
-    assert report["parity"]["top1_agreement"] >= 95.0
+    assert report["gate"]["passed"] and report["gate"]["failures"] == []
+    assert report["gate"]["layers"]["worst_steps"] <= 1.0 and report["gate"]["layers"]["samples"] == 256
     assert (out / "validation.html").is_file() and "teacher FP accuracy" in proc.stdout
 
 
 @pytest.mark.slow
 def test_ci_parity_gate_on_a_student_of_the_shipped_teacher(tmp_path):
-    """The CI gate: `dfq-deploy validate` with its strict defaults (agreement >= 99.9 %, <= 1 output step) on a real
-    exported W4A4 student of the shipped teacher (noise-calibrated PTQ: deterministic, seconds to make), over all
-    10 000 test images. A change that breaks integer parity (export, graph passes, runtime) turns this red."""
+    """The CI gate: `dfq-deploy validate` with its defaults (every activation layer-local within one step and 0.1 %
+    of elements, agreement >= 99 %, accuracy within 0.5 pt, integer census) on a real exported W4A4 student of the
+    shipped teacher (noise-calibrated PTQ: deterministic, seconds to make), over all 10 000 test images. A change
+    that breaks integer parity (export, graph passes, runtime) turns this red."""
     out = tmp_path / "run"
     made = subprocess.run([_exe(), "train-export", "--recipe", "ptq", "--set", "source=noise", "--bits", "W4A4",
                            "--out", str(out), "--quiet"],
@@ -53,8 +49,9 @@ def test_ci_parity_gate_on_a_student_of_the_shipped_teacher(tmp_path):
     assert gate.returncode == 0, gate.stdout[-2000:] + gate.stderr[-2000:]
     validation = json.loads((out / "validation.json").read_text())
     assert validation["samples"] == 10000 and validation["passed"] and validation["reference"] == "torch"
-    assert validation["runtimes"]["onnxruntime"]["max_diff_steps"] <= 1.0
-    assert validation["runtimes"]["onnxruntime"]["top1_agreement"] >= 99.9
+    assert validation["runtimes"]["onnxruntime"]["top1_agreement"] >= 99.0
+    assert validation["layers"]["passed"] and len(validation["layers"]["layers"]) == 33
+    assert validation["census"]["all_integer"]
     from dfq_deploy.runtimes import find_runtime
 
     if find_runtime("tensorrt")[0] is None:  # skipped with its reason, not counted as compared

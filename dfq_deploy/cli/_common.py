@@ -32,3 +32,36 @@ def command_line() -> str:
     import shlex
 
     return " ".join(["dfq-deploy", *map(shlex.quote, sys.argv[1:])])
+
+
+def gate_options(fn):
+    """The parity gate's options, shared by ``train-export`` and ``validate`` (defaults read from ``Gate``); the
+    command receives a ready ``gate`` argument."""
+    from ..validate.gate import Gate
+
+    d = Gate()
+    options = [
+        click.option("--min-agreement", type=float, default=d.min_agreement, show_default=True,
+                     help="Gate: top-1 agreement with the reference (%)."),
+        click.option("--max-accuracy-diff", type=float, default=d.max_accuracy_diff, show_default=True,
+                     help="Gate: accuracy difference to the reference (points)."),
+        click.option("--layer-max-mismatch", type=float, default=d.layer_max_mismatch, show_default=True,
+                     help="Gate: share of a quantized activation's elements that may sit on another code when the "
+                          "runtime gets the reference's inputs (rounding ties)."),
+        click.option("--layer-samples", type=int, default=d.layer_samples, show_default=True,
+                     help="Images the layer-local check runs on."),
+        click.option("--max-steps", type=float, default=None,
+                     help="Also gate the largest logit difference in output quantization steps (off by default: "
+                          "rounding ties compound with depth; see docs/validate.md)."),
+    ]
+
+    @handle_errors  # a bad threshold is a one-line config error like any other
+    @functools.wraps(fn)
+    def wrapper(*args, min_agreement, max_accuracy_diff, layer_max_mismatch, layer_samples, max_steps, **kwargs):
+        gate = Gate(min_agreement=min_agreement, max_accuracy_diff=max_accuracy_diff,
+                    layer_max_mismatch=layer_max_mismatch, layer_samples=layer_samples, max_logit_steps=max_steps)
+        return fn(*args, gate=gate, **kwargs)
+
+    for opt in reversed(options):
+        wrapper = opt(wrapper)
+    return wrapper

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..targets import TARGETS
-from ._common import handle_errors
+from ._common import gate_options, handle_errors
 
 
 @click.command("train-export")
@@ -31,15 +31,13 @@ from ._common import handle_errors
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on the first N test images only.")
 @click.option("--data-root", default=None, help="Folder with the evaluation files (default: Debian's install).")
 @click.option("--out", default=None, help="Run directory (default runs/<time>-<recipe>-<bits>); must not exist.")
-@click.option("--min-agreement", default=99.9, show_default=True, help="Parity gate: top-1 agreement in percent.")
-@click.option("--max-steps", default=1.0, show_default=True,
-              help="Parity gate: largest logit difference in output quantization steps.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@gate_options
 @handle_errors
 def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps,
                  batch_size, seed,
-                 overrides, eval_limit, data_root, out, min_agreement, max_steps, threads, quiet):
+                 overrides, eval_limit, data_root, out, gate, threads, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     from ..config import merge_recipe_options
     from ..errors import ConfigError
@@ -62,8 +60,8 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
             raise ConfigError(f"{flag} does not apply to recipe {recipe} (it has no {key} field)", hint=hint)
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor)
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
-                            eval_limit=eval_limit, data_root=data_root, out=out, min_agreement=min_agreement,
-                            max_steps=max_steps, threads=threads, progress=not quiet)
+                            eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,
+                            threads=threads, progress=not quiet)
     result = run(cfg)
     click.echo(summary_text(result.report))
     click.echo(f"run directory: {result.run_dir}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._common import handle_errors
+from ._common import gate_options, handle_errors
 
 
 @click.command("validate")
@@ -15,23 +15,21 @@ from ._common import handle_errors
               help="fashion-mnist | imagefolder:PATH (one sub-folder per class) | synthetic")
 @click.option("--limit", type=int, default=None, help="First N images only.")
 @click.option("--data-root", default=None, help="Folder of the Fashion-MNIST files (default: Debian's).")
-@click.option("--min-agreement", default=99.9, show_default=True, help="Gate: top-1 agreement with the reference (%).")
-@click.option("--max-steps", default=1.0, show_default=True,
-              help="Gate: largest logit difference in output quantization steps.")
 @click.option("--out", default=None, help="Report folder (default: the run directory, or beside the .onnx).")
 @click.option("--threads", type=int, default=None)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@gate_options
 @handle_errors
-def validate_cmd(target, runtimes, data, limit, data_root, min_agreement, max_steps, out, threads, quiet):
+def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, quiet):
     """Run TARGET (a train-export run directory or an .onnx) in every runtime and gate on parity.
 
-    Exits 0 when every runtime passes, 7 when one fails (the reports are written either way).
+    Exits 0 when the gate passes, 7 when it fails (the reports are written either way): every quantized activation
+    checked layer by layer, top-1 agreement and accuracy end to end, the integer-kernel census (docs/validate.md).
     """
     from ..validate.validate import ValidateConfig, validate
 
     cfg = ValidateConfig(target=target, runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
-                         data=data, limit=limit, data_root=data_root, min_agreement=min_agreement,
-                         max_steps=max_steps, out=out, threads=threads, progress=not quiet)
+                         data=data, limit=limit, data_root=data_root, gate=gate, out=out, threads=threads, progress=not quiet)
     report = validate(cfg)
     click.echo(summary(report))
 
@@ -43,7 +41,16 @@ def summary(report: dict) -> str:
     for name, r in report["runtimes"].items():
         acc = f"{r['accuracy']:.2f} %" if r["accuracy"] is not None else "n/a"
         lines.append(f"  {name:<28} accuracy {acc}  agreement {r['top1_agreement']:.3f} %  "
-                     f"max {r['max_diff_steps']} steps  {'pass' if r['passed'] else 'FAIL'}")
+                     f"max {r['max_diff_steps']} output steps (not gated)  {'pass' if r['passed'] else 'FAIL'}")
+    layers = report["layers"]
+    if layers is not None:
+        lines.append(f"  {'layer-local check':<28} {len(layers['layers'])} activations, worst "
+                     f"{layers['worst_steps']:g} step, {layers['worst_mismatch']:.4%} of elements  "
+                     f"{'pass' if layers['passed'] else 'FAIL'}")
+    if report["census"] is not None:
+        c = report["census"]
+        lines.append(f"  {'integer census':<28} {c['integer_compute']} integer Conv/Gemm, {len(c['float_compute'])} "
+                     f"float  {'pass' if c['all_integer'] else 'FAIL'}")
     for name, why in report["skipped"].items():
         lines.append(f"  {name:<28} skipped: {why}")
     return "\n".join(lines)

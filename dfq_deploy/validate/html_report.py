@@ -50,12 +50,13 @@ def _figures(report: dict, history: list[dict]) -> list[tuple[str, str]]:
         ax.set_yscale("log")
         ax.set_xlabel("|logit difference| to the reference (output quantization steps, rounded)")
         ax.set_ylabel("logits")
-        ax.axvline(report["gate"]["max_steps"] + 0.5, color="r", linestyle="--", label="gate")
+        if report["gate"].get("max_logit_steps") is not None:
+            ax.axvline(report["gate"]["max_logit_steps"] + 0.5, color="r", linestyle="--", label="gate")
         ax.legend(fontsize=8)
-        ax.set_title("logit differences")
+        ax.set_title("logit differences (reported; ties compound with depth)")
         figs.append(("Logit-difference histogram", _png(fig)))
     for name, r in rows.items():
-        if "confusion" in r:
+        if r.get("confusion"):
             cm = np.array(r["confusion"])
             fig, ax = plt.subplots(figsize=(5.5, 4.5))
             im = ax.imshow(cm, cmap="Blues")
@@ -96,35 +97,50 @@ def render_html(report: dict, history: list[dict] | None = None) -> str:
         rows.append([name, _fmt(r["accuracy"], unit=" %"), _fmt(r["top1_agreement"], ".3f", " %"),
                      _fmt(r["max_diff_steps"], "g"), _fmt(r["mean_diff_steps"], ".4f"),
                      "pass" if r["passed"] else "FAIL"])
+    gate = report["gate"]
     parts = [f"<h1>dfq-deploy validation: <span class='{verdict.lower()}'>{verdict}</span></h1>",
              f"<p>model <code>{html.escape(report['model'])}</code> (profile {html.escape(str(report['profile']))})"
              f", data {html.escape(report['data'])} ({report['samples']} images), reference "
-             f"{html.escape(report['reference'])}, output step {_fmt(report['output_step'], '.4g')}. Gate: top-1 "
-             f"agreement &ge; {report['gate']['min_agreement']} % and &le; {report['gate']['max_steps']} output "
-             "steps.</p>",
-             _table(["runtime", "accuracy", "top-1 agreement", "max diff (steps)", "mean diff (steps)", "gate"],
-                    rows)]
+             f"{html.escape(report['reference'])}, output step {_fmt(report['output_step'], '.4g')}.</p>",
+             f"<p>Gate: every quantized activation, computed by the runtime from the reference's own inputs, within "
+             f"{gate['layer_max_steps']:g} step of the reference and on another code in at most "
+             f"{gate['layer_max_mismatch']:.3%} of its elements; end to end top-1 agreement &ge; "
+             f"{gate['min_agreement']} % and accuracy within {gate['max_accuracy_diff']} pt"
+             + (f", logits within {gate['max_logit_steps']:g} output steps" if gate.get("max_logit_steps") is not None
+                else "") + "; with the onnxruntime profile every Conv/Gemm an integer kernel.</p>"]
+    if report.get("failures"):
+        parts.append("<h2>Why it fails</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in report["failures"])
+                     + "</ul>")
+    parts.append(_table(["runtime", "accuracy", "top-1 agreement", "max diff (steps)", "mean diff (steps)", "gate"],
+                        rows))
     if report["skipped"]:
         parts.append("<h2>Not run here</h2>" + _table(["runtime", "why"], [[k, v] for k, v in
                                                                            report["skipped"].items()]))
-    div = report.get("divergence")
-    if div:
-        first = div["first"]
-        parts.append("<h2>First diverging layer</h2>")
-        if first:
-            where = (f"<b>{html.escape(first['node'])}</b> ({html.escape(first['module'])}), "
-                     f"{first['max_steps']:.1f} steps, shape {first['shape']}")
-        else:
-            where = "none found"
-        parts.append(f"<p>{where} &mdash; on the {div['samples']} images that differ most.</p>")
-        parts.append(_table(["#", "graph node", "PyTorch module", "shape", "max steps", "share > 0.5 step"],
-                            [[d["index"], d["node"], d["module"], d["shape"], f"{d['max_steps']:.2f}",
-                              f"{d['mismatched']:.3%}"] for d in div["layers"]]))
+    census = report.get("census")
+    if census is not None:
+        parts.append(f"<h2>Integer census</h2><p>{census['integer_compute']} Conv/Gemm run as integer kernels in ONNX "
+                     f"Runtime, {len(census['float_compute'])} in float"
+                     + (f": {html.escape(', '.join(census['float_compute']))}" if census["float_compute"] else "")
+                     + ".</p>")
+    layers = report.get("layers")
+    if layers:
+        first = layers["first_failure"]
+        parts.append("<h2>Layer-local check</h2>")
+        where = (f"first faulty activation: <b>{html.escape(first['node'])}</b> ({html.escape(first['module'])}), "
+                 f"{first['max_steps']:g} steps, {first['mismatched']:.3%} of its elements" if first else
+                 f"every activation within the gate (worst {layers['worst_steps']:g} step, "
+                 f"{layers['worst_mismatch']:.4%} of elements)")
+        parts.append(f"<p>{where}; {layers['samples']} images, reference {html.escape(layers['reference'])}, runtime "
+                     f"{html.escape(layers['runtime'])}.</p>")
+        parts.append(_table(["#", "graph node", "module", "shape", "max steps", "share on another code", "gate"],
+                            [[d["index"], d["node"], d["module"], d["shape"], f"{d['max_steps']:g}",
+                              f"{d['mismatched']:.4%}", "pass" if d["passed"] else "FAIL"]
+                             for d in layers["layers"]]))
     figs = _figures(report, history or [])
     parts.append("<h2>Figures</h2>")
     parts += [f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'><figcaption>{html.escape(t)}"
               "</figcaption></figure>" for t, b in figs]
-    per_class = {n: r["per_class_accuracy"] for n, r in report["runtimes"].items() if "per_class_accuracy" in r}
+    per_class = {n: r["per_class_accuracy"] for n, r in report["runtimes"].items() if r.get("per_class_accuracy")}
     if per_class:
         classes = list(next(iter(per_class.values())))
         parts.append("<h2>Per-class accuracy (%)</h2>" + _table(

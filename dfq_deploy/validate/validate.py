@@ -1,10 +1,10 @@
 """``dfq-deploy validate``: every available runtime on the same inputs, compared with the PyTorch reference.
 
 Per runtime: accuracy (when labels exist), top-1 agreement with the reference, max and mean logit difference in
-output quantization steps, per-class accuracy. The gate (defaults: agreement >= 99.9 %, <= 1 step) fails with
-:class:`~dfq_deploy.errors.ParityError` (exit code 7). When a runtime fails it and the PyTorch model is at hand,
-the first quantized activation that diverges is located (:mod:`.divergence`). Reports: ``validation.json`` and a
-self-contained ``validation.html`` (figures embedded).
+output quantization steps, per-class accuracy; per quantized activation of the graph, the layer-local comparison;
+with the onnxruntime profile, the integer-kernel census. The gate (:mod:`.gate`) fails with
+:class:`~dfq_deploy.errors.ParityError` (exit code 7), naming the first faulty layer. Reports: ``validation.json``
+and a self-contained ``validation.html`` (figures embedded).
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, ParityError
-from .parity import compare_logits, run_logits
+from ..errors import ConfigError
+from .gate import Gate, check_parity, raise_for_gate
+from .parity import run_logits
 
 RUNTIME_NAMES = ("torch", "onnxruntime", "tensorrt")
 
@@ -29,10 +30,8 @@ class ValidateConfig:
     data: str = "fashion-mnist"                   # fashion-mnist | imagefolder:PATH | synthetic
     limit: int | None = None                      # first N images only
     data_root: str | None = None
-    min_agreement: float = 99.9                   # gate: top-1 agreement with the reference (%)
-    max_steps: float = 1.0                        # gate: largest logit difference in output quantization steps
+    gate: Gate = Gate()                           # thresholds (the same defaults as train-export's)
     out: str | None = None                        # report folder; default: the run directory / beside the .onnx
-    divergence_samples: int = 64                  # images used to locate the first diverging layer
     threads: int | None = None
     progress: bool = True
 
@@ -40,8 +39,6 @@ class ValidateConfig:
         bad = [r for r in self.runtimes if r not in RUNTIME_NAMES]
         if bad or not self.runtimes:
             raise ConfigError(f"unknown runtime(s) {bad}", hint=f"use a comma-separated subset of {RUNTIME_NAMES}")
-        if not 0 <= self.min_agreement <= 100 or self.max_steps < 0:
-            raise ConfigError("min_agreement must be in [0, 100] and max_steps >= 0")
 
 
 def _metadata(onnx_path: Path) -> dict:
@@ -54,32 +51,6 @@ def _metadata(onnx_path: Path) -> dict:
             out[key] = json.loads(meta[f"dfq_deploy.{key}"])
     out["profile"] = meta.get("dfq_deploy.profile")
     return out
-
-
-def compare_runtimes(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], labels, *,
-                     output_step: float | None, min_agreement: float, max_steps: float | None,
-                     class_names) -> dict[str, dict]:
-    """Parity of each runtime's logits with ``reference``, plus per-class accuracy and the step histogram."""
-    rows = {}
-    for name, logits in outputs.items():
-        p = compare_logits(reference, logits, labels, runtime=name, reference_name=reference_name,
-                           output_step=output_step, min_agreement=min_agreement, max_steps=max_steps).to_dict()
-        diff = np.abs(reference.astype(np.float64) - logits.astype(np.float64))
-        p["mean_diff_steps"] = float(diff.mean() / output_step) if output_step else None
-        steps = np.round(diff / output_step).astype(np.int64).ravel() if output_step else None
-        p["step_histogram"] = ({str(k): int(v) for k, v in zip(*np.unique(steps, return_counts=True), strict=True)}
-                               if steps is not None else None)
-        if labels is not None:
-            pred = logits.argmax(1)
-            p["per_class_accuracy"] = {str(class_names[c]) if c < len(class_names) else str(c):
-                                       float((pred[labels == c] == c).mean() * 100)
-                                       for c in np.unique(labels)}
-            n = max(len(class_names), int(labels.max()) + 1, int(pred.max()) + 1)
-            cm = np.zeros((n, n), np.int64)
-            np.add.at(cm, (labels, pred), 1)
-            p["confusion"] = cm.tolist()
-        rows[name] = p
-    return rows
 
 
 def validate(cfg: ValidateConfig) -> dict:
@@ -140,61 +111,29 @@ def validate(cfg: ValidateConfig) -> dict:
         else:
             rt = cls(onnx_path, threads=cfg.threads) if name == "onnxruntime" else cls(onnx_path)
             outputs[name] = run_logits(rt, data, progress=cfg.progress)
-    report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, student,
-                          min_agreement=cfg.min_agreement, max_steps=cfg.max_steps, profile=meta.get("profile"),
-                          divergence_samples=cfg.divergence_samples, threads=cfg.threads)
-    failed = [n for n, r in report["runtimes"].items() if not r["passed"]]
+    report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, cfg.gate, student=student,
+                          profile=meta.get("profile"), threads=cfg.threads, progress=cfg.progress)
     write_reports(out_dir, report, history)
-    if failed:
-        raise ParityError(failure_message(report, out_dir / "validation.html"),
-                          hint="look at the report's first diverging layer; integer kernels may differ by one "
-                               "step on rounding ties")
+    raise_for_gate(report, out_dir / "validation.html",
+                   hint="the report's layer table names the faulty activation; a correct export passes the default "
+                        "gate (docs/validate.md)")
     return report
 
 
-def failure_message(report: dict, html_path: Path) -> str:
-    failed = [n for n, r in report["runtimes"].items() if not r["passed"]]
-    gate = report["gate"]
-    parts = []
-    for n in failed:
-        r = report["runtimes"][n]
-        parts.append(f"{n}: agreement {r['top1_agreement']:.3f} %, max {r['max_diff_steps']} steps")
-    where = ""
-    div = report.get("divergence")
-    if div and div["first"]:
-        f = div["first"]
-        where = f"; first diverging layer: {f['node']} ({f['module']}), {f['max_steps']:.1f} steps, shape {f['shape']}"
-    return (f"parity gate failed (agreement >= {gate['min_agreement']} %, <= {gate['max_steps']} output steps): "
-            f"{'; '.join(parts)}{where}; report: {html_path}")
-
-
 def build_report(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], skipped: dict,
-                 data, onnx_path: Path, student=None, *, min_agreement: float, max_steps: float,
-                 profile: str | None = None, divergence_samples: int = 64, threads: int | None = None) -> dict:
-    """The validation report for logits already computed; locates the first divergence when a gate fails."""
+                 data, onnx_path: Path, gate: Gate, *, student=None, profile: str | None = None,
+                 threads: int | None = None, progress: bool = False) -> dict:
+    """The validation report (a plain dict, written as ``validation.json``) of logits already computed."""
     from ..export.inspect import output_quant_step
 
+    result = check_parity(reference_name, reference, outputs, data, onnx_path, gate, student=student,
+                          profile=profile, skipped=skipped, threads=threads, progress=progress)
     labels = data.labels.numpy() if data.labelled else None
-    step = output_quant_step(onnx_path)
-    rows = compare_runtimes(reference_name, reference, outputs, labels, output_step=step,
-                            min_agreement=min_agreement, max_steps=max_steps, class_names=data.class_names)
-    divergence = None
-    failed = [n for n, r in rows.items() if not r["passed"]]
-    if failed and student is not None:
-        from .divergence import first_divergence, layer_diffs
-
-        worst = np.argsort(-np.abs(reference - outputs[failed[0]]).max(1))[:divergence_samples]
-        diffs = layer_diffs(student, onnx_path, data.images[np.sort(worst)].numpy(), threads=threads)
-        first = first_divergence(diffs, max_steps)
-        divergence = {"first": first.to_dict() if first else None, "layers": [d.to_dict() for d in diffs],
-                      "samples": len(worst)}
     return {
         "model": str(onnx_path), "profile": profile, "data": data.name, "samples": len(data),
-        "labelled": labels is not None, "reference": reference_name,
+        "labelled": labels is not None,
         "reference_accuracy": float((reference.argmax(1) == labels).mean() * 100) if labels is not None else None,
-        "output_step": step, "gate": {"min_agreement": min_agreement, "max_steps": max_steps},
-        "runtimes": rows, "skipped": skipped, "divergence": divergence, "passed": not failed,
-        "class_names": list(data.class_names),
+        "output_step": output_quant_step(onnx_path), **result.to_dict(), "class_names": list(data.class_names),
     }
 
 

@@ -54,6 +54,7 @@ def test_validate_a_run_passes_and_reports_every_measure(run_dir, tmp_path):
     v = json.loads((tmp_path / "validation.json").read_text())
     ort = v["runtimes"]["onnxruntime"]
     assert ort["top1_agreement"] == 100.0 and ort["max_diff_steps"] <= 1.0 and ort["mean_diff_steps"] is not None
+    assert v["layers"]["passed"] and v["census"]["all_integer"] and "layer-local check" in r.output
     assert set(ort["per_class_accuracy"]) <= set(v["class_names"]) and len(ort["per_class_accuracy"]) >= 5
     assert sum(ort["step_histogram"].values()) == 300 * 10
     assert np.array(ort["confusion"]).sum() == 300
@@ -63,18 +64,18 @@ def test_validate_a_run_passes_and_reports_every_measure(run_dir, tmp_path):
         assert v["runtimes"]["tensorrt"]["passed"] and "tensorrt" not in v["skipped"]
 
 
-def test_a_planted_divergence_is_named_and_fails_the_gate(run_dir, tmp_path):
+def test_a_planted_fault_is_named_and_fails_the_gate(run_dir, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(run_dir, bad)
     victim = plant_scale_error(bad / "model.onnx", pick=lambda n: 4)
     r = CliRunner().invoke(main, ["validate", str(bad), "--limit", "300", "--runtimes", "torch,onnxruntime",
                                   "--quiet"])
     assert r.exit_code == 7, r.output
-    assert victim in r.output and "first diverging layer" in r.output and "Traceback" not in r.output
+    assert victim in r.output and "parity gate failed: layer" in r.output and "Traceback" not in r.output
     v = json.loads((bad / "validation.json").read_text())
-    assert not v["passed"] and v["divergence"]["first"]["node"] == victim
-    first = v["divergence"]["first"]
-    assert len(first["shape"]) == 4 and (first["max_steps"] > 1 or first["mismatched"] > 0.01)
+    first = v["layers"]["first_failure"]
+    assert not v["passed"] and first["node"] == victim and v["failures"][0].startswith("layer ")
+    assert len(first["shape"]) == 4 and (first["max_steps"] > 1 or first["mismatched"] > 0.001)
     assert victim in (bad / "validation.html").read_text()
 
 

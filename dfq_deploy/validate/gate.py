@@ -1,0 +1,147 @@
+"""The parity gate: one comparator for ``train-export`` and ``validate``, one place that raises ``ParityError``.
+
+A runtime passes when
+
+1. **layer by layer** (:mod:`.local`), every quantized activation it computes from the reference's own inputs is
+   within ``layer_max_steps`` (one step: a rounding tie) of the reference everywhere, and on another code in at most
+   ``layer_max_mismatch`` of its elements (ties are rare; a fault moves many elements);
+2. **end to end** (:mod:`.parity`), top-1 agreement is at least ``min_agreement`` and the accuracy differs by at most
+   ``max_accuracy_diff`` points; the logit difference in output steps is reported, and gated only on request;
+3. **integer census**: with the onnxruntime profile, every Conv/Gemm runs as an integer kernel in ONNX Runtime.
+
+The defaults come from measurements (docs/validate.md, "How the defaults were chosen").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, ParityError
+from .local import LocalResult
+from .parity import ParityResult
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Thresholds of the parity gate (the same defaults for ``train-export``, ``validate`` and the Python API)."""
+
+    min_agreement: float = 99.0        # end to end: top-1 agreement with the reference (%)
+    max_accuracy_diff: float = 0.5     # end to end: |accuracy - reference accuracy| (points)
+    layer_max_steps: float = 1.0       # per activation: largest difference of one element (quantization steps)
+    layer_max_mismatch: float = 0.001  # per activation: largest share of elements on another code
+    layer_samples: int = 256           # images the layer-local check runs on
+    max_logit_steps: float | None = None  # optional: largest logit difference in output steps (off: ties compound)
+
+    def __post_init__(self):
+        def bad(v):
+            return not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v)
+
+        if bad(self.min_agreement) or not 0 <= self.min_agreement <= 100:
+            raise ConfigError(f"min_agreement={self.min_agreement!r} must be a percentage in [0, 100]",
+                              hint="e.g. --min-agreement 99")
+        for name in ("max_accuracy_diff", "layer_max_steps", "layer_max_mismatch"):
+            v = getattr(self, name)
+            if bad(v) or v < 0:
+                raise ConfigError(f"{name}={v!r} must be a finite number >= 0",
+                                  hint=f"e.g. --{name.replace('_', '-')} {getattr(Gate, name)}")
+        if self.layer_max_mismatch > 1:
+            raise ConfigError(f"layer_max_mismatch={self.layer_max_mismatch!r} is a share in [0, 1]",
+                              hint="e.g. --layer-max-mismatch 0.001 (0.1 % of an activation's elements)")
+        if not isinstance(self.layer_samples, int) or isinstance(self.layer_samples, bool) or self.layer_samples < 1:
+            raise ConfigError(f"layer_samples={self.layer_samples!r} must be an integer >= 1",
+                              hint="e.g. --layer-samples 256")
+        if self.max_logit_steps is not None and (bad(self.max_logit_steps) or self.max_logit_steps < 0):
+            raise ConfigError(f"max_logit_steps={self.max_logit_steps!r} must be a finite number >= 0",
+                              hint="leave it unset (reported, not gated) or e.g. --max-steps 3")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class GateResult:
+    """Everything the gate compared; truthy when it passes (Polygraphy's habit: a result, not a raise)."""
+
+    gate: Gate
+    reference: str
+    runtimes: dict[str, ParityResult]
+    layers: LocalResult | None = None
+    census: dict | None = None                      # KernelCensus.to_dict() when the integer census applies
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def failures(self) -> list[str]:
+        """One line per reason the gate fails, the faulty layer first (empty when it passes)."""
+        out = []
+        if self.layers is not None and not self.layers:
+            f = self.layers.first_failure
+            if f is None:
+                out.append("layer-local check compared no activation")
+            elif f.expected_range is not None and f.code_range != f.expected_range and (
+                    f.code_range[1] != f.expected_range[1] or f.code_range[0] < f.expected_range[0]):
+                out.append(f"layer {f.module} ({f.node}): integer range {f.code_range} in the graph where the "
+                           f"quantizer has {f.expected_range} (a missing or wrong Clip)")
+            else:
+                out.append(f"layer {f.module} ({f.node}): {f.max_steps:g} steps off, {f.mismatched:.3%} of "
+                           f"{f.shape} on another code (gate <= {self.gate.layer_max_steps:g} step, <= "
+                           f"{self.gate.layer_max_mismatch:.3%})")
+        if self.census is not None and not self.census["all_integer"]:
+            out.append(f"float compute where an integer kernel was expected: {', '.join(self.census['float_compute'])}")
+        for r in self.runtimes.values():
+            out += r.failures()
+        return out
+
+    def __bool__(self) -> bool:
+        return not self.failures()
+
+    def to_dict(self) -> dict:
+        return {"gate": self.gate.to_dict(), "reference": self.reference,
+                "runtimes": {k: v.to_dict() for k, v in self.runtimes.items()},
+                "layers": None if self.layers is None else self.layers.to_dict(),
+                "census": self.census, "skipped": dict(self.skipped), "failures": self.failures(),
+                "passed": bool(self)}
+
+
+def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], data, onnx_path: Path,
+                 gate: Gate, *, student=None, profile: str | None = None, skipped: dict | None = None,
+                 threads: int | None = None, progress: bool = False) -> GateResult:
+    """The comparator: ``outputs`` (runtime name -> logits on ``data``) against ``reference``, plus the
+    layer-local check of the graph (reference: ``student``, else the graph unoptimised) and the integer census."""
+    from ..export import ort_kernel_census
+    from ..export.inspect import output_quant_step
+    from .local import check_layers
+    from .parity import compare_logits
+
+    labels = data.labels.numpy() if data.labelled else None
+    step = output_quant_step(onnx_path)
+    rows = {name: compare_logits(reference, logits, labels, runtime=name, reference_name=reference_name,
+                                 output_step=step, min_agreement=gate.min_agreement,
+                                 max_accuracy_diff=gate.max_accuracy_diff, max_steps=gate.max_logit_steps,
+                                 class_names=data.class_names)
+            for name, logits in outputs.items()}
+    # the images where a runtime is furthest from the reference first (where a fault shows most), in dataset order
+    spread = max((np.abs(reference - o).max(1) for o in outputs.values()), key=lambda d: d.max(initial=0),
+                 default=np.zeros(len(reference)))
+    pick = np.sort(np.argsort(-spread, kind="stable")[:gate.layer_samples])
+    layers = check_layers(onnx_path, data.images[pick].numpy(), student, max_steps=gate.layer_max_steps,
+                          max_mismatch=gate.layer_max_mismatch, threads=threads, progress=progress)
+    census = None
+    if profile == "onnxruntime" and "onnxruntime" in outputs:
+        census = ort_kernel_census(onnx_path).to_dict()
+    return GateResult(gate, reference_name, rows, layers, census, dict(skipped or {}))
+
+
+def failure_message(report: dict, html_path: Path) -> str:
+    gate = report["gate"]
+    return (f"parity gate failed: {'; '.join(report['failures'])} (gate: per layer <= {gate['layer_max_steps']:g} "
+            f"step and <= {gate['layer_max_mismatch']:.3%} of elements; top-1 agreement >= {gate['min_agreement']} "
+            f"%, accuracy within {gate['max_accuracy_diff']} pt); report: {html_path}")
+
+
+def raise_for_gate(report: dict, html_path: Path, hint: str) -> None:
+    """Raise the ``ParityError`` of a failed report (the one place that raises it)."""
+    if not report["passed"]:
+        raise ParityError(failure_message(report, html_path), hint=hint)

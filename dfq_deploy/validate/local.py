@@ -1,0 +1,342 @@
+"""Layer-local parity: every quantized activation the runtime computes, given the reference's own inputs to it.
+
+Why local: two correct integer implementations break a rounding tie differently now and then (one element, one
+step). End to end those single-step flips feed the next layers, compound with depth and reach the logits as several
+output steps, so a gate on the logits cannot tell a tie from a bug (issue 11: 2 to 67 output steps on correct
+exports). Layer by layer, with both sides fed the *same* inputs, a correct export differs by at most one step and
+only on a tiny share of the elements, while a real fault (a wrong scale or zero point, a missing clamp, swapped
+channel scales, a wrong residual scale) moves many elements, or some by more than a step, in the layer it is in.
+
+How: the exported graph is cut at its activation quantizers. Every activation ``QuantizeLinear -> [Clip] ->
+DequantizeLinear`` chain of the QCDQ export is one quantized activation of the Brevitas model (the export is a trace,
+so the i-th chain of the graph and the i-th activation quantizer call of the forward are the same tensor). For each
+chain, the sub-graph that computes its integer codes from the codes of the chains it depends on is extracted (the
+same nodes, weights and Q/DQ pairs as the deployed model) and run by ONNX Runtime with full optimisation, so it is
+fused into the same integer kernels (QLinearConv, QLinearAdd, QGemm) as the whole model. Its inputs are the
+*reference's* codes of the upstream activations (teacher forcing); its output, dequantized with the chain's own
+DequantizeLinear parameters, is compared with the reference's activation in the reference's quantization steps.
+
+The reference is the PyTorch model (the Brevitas student), or, for a bare ``.onnx``, the same graph run unoptimised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from tqdm.auto import tqdm
+
+from ..errors import ModelError
+from ..export.graph import Graph, attr, broadcast
+from ..export.passes import REQUANT_SUFFIX
+
+_ONNX_TO_NP = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8,
+               onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT16: np.int16}
+
+
+@dataclass
+class Chain:
+    """One quantized activation of the graph: ``q`` -> [clip] -> ``dq``; ``codes`` names its integer tensor."""
+
+    index: int
+    q: onnx.NodeProto
+    dq: onnx.NodeProto
+    codes: str
+    dtype: type
+    low: int            # codes range (the Clip's, else the integer type's)
+    high: int
+    q_scale: np.ndarray
+    q_zero: np.ndarray
+    dq_scale: np.ndarray
+    dq_zero: np.ndarray
+    axis: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.dq.name or self.dq.output[0]
+
+    def quantize(self, value: np.ndarray) -> np.ndarray:
+        s, z = broadcast(self.q_scale, value.ndim, self.axis), broadcast(self.q_zero, value.ndim, self.axis)
+        codes = np.round(value.astype(np.float64) / s) + z.astype(np.float64)
+        return np.clip(codes, self.low, self.high).astype(self.dtype)
+
+    def dequantize(self, codes: np.ndarray) -> np.ndarray:
+        s, z = broadcast(self.dq_scale, codes.ndim, self.axis), broadcast(self.dq_zero, codes.ndim, self.axis)
+        return (codes.astype(np.float64) - z.astype(np.float64)) * s
+
+
+def activation_chains(model: onnx.ModelProto) -> list[Chain]:
+    """The activation Q -> [Clip] -> DQ chains of ``model`` in graph order (weight and bias chains and the requantize
+    pairs that export passes insert around grid-preserving ops are not activations of the PyTorch model)."""
+    G = Graph(model)
+    chains = []
+    for q in G.g.node:
+        if q.op_type != "QuantizeLinear" or G.is_const(q.input[0]) or q.name.endswith(REQUANT_SUFFIX):
+            continue
+        src = G.producer.get(q.input[0])
+        if src is not None and src.op_type == "QuantizeLinear":
+            continue
+        codes, low, high = q.output[0], None, None
+        nxt = G.consumers.get(codes, [])
+        if len(nxt) == 1 and nxt[0].op_type == "Clip":
+            clip = nxt[0]
+            low = G.const(clip.input[1]) if len(clip.input) > 1 and clip.input[1] else None
+            high = G.const(clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
+            codes = clip.output[0]
+            nxt = G.consumers.get(codes, [])
+        dqs = [n for n in nxt if n.op_type == "DequantizeLinear"]
+        if not dqs:
+            continue
+        dq = dqs[0]
+        q_zero = G.const(q.input[2]) if len(q.input) > 2 and q.input[2] else np.array(0, np.uint8)
+        dtype = q_zero.dtype.type
+        info = np.iinfo(dtype)
+        low, high = int(info.min if low is None else low), int(info.max if high is None else high)
+        q_scale = G.const(q.input[1])
+        if src is not None and src.op_type == "Clip" and q_scale is not None and q_scale.size == 1:
+            # the TensorRT form clamps in float before Q (Q must feed DQ directly there): the same integer bounds
+            z, sc = float(q_zero.reshape(-1)[0]), float(q_scale.reshape(-1)[0])
+            for k, better in ((1, max), (2, min)):
+                bound = G.const(src.input[k]) if len(src.input) > k and src.input[k] else None
+                if bound is not None and bound.size == 1:
+                    code = int(np.round(float(bound.reshape(-1)[0]) / sc) + z)
+                    low, high = (better(low, code), high) if k == 1 else (low, better(high, code))
+        chains.append(Chain(
+            index=len(chains), q=q, dq=dq, codes=codes, dtype=dtype, low=low, high=high,
+            q_scale=q_scale, q_zero=q_zero, dq_scale=G.const(dq.input[1]),
+            dq_zero=G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), dtype),
+            axis=int(attr(q, "axis", 1))))
+    for c in chains:
+        if c.q_scale is None or c.dq_scale is None:
+            raise ModelError(f"activation {c.name} has a scale that is not a constant",
+                             hint="validate graphs exported by dfq-deploy")
+    return chains
+
+
+def layer_submodel(model: onnx.ModelProto, chains: list[Chain], i: int) -> tuple[onnx.ModelProto, list[str]]:
+    """The part of ``model`` that computes chain ``i``'s codes from the codes of other chains (and the graph input).
+
+    Returns the sub-model and its input names (codes tensors of other chains, or the graph's input)."""
+    G = Graph(model)
+    boundary = {c.codes: c for c in chains if c.index != i}
+    graph_inputs = {v.name: v for v in model.graph.input}
+    order = {id(n): k for k, n in enumerate(model.graph.node)}
+    nodes: dict[int, onnx.NodeProto] = {}
+    inputs: list[str] = []
+    consts: set[str] = set()
+    stack = [chains[i].codes]
+    seen: set[str] = set()
+    while stack:
+        t = stack.pop()
+        if t in seen or not t:
+            continue
+        seen.add(t)
+        if t in boundary or t in graph_inputs:
+            inputs.append(t)
+        elif t in G.init:
+            consts.add(t)
+        elif t in G.producer:
+            node = G.producer[t]
+            if id(node) not in nodes:
+                nodes[id(node)] = node
+                stack.extend(node.input)
+        else:
+            raise ModelError(f"tensor {t!r} has no producer", hint="validate graphs exported by dfq-deploy")
+    value_infos = []
+    for t in inputs:
+        if t in graph_inputs:
+            value_infos.append(graph_inputs[t])
+        else:
+            elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(boundary[t].dtype))
+            value_infos.append(onnx.helper.make_tensor_value_info(t, elem, None))
+    out_elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(chains[i].dtype))
+    graph = onnx.helper.make_graph(
+        sorted(nodes.values(), key=lambda n: order[id(n)]), f"layer_{i}", value_infos,
+        [onnx.helper.make_tensor_value_info(chains[i].codes, out_elem, None)],
+        [G.init[c] for c in sorted(consts)])
+    sub = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+    return sub, inputs
+
+
+@dataclass
+class LayerCheck:
+    """One quantized activation of the runtime against the reference, both fed the reference's inputs."""
+
+    index: int
+    node: str               # the graph's DequantizeLinear of the activation
+    module: str             # the PyTorch module that quantizes it (or the node name without PyTorch)
+    shape: list[int]
+    max_steps: float        # largest difference, in the reference's quantization steps
+    mismatched: float       # share of elements on another code (more than half a step apart)
+    passed: bool
+    code_range: list[int] | None = None      # the graph's integer range (Clip or type bounds, minus the zero point)
+    expected_range: list[int] | None = None  # the reference quantizer's (bit width, sign, narrow range)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LocalResult:
+    """Every quantized activation checked locally; truthy when each is within the thresholds."""
+
+    runtime: str
+    reference: str
+    samples: int
+    max_steps: float
+    max_mismatch: float
+    layers: list[LayerCheck] = field(default_factory=list)
+
+    @property
+    def first_failure(self) -> LayerCheck | None:
+        return next((layer for layer in self.layers if not layer.passed), None)
+
+    def __bool__(self) -> bool:
+        return bool(self.layers) and self.first_failure is None
+
+    def to_dict(self) -> dict:
+        first = self.first_failure
+        return {"runtime": self.runtime, "reference": self.reference, "samples": self.samples,
+                "max_steps": self.max_steps, "max_mismatch": self.max_mismatch, "passed": bool(self),
+                "worst_steps": max((layer.max_steps for layer in self.layers), default=0.0),
+                "worst_mismatch": max((layer.mismatched for layer in self.layers), default=0.0),
+                "first_failure": first.to_dict() if first else None,
+                "layers": [layer.to_dict() for layer in self.layers]}
+
+
+@dataclass
+class Activation:
+    """The reference's value of one quantized activation, its quantization step and (PyTorch) its integer range."""
+
+    module: str
+    value: np.ndarray
+    step: np.ndarray
+    int_range: tuple[int, int] | None = None
+
+
+def _int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
+    if signed:
+        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    return 0, 2 ** bits - 1 - int(narrow)
+
+
+def torch_activations(qmodel, x: np.ndarray) -> list[Activation]:
+    """Every activation quantizer call of the Brevitas model on ``x``, in call order."""
+    import torch
+    from brevitas.nn.quant_layer import QuantNonLinearActLayer
+
+    records: list[Activation] = []
+    hooks = []
+    for name, mod in qmodel.named_modules():
+        if isinstance(mod, QuantNonLinearActLayer):  # QuantIdentity, QuantReLU, QuantHardTanh, ...
+            def hook(m, inp, out, name=name):  # the proxy returns a QuantTensor even where the layer does not
+                if hasattr(out, "scale") and out.scale is not None:
+                    rng = _int_range(int(out.bit_width), bool(out.signed), bool(getattr(m, "is_narrow_range", False)))
+                    records.append(Activation(name, out.value.detach().numpy(), out.scale.detach().numpy(), rng))
+            hooks.append(mod.act_quant.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            qmodel.eval()(torch.from_numpy(x))
+    finally:
+        for h in hooks:
+            h.remove()
+    return records
+
+
+def _session(model: onnx.ModelProto, threads: int | None, optimize: bool):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if threads:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def onnx_activations(model: onnx.ModelProto, chains: list[Chain], x: np.ndarray,
+                     threads: int | None = None) -> list[Activation]:
+    """The reference without PyTorch: the graph's own semantics (unoptimised, so no kernel fusion), every chain's
+    codes read out and dequantized."""
+    debug = onnx.ModelProto()
+    debug.CopyFrom(model)
+    outputs = {o.name for o in debug.graph.output}
+    for c in chains:
+        if c.codes not in outputs:
+            debug.graph.output.append(onnx.helper.make_empty_tensor_value_info(c.codes))
+    sess = _session(debug, threads, optimize=False)
+    codes = sess.run([c.codes for c in chains], {sess.get_inputs()[0].name: x})
+    return [Activation(c.name, c.dequantize(v), c.dq_scale) for c, v in zip(chains, codes, strict=True)]
+
+
+def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps: float = 1.0,
+                 max_mismatch: float = 0.001, threads: int | None = None, runtime: str = "onnxruntime",
+                 batch_size: int = 32, progress: bool = False) -> LocalResult:
+    """Check every quantized activation of ``onnx_path`` locally (module docstring) on the images ``x``.
+
+    Args:
+        qmodel: the Brevitas model the graph was exported from (the reference); None: the graph run unoptimised.
+        max_steps: largest allowed difference of one element, in quantization steps (a tie: exactly one).
+        max_mismatch: largest allowed share of an activation's elements on another code.
+        batch_size: images per pass (the reference's activations of a batch are held in memory at once).
+
+    Raises:
+        ModelError: the graph does not have the PyTorch model's activation quantizers (not an export of it).
+    """
+    from ..export.load import load_onnx_safely
+
+    model = load_onnx_safely(onnx_path)
+    chains = activation_chains(model)
+    input_name = model.graph.input[0].name
+    by_codes = {c.codes: c for c in chains}
+    subs = [layer_submodel(model, chains, c.index) for c in chains]
+    sessions = [_session(sub, threads, optimize=True) for sub, _ in subs]
+    worst = np.zeros(len(chains))
+    differing = np.zeros(len(chains), np.int64)
+    elements = np.zeros(len(chains), np.int64)
+    shapes: list[list[int]] = [[] for _ in chains]
+    modules = [c.name for c in chains]
+    expected: list[tuple[int, int] | None] = [None] * len(chains)
+    ref_name = "torch" if qmodel is not None else "onnx (unoptimised reference)"
+    chunks = range(0, int(x.shape[0]), batch_size)
+    for lo in tqdm(chunks, desc="layer-local parity", disable=not progress, leave=False):
+        xb = x[lo:lo + batch_size]
+        if qmodel is not None:
+            ref = torch_activations(qmodel, xb)
+            if len(ref) != len(chains):
+                raise ModelError(f"the graph has {len(chains)} quantized activations and the PyTorch model "
+                                 f"{len(ref)}", hint="compare a model with its own export")
+        else:
+            ref = onnx_activations(model, chains, xb, threads)
+        for c, (_, inputs), sess in zip(chains, subs, sessions, strict=True):
+            a = ref[c.index]
+            feeds = {t: xb if t == input_name else by_codes[t].quantize(ref[by_codes[t].index].value) for t in inputs}
+            (got,) = sess.run([c.codes], feeds)
+            if tuple(got.shape) != tuple(a.value.shape):
+                raise ModelError(f"quantized activation {c.index} ({c.name}) has shape {list(got.shape)} in the graph "
+                                 f"and {list(a.value.shape)} in the reference ({a.module})",
+                                 hint="compare a model with its own export")
+            step = broadcast(np.asarray(a.step, np.float64), got.ndim, c.axis)
+            steps = np.abs(c.dequantize(got) - a.value.astype(np.float64)) / step
+            worst[c.index] = max(worst[c.index], float(steps.max(initial=0.0)))
+            differing[c.index] += int((steps > 0.5).sum())
+            elements[c.index] += steps.size
+            shapes[c.index] = [int(x.shape[0]), *got.shape[1:]]
+            modules[c.index] = a.module
+            expected[c.index] = a.int_range
+    result = LocalResult(runtime, ref_name, int(x.shape[0]), max_steps, max_mismatch)
+    for c in chains:
+        share = float(differing[c.index] / elements[c.index]) if elements[c.index] else 0.0
+        w = round(float(worst[c.index]), 4)
+        z = int(np.asarray(c.q_zero).reshape(-1)[0])
+        graph_range, want = [c.low - z, c.high - z], expected[c.index]
+        # a latent fault (a missing Clip) changes nothing until a value leaves the range: check the range itself
+        range_ok = want is None or (graph_range[1] == want[1] and graph_range[0] >= want[0])
+        result.layers.append(LayerCheck(c.index, c.name, modules[c.index], shapes[c.index], w, share,
+                                        w <= max_steps + 1e-3 and share <= max_mismatch and range_ok, graph_range,
+                                        None if want is None else list(want)))
+    return result
+

@@ -1,0 +1,148 @@
+"""The parity gate passes correct exports at every width and profile, and fails each planted fault naming its layer."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from dfq_deploy.data import EvalSet
+from dfq_deploy.errors import ConfigError, ModelError
+from dfq_deploy.export import export_onnx
+from dfq_deploy.quant import QuantScheme, calibrate, quantize_model
+from dfq_deploy.runtimes.ort import OnnxRuntime
+from dfq_deploy.validate import Gate, check_layers, check_parity
+from dfq_deploy.validate.local import activation_chains
+
+from . import faults
+
+
+def _student(bits: str):
+    from dfq_deploy.models import build_model
+
+    torch.manual_seed(0)
+    q = quantize_model(build_model("resnet8", width=8).eval(), QuantScheme.from_tag(bits, trt_compatible=True))
+    calibrate(q, [torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))])
+    return q.eval()
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """(student, {profile: path}) per bit width: correct exports of a small residual network."""
+    root = tmp_path_factory.mktemp("gate")
+    out = {}
+    for bits in ("W8A8", "W4A4", "W2A2"):
+        q = _student(bits)
+        paths = {}
+        for profile in ("onnxruntime", "tensorrt"):
+            paths[profile] = root / f"{bits}-{profile}.onnx"
+            export_onnx(q, paths[profile], (1, 28, 28), profile=profile)
+        out[bits] = (q, paths)
+    return out
+
+
+def _data(n=256, scale=1.0) -> EvalSet:
+    """Unlabelled images; ``scale`` > 1 drives activations past their calibrated range (saturation)."""
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((n, 1, 28, 28)).astype(np.float32) * scale)
+    return EvalSet(x, torch.full((n,), -1), (), "noise")
+
+
+def _gate(q, path, data, profile="onnxruntime", gate=Gate()):
+    with OnnxRuntime(path) as rt:
+        out = rt.infer(data.images.numpy())
+    with torch.no_grad():
+        ref = torch.as_tensor(getattr(q(data.images), "value", q(data.images))).numpy()
+    return check_parity("torch", ref, {"onnxruntime": out}, data, path, gate, student=q, profile=profile)
+
+
+@pytest.mark.parametrize("bits", ["W8A8", "W4A4", "W2A2"])
+@pytest.mark.parametrize("profile", ["onnxruntime", "tensorrt"])
+def test_correct_exports_pass_the_default_gate(exports, bits, profile):
+    q, paths = exports[bits]
+    r = _gate(q, paths[profile], _data(), profile)
+    assert r, r.failures()
+    assert len(r.layers.layers) == len(activation_chains(__import__("onnx").load(str(paths[profile])))) > 10
+    assert all(layer.max_steps <= 1.0 + 1e-3 for layer in r.layers.layers)
+    assert (r.census is not None) == (profile == "onnxruntime")
+    d = r.to_dict()
+    assert d["passed"] and d["failures"] == [] and d["layers"]["first_failure"] is None
+
+
+def test_the_bare_graph_reference_passes_too(exports):
+    _, paths = exports["W8A8"]
+    r = check_layers(paths["onnxruntime"], _data(64).images.numpy())
+    assert r and r.reference.startswith("onnx") and len(r.layers) > 10
+
+
+def _planted(exports, tmp_path, bits, profile, plant, **kw):
+    q, paths = exports[bits]
+    bad = tmp_path / "bad.onnx"
+    shutil.copy(paths[profile], bad)
+    victim = plant(bad, **kw)
+    return q, bad, victim
+
+
+@pytest.mark.parametrize("bits,profile,plant,scale", [
+    ("W4A4", "onnxruntime", faults.plant_scale_error, 1.0),
+    ("W8A8", "onnxruntime", faults.plant_scale_error, 1.0),
+    ("W4A4", "onnxruntime", faults.plant_zero_point_error, 1.0),
+    ("W8A8", "tensorrt", faults.plant_zero_point_error, 1.0),
+    ("W4A4", "onnxruntime", faults.plant_missing_clip, 3.0),   # values past the range: wrong codes
+    ("W4A4", "onnxruntime", faults.plant_missing_clip, 1.0),   # latent: caught by the integer range itself
+    ("W8A8", "tensorrt", faults.plant_missing_relu, 1.0),
+    ("W4A4", "onnxruntime", faults.plant_swapped_channel_scales, 1.0),
+    ("W8A8", "tensorrt", faults.plant_swapped_channel_scales, 1.0),
+    ("W4A4", "onnxruntime", faults.plant_wrong_add_scale, 1.0),
+    ("W8A8", "onnxruntime", faults.plant_wrong_add_scale, 1.0),
+])
+def test_each_planted_fault_fails_the_gate_and_names_its_layer(exports, tmp_path, bits, profile, plant, scale):
+    q, bad, victim = _planted(exports, tmp_path, bits, profile, plant)
+    r = _gate(q, bad, _data(scale=scale), profile)
+    assert not r
+    first = r.layers.first_failure
+    assert first is not None and first.node == victim, (victim, r.failures())
+    assert victim in r.failures()[0]
+
+
+def test_a_float_conv_fails_the_integer_census(exports, tmp_path):
+    q, bad, conv = _planted(exports, tmp_path, "W4A4", "onnxruntime", faults.plant_float_conv)
+    r = _gate(q, bad, _data())
+    assert r.layers, "the function is unchanged: every activation still matches"
+    assert not r and not r.census["all_integer"]
+    assert any(conv in f and "float compute" in f for f in r.failures())
+
+
+def test_end_to_end_thresholds_are_gated_and_steps_only_reported(exports):
+    q, paths = exports["W4A4"]
+    data = _data()
+    with torch.no_grad():
+        ref = q(data.images).value.numpy() if hasattr(q(data.images), "value") else q(data.images).numpy()
+    worse = ref.copy()
+    worse[:, 0] += 1000.0   # every image now predicts class 0
+    r = check_parity("torch", ref, {"onnxruntime": worse}, data, paths["onnxruntime"], Gate(), student=q,
+                     profile="onnxruntime")
+    assert not r and r.layers and any("top-1 agreement" in f for f in r.failures())
+    shifted = ref + 3 * r.runtimes["onnxruntime"].output_step   # 3 output steps everywhere, same argmax
+    r = check_parity("torch", ref, {"onnxruntime": shifted}, data, paths["onnxruntime"], Gate(), student=q,
+                     profile="onnxruntime")
+    assert r and r.runtimes["onnxruntime"].max_diff_steps == pytest.approx(3, abs=0.01)
+    r = check_parity("torch", ref, {"onnxruntime": shifted}, data, paths["onnxruntime"], Gate(max_logit_steps=1),
+                     student=q, profile="onnxruntime")
+    assert not r and "output steps" in r.failures()[0]
+
+
+def test_a_graph_of_another_model_is_refused(exports):
+    from dfq_deploy.models import build_model
+
+    _, paths = exports["W4A4"]
+    other = quantize_model(build_model("resnet20", width=4).eval(), QuantScheme(4, 4))
+    calibrate(other, [torch.randn(8, 1, 28, 28)])
+    with pytest.raises(ModelError, match="quantized activations"):
+        check_layers(paths["onnxruntime"], _data(8).images.numpy(), other.eval())
+
+
+@pytest.mark.parametrize("kw", [{"min_agreement": 101}, {"layer_max_mismatch": 2}, {"max_accuracy_diff": -1},
+                                {"layer_samples": 0}, {"max_logit_steps": float("nan")}])
+def test_bad_thresholds_are_config_errors(kw):
+    with pytest.raises(ConfigError):
+        Gate(**kw)
