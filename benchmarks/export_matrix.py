@@ -115,13 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                    "accuracy_diff": gate.runtimes["onnxruntime"].accuracy_diff,
                    "layer_worst_steps": max(layer.max_steps for layer in gate.layers.layers),
                    "layer_worst_mismatch": max(layer.mismatched for layer in gate.layers.layers),
+                   "layer_worst_unexplained": max(layer.unexplained for layer in gate.layers.layers),
                    "layer_samples": gate.layers.samples, "gate": "pass" if gate else "FAIL",
                    "gate_failures": gate.failures()}
             rows.append(row)
             print(f"{name:<26} {bits} {profile:<11} int {row['integer_layers']}/{row['compute_layers']} "
                   f"trt {'ok' if row['trt_rules_ok'] else 'FAIL'}  max {row['max_steps']} steps  "
                   f"agree {row['top1_agreement']:.2f} %  layers {row['layer_worst_steps']:g} step "
-                  f"{row['layer_worst_mismatch']:.4%}  gate {row['gate']}  ({time.time() - t0:.0f} s)", flush=True)
+                  f"{row['layer_worst_mismatch']:.4%} (no tie {row['layer_worst_unexplained']:.4%})  gate {row['gate']}  ({time.time() - t0:.0f} s)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "gate": Gate().to_dict(),
@@ -133,14 +134,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_table(rows: list[dict]) -> None:
     print("\n| model | bits | profile | ORT integer Conv/Gemm | TensorRT rules | max logit diff (output steps, "
-          "reported) | top-1 agreement | accuracy diff (pt) | layer-local worst: steps / share on another code | "
-          "default gate |")
+          "reported) | top-1 agreement | accuracy diff (pt) | layer-local worst: steps / share on another code / of "
+          "those, no tie | default gate |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         verdict = r["gate"] if r["gate"] == "pass" else f"FAIL: {'; '.join(r['gate_failures'])}"
         print(f"| {r['model']} | {r['bits']} | {r['profile']} | {r['integer_layers']}/{r['compute_layers']} | "
               f"{'pass' if r['trt_rules_ok'] else 'fail'} | {r['max_steps']:g} | {r['top1_agreement']:.2f} % | "
-              f"{r['accuracy_diff']:.2f} | {r['layer_worst_steps']:g} / {r['layer_worst_mismatch']:.4%} | "
+              f"{r['accuracy_diff']:.2f} | {r['layer_worst_steps']:g} / {r['layer_worst_mismatch']:.4%} / "
+              f"{r['layer_worst_unexplained']:.4%} | "
               f"**{verdict}** |")
 
 

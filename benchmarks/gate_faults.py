@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                "gate": "pass" if r else "FAIL", "named": first.node if first else None,
                "named_module": first.module if first else None,
                "named_steps": first.max_steps if first else None, "named_share": first.mismatched if first else None,
+               "named_unexplained": first.unexplained if first else None,
                "census_float": (r.census or {}).get("float_compute", []), "top1_agreement": e2e.top1_agreement,
                "accuracy_diff": e2e.accuracy_diff, "max_logit_steps": e2e.max_diff_steps,
                "failures": r.failures()}
@@ -100,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n| fault | bits / profile | planted at | default gate | named by the gate (steps, share on another code) "
-          "| end to end alone: agreement, accuracy diff, logit steps |")
+    print("\n| fault | bits / profile | planted at | default gate | named by the gate | end to end alone: agreement, "
+          "accuracy diff, logit steps |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         if r["named"]:
-            named = f"{r['named_module']} ({r['named_steps']:g} steps, {r['named_share']:.2%})"
+            named = (f"{r['named_module']} ({r['named_steps']:g} steps, {r['named_share']:.2%} on another code, "
+                     f"{r['named_unexplained']:.2%} with no tie)")
         elif r["census_float"]:
             named = f"float compute: {', '.join(r['census_float'])}"
         else:

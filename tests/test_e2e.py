@@ -37,7 +37,7 @@ def test_installed_command_runs_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_ci_parity_gate_on_a_student_of_the_shipped_teacher(tmp_path):
     """The CI gate: `dfq-deploy validate` with its defaults (every activation layer-local within one step and 0.1 %
-    of elements, agreement >= 99 %, accuracy within 0.5 pt, integer census) on a real exported W4A4 student of the
+    of elements, agreement >= 98 %, accuracy within 0.5 pt, integer census) on a real exported W4A4 student of the
     shipped teacher (noise-calibrated PTQ: deterministic, seconds to make), over all 10 000 test images. A change
     that breaks integer parity (export, graph passes, runtime) turns this red."""
     out = tmp_path / "run"
@@ -49,7 +49,7 @@ def test_ci_parity_gate_on_a_student_of_the_shipped_teacher(tmp_path):
     assert gate.returncode == 0, gate.stdout[-2000:] + gate.stderr[-2000:]
     validation = json.loads((out / "validation.json").read_text())
     assert validation["samples"] == 10000 and validation["passed"] and validation["reference"] == "torch"
-    assert validation["runtimes"]["onnxruntime"]["top1_agreement"] >= 99.0
+    assert validation["runtimes"]["onnxruntime"]["top1_agreement"] >= 99.9  # this student: 100 % measured
     assert validation["layers"]["passed"] and len(validation["layers"]["layers"]) == 33
     assert validation["census"]["all_integer"]
     from dfq_deploy.runtimes import find_runtime

@@ -46,8 +46,8 @@ def gate_options(fn):
         click.option("--max-accuracy-diff", type=float, default=d.max_accuracy_diff, show_default=True,
                      help="Gate: accuracy difference to the reference (points)."),
         click.option("--layer-max-mismatch", type=float, default=d.layer_max_mismatch, show_default=True,
-                     help="Gate: share of a quantized activation's elements that may sit on another code when the "
-                          "runtime gets the reference's inputs (rounding ties)."),
+                     help="Gate: share of a quantized activation's elements that may sit on another code, with no "
+                          "rounding tie to explain it, when the runtime gets the reference's inputs."),
         click.option("--layer-samples", type=int, default=d.layer_samples, show_default=True,
                      help="Images the layer-local check runs on."),
         click.option("--max-steps", type=float, default=None,

@@ -10,6 +10,10 @@ from tqdm.auto import tqdm
 from ..data import EvalSet
 from ..runtimes import Runtime
 
+# the end-to-end defaults of the gate (dfq_deploy.validate.gate.Gate reads them; docs/validate.md says why)
+DEFAULT_MIN_AGREEMENT = 98.0
+DEFAULT_MAX_ACCURACY_DIFF = 0.5
+
 
 def run_logits(runtime: Runtime, data: EvalSet, batch_size: int = 500, progress: bool = True) -> np.ndarray:
     """Logits of ``runtime`` on every image of ``data`` (activates and deactivates the runtime)."""
@@ -85,7 +89,8 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 def compare_logits(reference: np.ndarray, other: np.ndarray, labels: np.ndarray | None = None, *,
                    runtime: str = "runtime", reference_name: str = "torch", output_step: float | None = None,
-                   min_agreement: float = 99.0, max_accuracy_diff: float = 0.5, max_steps: float | None = None,
+                   min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                   max_accuracy_diff: float = DEFAULT_MAX_ACCURACY_DIFF, max_steps: float | None = None,
                    class_names=()) -> ParityResult:
     """Compare two ``N x classes`` logit arrays.
 
