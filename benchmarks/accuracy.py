@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="where the recipes train (export and ONNX Runtime: CPU); write "
+                    "GPU results to their own --out, their rows are not CPU figures")
     ap.add_argument("--out", default="benchmarks/results/accuracy.json")
     ap.add_argument("--plot", default="docs/img/accuracy_vs_bits.png")
     ap.add_argument("--table", action="store_true", help="only print the table and redraw the plot")
@@ -127,8 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     from dfq_deploy.recipes.fixed_set import SetKDConfig, kd_on_images
     from dfq_deploy.recipes.loop import KDLoopConfig, _zeroq_images
 
+    from dfq_deploy.device import device_name, resolve_device
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
     teacher, card = load_teacher()
     shape, classes = tuple(card.input_shape), len(card.class_names)
     eval_set = load_eval_set("fashion-mnist", card.mean, card.std, limit=args.eval_limit)
@@ -137,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     results.update({"fp_accuracy": fp_acc, "eval": f"{eval_set.name} ({len(eval_set)} images)",
                     "budgets": {k: v or "the recipe defaults (what train-export runs)" for k, v in BUDGETS.items()},
                     "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                                "torch": torch.__version__, "device": "cpu"}})
+                                "torch": torch.__version__, "device": device_name(dev)}})
     print(f"teacher FP {fp_acc:.2f} % on {results['eval']}", flush=True)
+    teacher = teacher.to(dev)
     budget = BUDGETS[args.budget]
 
     def row_for(rows, method, bits):
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 onnx_path = work / f"{seed}-{bits}-{method}.onnx"
                 paid = False
                 if recipe == "ort-static":
-                    if scheme.weight_bits not in (4, 8):
+                    if scheme.weight_bits not in (4, 8) or dev.type != "cpu":
                         continue  # ONNX Runtime has no other integer type
                     batches = zeroq_batches()
                     t0 = time.time()
@@ -253,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                         had = len(warm_cache)
                         fn(teacher, student, cfg, shape, classes, progress=False, warmup_cache=warm_cache)
                         paid = len(warm_cache) > had  # this run paid for a generator warm-up later rows reuse
-                    export_onnx(student, onnx_path, shape, profile="onnxruntime")
+                    export_onnx(student.cpu(), onnx_path, shape, profile="onnxruntime")
                 seconds = time.time() - t0
                 keep_cache()
                 acc, census = _ort_accuracy(onnx_path, eval_set, args.threads)

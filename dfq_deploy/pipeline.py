@@ -22,6 +22,7 @@ from .config import config_from_dict
 from .errors import ConfigError
 from .quant import QuantScheme
 from .rundir import commit_run_dir, discard_run_dir, load_run, prepare_run_dir, sha256
+from .device import device_name, resolve_device
 from .targets import Target, get_target
 from .validate.gate import Gate
 
@@ -41,6 +42,7 @@ class TrainExportConfig:
     out: str | None = None                 # run directory; default runs/<time>-<recipe>-<bits>
     gate: Gate = Gate()                    # parity gate thresholds (the same defaults as `validate`)
     threads: int | None = None             # torch / ONNX Runtime intra-op threads (None = library default)
+    device: str = "auto"                   # where the recipe trains: auto | cpu | cuda | cuda:N (dfq_deploy.device)
     progress: bool = True
 
 
@@ -125,6 +127,7 @@ class _Inputs:
     card: Any
     card_path: Path
     eval_set: Any
+    device: torch.device
 
 
 def _resolve(cfg: TrainExportConfig) -> _Inputs:
@@ -134,6 +137,7 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     from .recipes import RECIPES
 
     target = get_target(cfg.target)
+    device = resolve_device(cfg.device)
     runtime = _target_runtime(target)
     scheme = replace(cfg.scheme, trt_compatible=True) if target.trt_compatible else cfg.scheme
     if cfg.recipe not in RECIPES:
@@ -149,7 +153,7 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     if tuple(eval_set.images.shape[1:]) != tuple(card.input_shape):
         raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} but the teacher expects "
                           f"{tuple(card.input_shape)}", hint="pick evaluation data that matches the teacher")
-    return _Inputs(target, scheme, recipe_cfg, recipe_fn, runtime, teacher, card, card_path, eval_set)
+    return _Inputs(target, scheme, recipe_cfg, recipe_fn, runtime, teacher, card, card_path, eval_set, device)
 
 
 def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, timings: dict) -> tuple[torch.nn.Module, list, float]:
@@ -160,13 +164,19 @@ def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, timings: dict) -
     from .quant import quantize_model
 
     t = time.time()
-    teacher_acc = evaluate(inp.teacher, inp.eval_set.images, inp.eval_set.labels)
+    teacher = inp.teacher.to(inp.device)
+    teacher_acc = evaluate(teacher, inp.eval_set.images, inp.eval_set.labels)
     timings["teacher_eval"] = time.time() - t
-    log.info("teacher FP accuracy %.2f%% on %s", teacher_acc, inp.eval_set.name)
-    student = quantize_model(inp.teacher, inp.scheme)
+    log.info("teacher FP accuracy %.2f%% on %s; training on %s", teacher_acc, inp.eval_set.name,
+             device_name(inp.device))
+    student = quantize_model(teacher, inp.scheme)
     t = time.time()
-    history = inp.recipe_fn(inp.teacher, student, inp.recipe_cfg, tuple(inp.card.input_shape),
-                            len(inp.card.class_names), progress=cfg.progress, run_dir=run_dir)
+    try:
+        history = inp.recipe_fn(teacher, student, inp.recipe_cfg, tuple(inp.card.input_shape),
+                                len(inp.card.class_names), progress=cfg.progress, run_dir=run_dir)
+    finally:  # export, the weights file and the parity check are CPU work
+        teacher.cpu()
+        student.cpu()
     timings["train"] = time.time() - t
     save_file({k: v.detach().clone().contiguous() for k, v in student.state_dict().items()},
               str(run_dir / "student.safetensors"))
@@ -255,6 +265,7 @@ def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, 
                                                     "engine": "built" if engine_note is None else
                                                     f"not built: {engine_note}"},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "device": device_name(inp.device),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
         "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ..device import DEVICE_HELP
 from ._common import command_line, handle_errors
 
 
@@ -18,11 +19,13 @@ from ._common import command_line, handle_errors
 @click.option("--seed", default=0, show_default=True)
 @click.option("--limit", type=int, default=None, help="Use only the first N training images (quick checks).")
 @click.option("--data-root", default=None, help="Folder with the Fashion-MNIST .gz files (default: Debian's).")
+@click.option("--device", default="auto", show_default=True, help=f"Where to train: {DEVICE_HELP}.")
 @handle_errors
-def pretrain(out, arch, width, epochs, batch_size, lr, seed, limit, data_root):
+def pretrain(out, arch, width, epochs, batch_size, lr, seed, limit, data_root, device):
     """Train a float teacher on Fashion-MNIST's training split; write safetensors weights and a JSON model card."""
     from ..models.pretrain import PretrainConfig, pretrain_teacher
 
-    cfg = PretrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit)
+    cfg = PretrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit,
+                         device=device)
     card = pretrain_teacher(cfg, out, command=command_line(), data_root=data_root)
     click.echo(f"teacher {card.arch}: test accuracy {card.test_accuracy:.2f}% -> {out}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..targets import TARGETS
+from ..device import DEVICE_HELP
 from ._common import gate_options, handle_errors
 
 
@@ -32,12 +33,14 @@ from ._common import gate_options, handle_errors
 @click.option("--data-root", default=None, help="Folder with the evaluation files (default: Debian's install).")
 @click.option("--out", default=None, help="Run directory (default runs/<time>-<recipe>-<bits>); must not exist.")
 @click.option("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime.")
+@click.option("--device", default="auto", show_default=True,
+              help=f"Where the recipe trains: {DEVICE_HELP}. Export and the parity check run on the CPU.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @gate_options
 @handle_errors
 def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps,
                  batch_size, seed,
-                 overrides, eval_limit, data_root, out, gate, threads, quiet):
+                 overrides, eval_limit, data_root, out, gate, threads, device, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     from ..config import merge_recipe_options
     from ..errors import ConfigError
@@ -61,7 +64,7 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor)
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
                             eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,
-                            threads=threads, progress=not quiet)
+                            threads=threads, device=device, progress=not quiet)
     result = run(cfg)
     click.echo(summary_text(result.report))
     click.echo(f"run directory: {result.run_dir}")

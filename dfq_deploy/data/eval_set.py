@@ -103,8 +103,13 @@ def _image_folder(path: str, mean, std, limit, input_shape, class_names) -> Eval
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     """Top-1 accuracy (%) of ``model`` on normalised images."""
+    from ..device import module_device
+
     model.eval()
+    dev = module_device(model)
     correct = 0
-    for i in range(0, len(labels), batch_size):
-        correct += (model(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
+    with torch.no_grad():
+        for i in range(0, len(labels), batch_size):
+            logits = model(images[i : i + batch_size].to(dev))
+            correct += (logits.argmax(1).cpu() == labels[i : i + batch_size]).sum().item()
     return 100.0 * correct / max(1, len(labels))

@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from ..data.augment import augment
 from ..data.eval_set import evaluate
+from ..device import device_name, resolve_device
 from ..errors import ConfigError
 from .zoo import ModelCard, build_model
 
@@ -35,6 +36,7 @@ class PretrainConfig:
     flip: bool = True               # random horizontal flip (augmentation)
     seed: int = 0
     limit: int | None = None        # use only the first N training images (tests)
+    device: str = "auto"            # auto | cpu | cuda | cuda:N (dfq_deploy.device)
 
 
 def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", data_root: str | None = None,
@@ -50,6 +52,7 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
 
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise ConfigError(f"bad pretrain settings epochs={cfg.epochs} batch={cfg.batch_size} lr={cfg.lr}")
+    dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     tr_x, tr_y = load_fashion_mnist("train", data_root)
@@ -59,7 +62,7 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
     tr_x = normalize_uint8(tr_x, FMNIST_MEAN, FMNIST_STD)
     te_x = normalize_uint8(te_x, FMNIST_MEAN, FMNIST_STD)
     arch_kwargs = {"width": cfg.width, "in_channels": 1, "num_classes": 10}
-    model = build_model(cfg.arch, **arch_kwargs)
+    model = build_model(cfg.arch, **arch_kwargs).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=True)
     steps_per_epoch = math.ceil(len(tr_y) / cfg.batch_size)
@@ -74,8 +77,8 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
                    leave=False)
         for s in bar:
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-            x = augment(tr_x[idx], cfg.pad, cfg.flip, gen)
-            y = tr_y[idx]
+            x = augment(tr_x[idx].to(dev), cfg.pad, cfg.flip, gen)
+            y = tr_y[idx].to(dev)
             logits = model(x)
             loss = F.cross_entropy(logits, y)
             opt.zero_grad(set_to_none=True)
@@ -97,12 +100,12 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
         arch=cfg.arch, arch_kwargs=arch_kwargs, input_shape=(1, 28, 28), mean=FMNIST_MEAN, std=FMNIST_STD,
         class_names=FASHION_MNIST_CLASSES, weights=weights.name, test_accuracy=round(acc, 2),
         eval_data="fashion-mnist-test (10000 images)", seed=cfg.seed, command=command,
-        train={**asdict(cfg), "optimizer": "SGD nesterov, cosine lr", "history": history,
+        train={**asdict(cfg), "device": device_name(dev), "optimizer": "SGD nesterov, cosine lr", "history": history,
                "wall_time_s": round(time.time() - t0, 1), "torch": torch.__version__},
     )
     # write to temporaries, then rename: an interrupted run leaves no half-written checkpoint
     tmp_w, tmp_c = weights.with_suffix(".safetensors.tmp"), out.with_suffix(".json.tmp")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_w))
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp_w))
     tmp_c.write_text(card.to_json() + "\n")
     os.replace(tmp_w, weights)
     os.replace(tmp_c, out.with_suffix(".json"))

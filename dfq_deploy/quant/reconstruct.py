@@ -201,7 +201,7 @@ class _LearnedRounding:
             # so its code, +-qmax), and no other weight may grow past it, or the scale would change
             flat_codes, flat_ratio = codes.flatten(1), ratio.flatten(1)
             top = flat_ratio.abs().argmax(1)
-            rows = torch.arange(flat_codes.shape[0])
+            rows = torch.arange(flat_codes.shape[0], device=flat_codes.device)
             flat_codes[rows, top] = torch.round(flat_ratio[rows, top])
             limit = flat_ratio.abs().amax(1, keepdim=True)
             moved = torch.minimum(torch.maximum(flat_ratio, flat_codes - 0.5 + margin), flat_codes + 0.5 - margin)
@@ -243,7 +243,7 @@ class _QDrop:
         if not module.training or not hasattr(output, "value"):
             return None
         fp = module.act_quant.fused_activation_quant_proxy.activation_impl(_value(inputs[0]))
-        keep_fp = torch.rand(fp.shape, generator=self.rng) < self.p
+        keep_fp = (torch.rand(fp.shape, generator=self.rng) < self.p).to(fp.device)
         return output.set(value=torch.where(keep_fp, fp, output.value))
 
     def remove(self):
@@ -323,10 +323,10 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
         warm = int(cfg.warmup * cfg.iters)
         try:
             for it in range(cfg.iters):
-                idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=rng)
+                idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=rng).to(q_in.device)
                 x = q_in[idx]
                 if pre_in is not None and cfg.qdrop > 0:
-                    x = torch.where(torch.rand(x.shape, generator=rng) < cfg.qdrop, pre_in[idx], x)
+                    x = torch.where((torch.rand(x.shape, generator=rng) < cfg.qdrop).to(x.device), pre_in[idx], x)
                 out = _value(sub(template.set(value=x) if template is not None else x))
                 rec = (out - fp_out[idx]).pow(2).flatten(1).sum(1).mean()
                 if it >= warm:

@@ -87,6 +87,8 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
     import copy
 
     import brevitas.nn as qnn
+
+    from ..device import module_device
     from brevitas.graph.quantize import preprocess_for_quantize, quantize
     from brevitas.quant import (Int8ActPerTensorFloat, Int8ActPerTensorFloatMinMaxInit, Int8WeightPerChannelFloat,
                                 Int8WeightPerTensorFloat, Int32Bias, Uint8ActPerTensorFloat,
@@ -130,7 +132,8 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
                       unsigned_act_tuple=(nn.ReLU, nn.ReLU6))
     if fl != a:
         _set_edge_input_bits(qmodel, names[0], names[-1], fl, signed_8bit=scheme.trt_compatible)
-    return qmodel
+    # Brevitas creates its quantizers' parameters on the CPU: follow the float model (GPU training)
+    return qmodel.to(module_device(model))
 
 
 def _input_quantizer(gm: torch.fx.GraphModule, layer: str):

@@ -57,7 +57,10 @@ class _DFQFObjective(StudentObjective):
         # the adversarial term rewards images on which the student disagrees with the teacher; unbounded pixels
         # let it win by driving activations past the student's calibrated ranges, and KD on such images then
         # pulls every range and weight away from real inputs
-        return imgs if self.bounds is None else torch.maximum(torch.minimum(imgs, self.bounds[1]), self.bounds[0])
+        if self.bounds is None:
+            return imgs
+        lo, hi = (b.to(imgs.device) for b in self.bounds)
+        return torch.maximum(torch.minimum(imgs, hi), lo)
 
     def generator_loss(self, imgs, y, t_logits, bns, student, cfg):
         instance, batch = entropy_terms(t_logits)

@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..device import module_device
 from ..distill import DMKDBalancer, FixedBalancer, kd_loss, teacher_features
 from ..errors import ConfigError
 from ..quant import QuantScheme, calibrate, quantize_model, reconstruct
@@ -93,6 +94,7 @@ class _MultiTeacherKD(StudentObjective):
         self.hook: _LastLayerInput | None = None
 
     def setup(self, teacher, student, calib_images):
+        self.balancer.to(module_device(teacher))  # in place: the optimiser keeps the same parameters
         for tag in self.cfg.teacher_bits:
             q = quantize_model(teacher, QuantScheme.from_tag(tag))
             calibrate(q, calib_images)
@@ -118,7 +120,7 @@ class _MultiTeacherKD(StudentObjective):
             return fixed(dict(zip(self.names, losses, strict=True))), out
         # per-teacher gradient on the last layer's weight: dL/dW = (dL/ds)^T h
         grads = [torch.autograd.grad(l_k, s_logits, retain_graph=True)[0] for l_k in losses]
-        h = self.hook.features if self.hook.features is not None else torch.ones(s_logits.shape[0], 1)
+        h = self.hook.features if self.hook.features is not None else torch.ones(s_logits.shape[0], 1, device=s_logits.device)
         g_last = torch.stack([(g.t() @ h).flatten() for g in grads])           # K x (C*F)
         with torch.no_grad():
             s_top = s_logits.argmax(1)

@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..device import module_device
 from ..distill import kd_loss
 from ..errors import ConfigError
 from ..data.augment import augment
@@ -51,9 +52,10 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    dev = module_device(teacher)  # the set may stay on the CPU; each batch goes to the device
     order = torch.randperm(len(images), generator=rng)
-    calib = [images[order[i:i + cfg.batch_size]] for i in range(0, min(len(images), cfg.calib_batches *
-                                                                          cfg.batch_size), cfg.batch_size)]
+    calib = [images[order[i:i + cfg.batch_size]].to(dev) for i in range(0, min(len(images), cfg.calib_batches *
+                                                                                 cfg.batch_size), cfg.batch_size)]
     calibrate(student, calib)
     history: list[dict] = reconstruct(student, calib, cfg.reconstruction(), progress)
     if on_step is not None:
@@ -68,7 +70,7 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
     bar = tqdm(range(cfg.steps), desc=name, disable=not progress)
     for step in bar:
         idx = torch.randint(0, len(images), (min(cfg.batch_size, len(images)),), generator=rng)
-        x = augment(images[idx], cfg.augment_pad, cfg.augment_flip, rng)
+        x = augment(images[idx].to(dev), cfg.augment_pad, cfg.augment_flip, rng)
         with torch.no_grad():
             t_logits = teacher(x)
         loss = kd_loss(student(x), t_logits, cfg.tau)

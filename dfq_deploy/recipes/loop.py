@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..device import module_device
 from ..errors import ConfigError, TrainingError
 from ..quant import ReconstructionOptions, calibrate, reconstruct
 from ..synthesis import BNStatsLoss, GeneratorPool
@@ -185,7 +186,8 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    gen = GeneratorPool(cfg.generators, num_classes, img_shape, cfg.latent_dim)
+    dev = module_device(teacher)  # random draws stay on the CPU generator ``rng``; modules and batches live on dev
+    gen = GeneratorPool(cfg.generators, num_classes, img_shape, cfg.latent_dim).to(dev)
     gen.train()
     g_opt = torch.optim.Adam(gen.parameters(), lr=cfg.gen_lr, betas=(0.5, 0.999))
     history: list[dict] = []
@@ -219,7 +221,8 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
             gen.eval()
             with torch.no_grad():
                 if cfg.calib_source == "noise":
-                    calib = [torch.randn(cfg.batch_size, *img_shape, generator=rng) for _ in range(cfg.calib_batches)]
+                    calib = [torch.randn(cfg.batch_size, *img_shape, generator=rng).to(dev)
+                             for _ in range(cfg.calib_batches)]
                 elif cfg.calib_source == "generator":
                     calib = [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)]
                 calibrate(student, calib)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ..device import module_device
 from ..errors import ConfigError
 from ..quant import ReconstructionOptions, calibrate, reconstruct
 from ..synthesis import invert_images
@@ -49,7 +50,7 @@ def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tupl
     """The calibration batches of ``cfg.source`` and the inversion history (empty for noise)."""
     n = cfg.calib_batches * cfg.batch_size
     if cfg.source == "noise":
-        x = torch.randn(n, *img_shape, generator=torch.Generator().manual_seed(cfg.seed))
+        x = torch.randn(n, *img_shape, generator=torch.Generator().manual_seed(cfg.seed)).to(module_device(teacher))
         history = []
     else:
         history = []

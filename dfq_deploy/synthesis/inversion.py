@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..device import module_device
 from .bn_stats import BNStatsLoss
 
 
@@ -39,7 +40,8 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
     which then inflates any activation range calibrated on them.
     ``on_iter`` receives each iteration's losses (tests and logs use it).
     """
-    rng = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)  # drawn on the CPU, then moved: every device draws the same noise
+    dev = module_device(bn_model)
     bn_model.eval()
     teachers = list(teachers) or [bn_model]
     for t in teachers:
@@ -47,7 +49,7 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
     images, labels = [], []
     lo = hi = None
     if pixel_range is not None:
-        lo, hi = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1) for v in pixel_range)
+        lo, hi = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1).to(dev) for v in pixel_range)
         if lo.numel() not in (1, img_shape[0]) or hi.numel() != lo.numel() or bool((lo >= hi).any()):
             raise ValueError(f"pixel_range needs 1 or {img_shape[0]} low < high values, got {pixel_range}")
     n_batches = math.ceil(num_images / batch_size)
@@ -55,11 +57,11 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
     with BNStatsLoss(bn_model) as bns:
         for b in range(n_batches):
             n = min(batch_size, num_images - b * batch_size)
-            x = torch.randn(n, *img_shape, generator=rng)
+            x = torch.randn(n, *img_shape, generator=rng).to(dev)
             if lo is not None:
                 x = torch.maximum(torch.minimum(x, hi), lo)
             x.requires_grad_(True)
-            y = torch.randint(0, num_classes, (n,), generator=rng) if num_classes else None
+            y = torch.randint(0, num_classes, (n,), generator=rng).to(dev) if num_classes else None
             opt = torch.optim.Adam([x], lr=lr)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
             for i in range(steps):

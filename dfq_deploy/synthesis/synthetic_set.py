@@ -20,9 +20,9 @@ def save_synthetic_set(path: str | Path, images: torch.Tensor, labels: torch.Ten
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {"images": images.detach().float().contiguous()}
+    tensors = {"images": images.detach().float().cpu().contiguous()}
     if labels is not None:
-        tensors["labels"] = labels.detach().long().contiguous()
+        tensors["labels"] = labels.detach().long().cpu().contiguous()
     tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "meta": json.dumps(meta)})
