@@ -45,7 +45,8 @@ def main(argv: list[str]) -> int:
             ("student PyTorch accuracy", f"{p['reference_accuracy']:.2f} %"),
             ("student ONNX Runtime accuracy", f"{p['accuracy']:.2f} %"),
             ("top-1 agreement", f"{p['top1_agreement']:.3f} %"),
-            ("max |logit diff| (output steps)", p["max_diff_steps"]),
+            ("max |logit diff| (output steps, reported)", p["max_diff_steps"]),
+            ("parity gate", "pass" if r["gate"]["passed"] else "FAIL"),
             ("integer Conv/Gemm / float", f"{c['integer_compute']} / {len(c['float_compute'])}")]
     w = max(len(k) for k, _ in rows)
     print(f"| {'measure':<{w}} | value |\n|{'-' * (w + 2)}|-------|")

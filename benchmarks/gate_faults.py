@@ -105,7 +105,9 @@ def print_table(rows: list[dict]) -> None:
           "accuracy diff, logit steps |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        if r["named"]:
+        if r["named"] and r["named_share"] == 0:  # nothing moved on this data: the integer range named it
+            named = f"{r['named_module']}: {r['failures'][0].split('): ', 1)[1]}"
+        elif r["named"]:
             named = (f"{r['named_module']} ({r['named_steps']:g} steps, {r['named_share']:.2%} on another code, "
                      f"{r['named_unexplained']:.2%} with no tie)")
         elif r["census_float"]:

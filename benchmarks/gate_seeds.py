@@ -30,7 +30,8 @@ warnings.filterwarnings("ignore")
 
 def _row(report: dict, bits: str, seed: int, seconds: float) -> dict:
     p, g = report["parity"], report["gate"]
-    return {"bits": bits, "seed": seed, "gate": "pass" if g["passed"] else "FAIL", "failures": g["failures"],
+    return {"bits": bits, "seed": seed, "device": report.get("device", "cpu"), "gate": "pass" if g["passed"] else "FAIL",
+            "failures": g["failures"],
             "top1_agreement": p["top1_agreement"], "accuracy_torch": p["reference_accuracy"],
             "accuracy_runtime": p["accuracy"], "max_logit_steps": p["max_diff_steps"],
             "layer_worst_steps": g["layers"]["worst_steps"], "layer_worst_mismatch": g["layers"]["worst_mismatch"],
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bits", default="W4A4,W3A3")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="cpu", help="where the recipe trains (export and the gate: CPU)")
     ap.add_argument("--out", default="benchmarks/results/gate_seeds.json")
     ap.add_argument("--keep", default=".bench-cache/gate-seeds",
                     help="keep each run directory here (re-validate them later with `dfq-deploy validate`)")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(run)
             run.parent.mkdir(parents=True, exist_ok=True)
             cfg = TrainExportConfig(scheme=QuantScheme.from_tag(bits), recipe_options={"seed": seed}, out=str(run),
-                                    threads=args.threads, progress=False)
+                                    threads=args.threads, device=args.device, progress=False)
             t0 = time.time()
             try:
                 train_export(cfg)

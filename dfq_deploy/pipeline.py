@@ -92,7 +92,8 @@ def summary_text(r: dict) -> str:
         + (f"  = {p['max_diff_steps']} output steps (reported, not gated)" if p["max_diff_steps"] is not None
            else ""),
         f"  layer-local check         worst {g['layers']['worst_steps']:g} step, {g['layers']['worst_mismatch']:.4%} "
-        f"of an activation's elements (gate <= {g['layer_max_steps']:g} step, <= {g['layer_max_mismatch']:.3%})",
+        f"of an activation on another code, {g['layers']['worst_unexplained']:.4%} without a tie (gate <= "
+        f"{g['layer_max_steps']:g} step, <= {g['layer_max_mismatch']:.3%})",
         f"  parity gate               {'pass' if g['passed'] else 'FAIL: ' + '; '.join(g['failures'])}",
     ]
     if r.get("tensorrt"):

@@ -132,9 +132,12 @@ def render_html(report: dict, history: list[dict] | None = None) -> str:
                  f"{layers['worst_mismatch']:.4%} of elements)")
         parts.append(f"<p>{where}; {layers['samples']} images, reference {html.escape(layers['reference'])}, runtime "
                      f"{html.escape(layers['runtime'])}.</p>")
-        parts.append(_table(["#", "graph node", "module", "shape", "max steps", "share on another code", "gate"],
+        parts.append(_table(["#", "graph node", "module", "shape", "max steps", "share on another code",
+                             "of which no tie", "integer range (graph / quantizer)", "gate"],
                             [[d["index"], d["node"], d["module"], d["shape"], f"{d['max_steps']:g}",
-                              f"{d['mismatched']:.4%}", "pass" if d["passed"] else "FAIL"]
+                              f"{d['mismatched']:.4%}", f"{d.get('unexplained', 0.0):.4%}",
+                              f"{d.get('code_range')} / {d.get('expected_range') or '-'}",
+                              "pass" if d["passed"] else "FAIL"]
                              for d in layers["layers"]]))
     figs = _figures(report, history or [])
     parts.append("<h2>Figures</h2>")
