@@ -135,10 +135,11 @@ def print_table(results: dict) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in results["rows"]:
         verdict = r["gate"] if r["gate"] == "pass" else f"FAIL: {'; '.join(r['failures'])}"
+        untied = f"{r['layer_worst_unexplained']:.4%}" if "layer_worst_unexplained" in r else "not recorded"
         print(f"| {r['bits']} | {r['seed']} | **{verdict}** | {r['top1_agreement']:.2f} % | "
               f"{r['accuracy_torch']:.2f} / {r['accuracy_runtime']:.2f} | {r['max_logit_steps']:g} | "
-              f"{r['layer_worst_steps']:g} / {r['layer_worst_mismatch']:.4%} / "
-              f"{r.get('layer_worst_unexplained', float('nan')):.4%} | {r['integer']} | {r['time_s']:.0f} |")
+              f"{r['layer_worst_steps']:g} / {r['layer_worst_mismatch']:.4%} / {untied} | {r['integer']} | "
+              f"{r['time_s']:.0f} |")
 
 
 if __name__ == "__main__":
