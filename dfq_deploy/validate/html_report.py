@@ -103,7 +103,8 @@ def render_html(report: dict, history: list[dict] | None = None) -> str:
              f", data {html.escape(report['data'])} ({report['samples']} images), reference "
              f"{html.escape(report['reference'])}, output step {_fmt(report['output_step'], '.4g')}.</p>",
              f"<p>Gate: every quantized activation, computed by the runtime from the reference's own inputs, within "
-             f"{gate['layer_max_steps']:g} step of the reference and on another code in at most "
+             f"{gate['layer_max_steps']:g} step of the reference, inside its quantizer's integer range, and on another "
+             f"code with no rounding tie to explain it in at most "
              f"{gate['layer_max_mismatch']:.3%} of its elements; end to end top-1 agreement &ge; "
              f"{gate['min_agreement']} % and accuracy within {gate['max_accuracy_diff']} pt"
              + (f", logits within {gate['max_logit_steps']:g} output steps" if gate.get("max_logit_steps") is not None
@@ -127,7 +128,8 @@ def render_html(report: dict, history: list[dict] | None = None) -> str:
         first = layers["first_failure"]
         parts.append("<h2>Layer-local check</h2>")
         where = (f"first faulty activation: <b>{html.escape(first['node'])}</b> ({html.escape(first['module'])}), "
-                 f"{first['max_steps']:g} steps, {first['mismatched']:.3%} of its elements" if first else
+                 f"{first['max_steps']:g} steps, {first.get('unexplained', 0.0):.3%} of its elements on another code "
+                 f"without a tie" if first else
                  f"every activation within the gate (worst {layers['worst_steps']:g} step, "
                  f"{layers['worst_mismatch']:.4%} of elements)")
         parts.append(f"<p>{where}; {layers['samples']} images, reference {html.escape(layers['reference'])}, runtime "
