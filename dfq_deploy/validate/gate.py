@@ -81,8 +81,7 @@ class GateResult:
             f = self.layers.first_failure
             if f is None:
                 out.append("layer-local check compared no activation")
-            elif f.expected_range is not None and f.code_range != f.expected_range and (
-                    f.code_range[1] != f.expected_range[1] or f.code_range[0] < f.expected_range[0]):
+            elif not f.range_ok:
                 out.append(f"layer {f.module} ({f.node}): integer range {f.code_range} in the graph where the "
                            f"quantizer has {f.expected_range} (a missing or wrong Clip)")
             else:

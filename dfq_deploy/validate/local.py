@@ -187,6 +187,13 @@ class LayerCheck:
     code_range: list[int] | None = None      # the graph's integer range (Clip or type bounds, minus the zero point)
     expected_range: list[int] | None = None  # the reference quantizer's (bit width, sign, narrow range)
 
+    @property
+    def range_ok(self) -> bool:
+        """The graph's codes reach the quantizer's top and go no lower than its bottom (unknown: ok). A latent fault
+        (a missing Clip) changes nothing until a value leaves the range, so the range itself is checked."""
+        want, got = self.expected_range, self.code_range
+        return want is None or (got[1] == want[1] and got[0] >= want[0])
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -365,11 +372,10 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
         unexplained = float(untied[c.index] / elements[c.index]) if elements[c.index] else 0.0
         w = round(float(worst[c.index]), 4)
         z = int(np.asarray(c.q_zero).reshape(-1)[0])
-        graph_range, want = [c.low - z, c.high - z], expected[c.index]
-        # a latent fault (a missing Clip) changes nothing until a value leaves the range: check the range itself
-        range_ok = want is None or (graph_range[1] == want[1] and graph_range[0] >= want[0])
-        result.layers.append(LayerCheck(c.index, c.name, modules[c.index], shapes[c.index], w, share,
-                                        w <= max_steps + 1e-3 and unexplained <= max_mismatch and range_ok,
-                                        unexplained, graph_range, None if want is None else list(want)))
+        want = expected[c.index]
+        check = LayerCheck(c.index, c.name, modules[c.index], shapes[c.index], w, share, False, unexplained,
+                           [c.low - z, c.high - z], None if want is None else list(want))
+        check.passed = w <= max_steps + 1e-3 and unexplained <= max_mismatch and check.range_ok
+        result.layers.append(check)
     return result
 
