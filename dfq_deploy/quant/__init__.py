@@ -1,6 +1,6 @@
 """Low-bit schemes built from Brevitas quantizers, and the one verb that applies them to a float model."""
 
 from .reconstruct import ReconstructionConfig, ReconstructionOptions, reconstruct
-from .scheme import QuantScheme, calibrate, quantize_model
+from .scheme import QuantScheme, calibrate, load_quantized_state, quantize_model
 
-__all__ = ["QuantScheme", "quantize_model", "calibrate", "reconstruct", "ReconstructionConfig", "ReconstructionOptions"]
+__all__ = ["QuantScheme", "quantize_model", "calibrate", "load_quantized_state", "reconstruct", "ReconstructionConfig", "ReconstructionOptions"]

@@ -36,6 +36,7 @@ import torch
 from torch import fx, nn
 from tqdm.auto import tqdm
 
+from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state
 from ..data.augment import augment
 from ..errors import ConfigError
 
@@ -277,17 +278,36 @@ def _run(sub: fx.GraphModule, inputs, template, chunk: int = 256, pre: _PreQuant
     return torch.cat(values), out_template, (torch.cat(pres) if pre is not None else None)
 
 
+def _block_outputs(sub: fx.GraphModule, block: Block, q_in, template):
+    """(quantized outputs, their QuantTensor template, unquantized outputs of the block's last quantizer or None)
+    of the reconstructed block ``sub`` over ``q_in``: the next block's inputs."""
+    sub.eval()
+    pre = _PreQuant(sub.get_submodule(block.output.target)) if block.output.op == "call_module" and \
+        _is_act_quant(sub.get_submodule(block.output.target)) else None
+    try:
+        return _run(sub, q_in, template, pre=pre)
+    finally:
+        if pre is not None:
+            pre.handle.remove()
+
+
 def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tensor], cfg: ReconstructionConfig,
-                progress: bool = True) -> list[dict]:
+                progress: bool = True, checkpoint: Checkpointer | None = None, stage: str = "reconstruction"
+                ) -> list[dict]:
     """Block-wise reconstruction of ``student`` (calibrated already) on ``images``; see the module docstring.
 
     Returns one history entry per block (its reconstruction error before and after, and the weights whose rounding
     moved off nearest). The student is left in eval mode.
+
+    ``checkpoint``: the student's state, the random stream and the history are saved as section ``stage`` after each
+    block. A saved section is continued: the student takes the saved state, the finished blocks are only run
+    forward (to compute the next block's inputs, exactly as before) and reconstruction goes on with the next block.
     """
     from brevitas.graph.calibrate import quantization_status_manager
 
     if cfg.iters == 0:
         return []
+    ck = checkpoint or NO_CHECKPOINT
     images = torch.cat(list(images)) if isinstance(images, (list, tuple)) else images
     blocks = find_blocks(student)
     rng = torch.Generator().manual_seed(cfg.seed)
@@ -301,12 +321,39 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
     bar = tqdm(total=len(blocks) * cfg.iters, desc="block reconstruction", disable=not progress)
     n = len(images)
     learned: set[int] = set()
-    for k, block in enumerate(blocks):
-        sub = block_module(student, block)
-        sub.eval()
+    done = 0
+    saved = ck.resumed(stage)
+
+    def float_outputs(sub, x):
         with quantization_status_manager(sub, disable_act_quant=True, disable_weight_quant=True,
                                          disable_bias_quant=True, is_training=False):
-            fp_out, _, _ = _run(sub, fp_in, None)
+            return _run(sub, x, None)[0]
+
+    if saved is not None:
+        from .scheme import load_quantized_state
+
+        done, history = saved["step"], list(saved["history"])
+        if done == len(blocks):  # finished before the interruption
+            load_quantized_state(student, saved["student"])
+            bar.close()
+            student.eval()
+            return history
+        # the finished blocks are run forward again to give the next block its inputs, exactly as they were: the
+        # float reference first, with the float weights as calibrated (baking moved the finished blocks' float
+        # weights), then the quantized chain with the saved state
+        for block in blocks[:done]:
+            fp_in = float_outputs(block_module(student, block).eval(), fp_in)
+        load_quantized_state(student, saved["student"])
+        for block in blocks[:done]:
+            sub = block_module(student, block).eval()
+            learned.update(id(p) for p in _scale_params(sub, block.activations, learned))
+            q_in, template, pre_in = _block_outputs(sub, block, q_in, template)
+        rng.set_state(saved["rng"])
+        bar.update(done * cfg.iters)
+    for k, block in enumerate(blocks[done:], start=done):
+        sub = block_module(student, block)
+        sub.eval()
+        fp_out = float_outputs(sub, fp_in)
         err_before = float((_run(sub, q_in, template)[0] - fp_out).pow(2).flatten(1).sum(1).mean())
         rounding = [_LearnedRounding(sub.get_submodule(name)) for name in block.compute]
         scales = _scale_params(sub, block.activations, learned)
@@ -343,23 +390,19 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
                     for p in scales:
                         p.clamp_(min=1e-8)
                 bar.update()
+                ck.raise_if_stopped(stage, k)  # the last finished block is saved already
         finally:
             drop.remove()
             changed = sum(r.bake() for r in rounding)
-        sub.eval()
-        pre = _PreQuant(sub.get_submodule(block.output.target)) if block.output.op == "call_module" and \
-            _is_act_quant(sub.get_submodule(block.output.target)) else None
-        try:
-            q_out, template_out, pre_out = _run(sub, q_in, template, pre=pre)
-        finally:
-            if pre is not None:
-                pre.handle.remove()
+        q_out, template_out, pre_out = _block_outputs(sub, block, q_in, template)
         err_after = float((q_out - fp_out).pow(2).flatten(1).sum(1).mean())
         history.append({"phase": "reconstruction", "step": k, "block": block.name, "rec_before": err_before,
                         "rec_after": err_after, "rounding_changed": changed, "images": n})
         log.info("reconstruction block %d (%s): error %.4g -> %.4g (all images), %d weights rounded off nearest",
                  k, block.name, err_before, err_after, changed)
         q_in, fp_in, pre_in, template = q_out, fp_out, pre_out, template_out
+        ck.unit_done(stage, k + 1, lambda: {"step": k + 1, "history": list(history), "rng": rng.get_state(),
+                                            "student": cpu_state(student)})
     bar.close()
     student.eval()
     log.info("block reconstruction: %d blocks, %d steps each (%.0f s)", len(blocks), cfg.iters, time.time() - t0)

@@ -185,3 +185,29 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     with torch.no_grad(), calibration_mode(qmodel):
         for x in batches:
             qmodel(x)
+
+
+def load_quantized_state(qmodel: nn.Module, state: dict) -> None:
+    """Copy ``state`` (a ``state_dict`` of the same quantized model) into ``qmodel``'s own parameters and buffers,
+    in place, for a model that is calibrated already (a run that resumes after its calibration).
+
+    Why not ``load_state_dict``: Brevitas' runtime-statistics scaling replaces its ``value`` parameter with a new
+    object when a state dict is loaded. For inference that changes nothing, but a model that trains on then loses
+    the ties Brevitas makes between quantizers (one step size shared by a residual add's inputs, or, after a
+    ``deepcopy``, with another model), and an optimiser built before the load updates parameters the model no longer
+    uses.
+
+    Raises:
+        ValueError: ``state`` does not have exactly ``qmodel``'s keys and shapes, or ``qmodel`` is not calibrated
+            (its state dict holds values that are not its own tensors).
+    """
+    own = qmodel.state_dict(keep_vars=True)
+    if own.keys() != state.keys():
+        raise ValueError(f"state keys differ: {sorted(own.keys() ^ state.keys())[:4]}")
+    live = {id(t) for t in qmodel.parameters()} | {id(t) for t in qmodel.buffers()}
+    with torch.no_grad():
+        for key, value in state.items():
+            target = own[key]
+            if id(target) not in live or target.shape != value.shape:
+                raise ValueError(f"{key}: not a calibrated parameter or buffer of this shape")
+            target.copy_(value)

@@ -21,9 +21,10 @@ from typing import Callable
 
 import torch
 
+from ..checkpoint import Checkpointer, cpu_state
 from ..distill import entropy_terms, kd_loss
 from ..errors import ConfigError
-from ..quant import calibrate
+from ..quant import calibrate, load_quantized_state
 from .loop import KDLoopConfig, StudentObjective, run_kd_loop, student_optimizer, student_step
 
 
@@ -81,6 +82,17 @@ class _AdversarialObjective(StudentObjective):
             m[f"kd_student{i}"] = extra.item()
         return loss, m
 
+    def state_dict(self):
+        return {"students": [cpu_state(s) for s in self.extra], "opts": [cpu_state(o) for o, _ in self.opts],
+                "scheds": [sch.state_dict() for _, sch in self.opts]}
+
+    def load_state_dict(self, state):
+        for s, (opt, sched), s_state, o_state, sch_state in zip(self.extra, self.opts, state["students"],
+                                                                 state["opts"], state["scheds"], strict=True):
+            load_quantized_state(s, s_state)
+            opt.load_state_dict(o_state)
+            sched.load_state_dict(sch_state)
+
     def close(self):
         self.extra, self.opts = [], []
 
@@ -88,7 +100,7 @@ class _AdversarialObjective(StudentObjective):
 def train_adversarial(teacher: torch.nn.Module, student: torch.nn.Module, cfg: AdversarialConfig,
                       img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
                       on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
-                      warmup_cache: dict | None = None) -> list[dict]:
+                      warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
     """Train ``student`` in place by adversarial KD (see module docstring)."""
     return run_kd_loop(teacher, student, cfg, _AdversarialObjective(cfg), img_shape, num_classes, progress, on_step,
-                       name="adversarial KD", warmup_cache=warmup_cache)
+                       name="adversarial KD", warmup_cache=warmup_cache, checkpoint=checkpoint)

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from ..checkpoint import Checkpointer
 from ..distill import entropy_terms, kd_loss
 from ..errors import ConfigError
 from .loop import KDLoopConfig, StudentObjective, run_kd_loop
@@ -80,7 +81,7 @@ class _DFQFObjective(StudentObjective):
 
 def train_dfqf(teacher: torch.nn.Module, student: torch.nn.Module, cfg: DFQFConfig, img_shape: tuple[int, int, int],
                num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
-               run_dir=None, warmup_cache: dict | None = None) -> list[dict]:
+               run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
     """Train ``student`` in place with DFQF (see module docstring)."""
     return run_kd_loop(teacher, student, cfg, _DFQFObjective(cfg), img_shape, num_classes, progress, on_step,
-                       name="DFQF", warmup_cache=warmup_cache)
+                       name="DFQF", warmup_cache=warmup_cache, checkpoint=checkpoint)

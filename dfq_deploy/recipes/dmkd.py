@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..checkpoint import Checkpointer, cpu_state
 from ..device import module_device
 from ..distill import DMKDBalancer, FixedBalancer, kd_loss, teacher_features
 from ..errors import ConfigError
@@ -147,6 +148,16 @@ class _MultiTeacherKD(StudentObjective):
         out.update(meta)
         return loss, out
 
+    def state_dict(self):
+        prev = None if self.prev is None else [t.detach().cpu().clone() for t in self.prev]
+        return {"balancer": cpu_state(self.balancer), "opt": cpu_state(self.opt), "prev": prev}
+
+    def load_state_dict(self, state):
+        dev = module_device(self.balancer)
+        self.balancer.load_state_dict(state["balancer"])
+        self.opt.load_state_dict(state["opt"])
+        self.prev = None if state["prev"] is None else tuple(t.to(dev) for t in state["prev"])
+
     def close(self):
         if self.hook is not None:
             self.hook.handle.remove()
@@ -156,7 +167,7 @@ class _MultiTeacherKD(StudentObjective):
 def train_dmkd(teacher: torch.nn.Module, student: torch.nn.Module, cfg: DMKDConfig, img_shape: tuple[int, int, int],
                num_classes: int, progress: bool = True,
                on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
-               warmup_cache: dict | None = None) -> list[dict]:
+               warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
     """Train ``student`` in place with DMKD (see module docstring). Returns the history, with teacher weights."""
     return run_kd_loop(teacher, student, cfg, _MultiTeacherKD(cfg), img_shape, num_classes, progress, on_step,
-                       name="DMKD", warmup_cache=warmup_cache)
+                       name="DMKD", warmup_cache=warmup_cache, checkpoint=checkpoint)

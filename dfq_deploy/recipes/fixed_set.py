@@ -11,11 +11,12 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state, rng_states, set_rng_states
 from ..device import module_device
 from ..distill import kd_loss
 from ..errors import ConfigError
 from ..data.augment import augment
-from ..quant import ReconstructionOptions, calibrate, reconstruct
+from ..quant import ReconstructionOptions, calibrate, load_quantized_state, reconstruct
 from .loop import student_optimizer, student_step
 
 log = logging.getLogger("dfq_deploy")
@@ -45,8 +46,11 @@ class SetKDConfig(ReconstructionOptions):
 
 def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: torch.Tensor, cfg: SetKDConfig,
                  progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
-                 name: str = "KD on image set") -> list[dict]:
-    """Calibrate ``student`` on ``images`` and train it by KD from ``teacher``. Returns the history."""
+                 name: str = "KD on image set", checkpoint: Checkpointer | None = None) -> list[dict]:
+    """Calibrate ``student`` on ``images`` and train it by KD from ``teacher``. Returns the history.
+
+    ``checkpoint``: sections ``reconstruction`` (each block) and ``kd`` (every ``checkpoint.every`` steps)."""
+    ck = checkpoint or NO_CHECKPOINT
     torch.manual_seed(cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
     teacher.eval()
@@ -57,17 +61,33 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
     calib = [images[order[i:i + cfg.batch_size]].to(dev) for i in range(0, min(len(images), cfg.calib_batches *
                                                                                  cfg.batch_size), cfg.batch_size)]
     calibrate(student, calib)
-    history: list[dict] = reconstruct(student, calib, cfg.reconstruction(), progress)
-    if on_step is not None:
-        on_step(0, student)
+    history: list[dict] = reconstruct(student, calib, cfg.reconstruction(), progress, ck)
     if cfg.steps == 0:
+        if on_step is not None:
+            on_step(0, student)
         student.eval()
         return history
     opt, sched = student_optimizer((p for p in student.parameters() if p.requires_grad), cfg.student_lr,
                                    cfg.momentum, cfg.weight_decay, cfg.steps)
+    start = 0
+    saved = ck.resumed("kd")
+    if saved is not None:
+        start = saved["step"]
+        load_quantized_state(student, saved["student"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        set_rng_states(saved["rng"], rng)
+        history = list(saved["history"])
+    elif on_step is not None:
+        on_step(0, student)
+
+    def state(done: int) -> dict:
+        return {"step": done, "student": cpu_state(student), "opt": cpu_state(opt), "sched": sched.state_dict(),
+                "rng": rng_states(rng), "history": [dict(h) for h in history]}
+
     t0 = time.time()
     student.train()
-    bar = tqdm(range(cfg.steps), desc=name, disable=not progress)
+    bar = tqdm(range(start, cfg.steps), desc=name, disable=not progress, initial=start, total=cfg.steps)
     for step in bar:
         idx = torch.randint(0, len(images), (min(cfg.batch_size, len(images)),), generator=rng)
         x = augment(images[idx].to(dev), cfg.augment_pad, cfg.augment_flip, rng)
@@ -81,6 +101,7 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if on_step is not None:
             on_step(step + 1, student)
+        ck.step("kd", step + 1, lambda: state(step + 1), total=cfg.steps)
     log.info("%s done: %d steps (%.0f s)", name, cfg.steps, time.time() - t0)
     student.eval()
     return history

@@ -32,6 +32,7 @@ from typing import Callable
 import torch
 
 from .. import __version__
+from ..checkpoint import Checkpointer
 from ..errors import ConfigError
 from ..quant import QuantScheme, calibrate, quantize_model
 from ..synthesis import invert_images
@@ -91,9 +92,31 @@ def _teacher_fingerprint(teacher: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+class _Record:
+    """The inversion history across LIS's two inversion calls (every ``log_every``-th iteration); checkpointed with
+    them."""
+
+    def __init__(self, log_every: int, names: list[str]):
+        self.log_every, self.names, self.count, self.history = log_every, names, 0, []
+
+    def __call__(self, terms: dict) -> None:
+        if self.count % self.log_every == 0:
+            self.history.append({"phase": "inversion", "step": self.count, "gen_bns": terms["bns"],
+                                 "gen_ce": terms.get("ce", float("nan")), "teacher": self.names[terms["teacher"]]})
+        self.count += 1
+
+    def state(self) -> dict:
+        return {"count": self.count, "history": list(self.history)}
+
+    def load(self, state: dict) -> None:
+        self.count, self.history = state["count"], list(state["history"])
+
+
 def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tuple[int, int, int], num_classes: int,
-                       progress: bool = True) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    """Invert ``cfg.num_images`` labelled images from the float teacher and its quantized copies (see module)."""
+                       progress: bool = True, checkpoint: Checkpointer | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
+    """Invert ``cfg.num_images`` labelled images from the float teacher and its quantized copies (see module).
+    ``checkpoint``: saved after each batch (sections ``inversion_float`` and ``inversion_courses``)."""
     names: list[str] = []
     models: list[torch.nn.Module] = []
     courses: list[list[int]] = []
@@ -106,13 +129,7 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
                 models.append(teacher if name == "fp" else quantize_model(teacher, QuantScheme.from_tag(tag)))
             idx.append(names.index(name))
         courses.append(idx)
-    history: list[dict] = []
-
-    def record(terms, offset=[0]):  # noqa: B006 - a counter shared by the two inversion calls
-        if offset[0] % cfg.log_every == 0:
-            history.append({"phase": "inversion", "step": offset[0], "gen_bns": terms["bns"],
-                            "gen_ce": terms.get("ce", float("nan")), "teacher": names[terms["teacher"]]})
-        offset[0] += 1
+    record = _Record(cfg.log_every, names)
 
     pixel_range = None
     if cfg.pixel_mean:
@@ -122,10 +139,11 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
                        [(1 - m) / s for m, s in zip(cfg.pixel_mean, cfg.pixel_std, strict=True)])
     common = dict(img_shape=img_shape, pixel_range=pixel_range, steps=cfg.inversion_steps, num_classes=num_classes,
                   lr=cfg.inversion_lr,
-                  bns_weight=cfg.bns_weight, tv_weight=cfg.tv_weight, progress=progress, on_iter=record)
+                  bns_weight=cfg.bns_weight, tv_weight=cfg.tv_weight, progress=progress, on_iter=record,
+                  checkpoint=checkpoint, aux=record)
     first = min(cfg.inversion_batch, cfg.num_images)
     imgs0, y0 = invert_images(teacher, first, batch_size=first, seed=cfg.seed, desc="LIS inversion (float course)",
-                              **common)
+                              stage="inversion_float", **common)
     for m in models:
         if m is not teacher:  # data-free PTQ of the quantized teachers on the float teacher's first batch
             calibrate(m, [imgs0])
@@ -136,15 +154,17 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
     if cfg.num_images > first:
         rest, y_rest = invert_images(teacher, cfg.num_images - first, teachers=models, pick=course_picker(courses),
                                      batch_size=cfg.inversion_batch, seed=cfg.seed + 1,
-                                     desc="LIS inversion (hierarchical courses)", **common)
+                                     desc="LIS inversion (hierarchical courses)", stage="inversion_courses",
+                                     **common)
         images.append(rest)
         labels.append(y_rest)
-    return torch.cat(images), torch.cat(labels), history
+    return torch.cat(images), torch.cat(labels), record.history
 
 
 def train_lis(teacher: torch.nn.Module, student: torch.nn.Module, cfg: LISConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
-              run_dir: str | Path | None = None, warmup_cache: dict | None = None) -> list[dict]:
+              run_dir: str | Path | None = None, warmup_cache: dict | None = None,
+              checkpoint: Checkpointer | None = None) -> list[dict]:
     """Synthesise (or load) the LIS set, then PTQ-calibrate and KD-train ``student`` on it. Returns the history."""
     fingerprint = _teacher_fingerprint(teacher)
     reuse = bool(cfg.synthetic_set) and Path(cfg.synthetic_set).exists()
@@ -154,7 +174,7 @@ def train_lis(teacher: torch.nn.Module, student: torch.nn.Module, cfg: LISConfig
                  meta.get("teacher_fingerprint", "?"))
         history: list[dict] = []
     else:
-        images, labels, history = synthesize_lis_set(teacher, cfg, img_shape, num_classes, progress)
+        images, labels, history = synthesize_lis_set(teacher, cfg, img_shape, num_classes, progress, checkpoint)
         target = Path(cfg.synthetic_set) if cfg.synthetic_set else (Path(run_dir) / "synthetic_set.safetensors"
                                                                      if run_dir else None)
         if target is not None:
@@ -163,4 +183,5 @@ def train_lis(teacher: torch.nn.Module, student: torch.nn.Module, cfg: LISConfig
             save_synthetic_set(target, images, labels, meta)
             log.info("LIS: wrote %d synthetic images to %s", len(images), target)
     kd_cfg = SetKDConfig(**{k: getattr(cfg, k) for k in SetKDConfig.__dataclass_fields__})
-    return history + kd_on_images(teacher, student, images, kd_cfg, progress, on_step, name="LIS QAT")
+    return history + kd_on_images(teacher, student, images, kd_cfg, progress, on_step, name="LIS QAT",
+                                  checkpoint=checkpoint)

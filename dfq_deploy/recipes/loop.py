@@ -25,9 +25,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state, rng_states, set_rng_states
 from ..device import module_device
 from ..errors import ConfigError, TrainingError
-from ..quant import ReconstructionOptions, calibrate, reconstruct
+from ..quant import ReconstructionOptions, calibrate, load_quantized_state, reconstruct
 from ..synthesis import BNStatsLoss, GeneratorPool
 
 log = logging.getLogger("dfq_deploy")
@@ -102,6 +103,14 @@ class StudentObjective:
     def close(self) -> None:
         """Release hooks and references."""
 
+    def state_dict(self) -> dict:
+        """The objective's own training state (networks, optimisers, running values) for a checkpoint; the state
+        :meth:`setup` rebuilds deterministically is not included."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (called after :meth:`setup` when a run resumes)."""
+
 
 def _generator_step(gen, teacher, bns, opt, cfg, rng, objective, student=None):
     imgs, _, y = gen.sample(cfg.batch_size, rng)
@@ -146,7 +155,8 @@ def student_step(loss: torch.Tensor, opt, sched, step: int) -> None:
     sched.step()
 
 
-def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, progress: bool) -> list[torch.Tensor]:
+def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, progress: bool,
+                  checkpoint: Checkpointer | None = None) -> list[torch.Tensor]:
     """ZeroQ calibration batches (own seeded random stream, so the loop's streams are untouched); cached."""
     from .ptq import PTQConfig, calibration_images
 
@@ -157,7 +167,7 @@ def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, pro
     t0 = time.time()
     batches, _ = calibration_images(teacher, PTQConfig(source="zeroq", calib_batches=cfg.calib_batches,
                                                        batch_size=cfg.batch_size, zeroq_steps=cfg.calib_steps,
-                                                       seed=cfg.seed), img_shape, progress)
+                                                       seed=cfg.seed), img_shape, progress, checkpoint)
     log.info("ZeroQ calibration images: %d (%.0f s)", sum(len(b) for b in batches), time.time() - t0)
     if cache is not None:
         cache[key] = batches
@@ -167,7 +177,7 @@ def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, pro
 def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopConfig, objective: StudentObjective,
                 img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
                 on_step: Callable[[int, torch.nn.Module], None] | None = None, name: str = "data-free KD",
-                warmup_cache: dict | None = None) -> list[dict]:
+                warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
     """Train ``student`` in place from ``teacher`` without data. Returns the history (one dict per sample).
 
     ``on_step(step, student)``, when given, is called after calibration (step 0) and after every student step
@@ -178,9 +188,15 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
     benchmark that trains several students (other bit widths, other student losses) warms each generator up once.
     A run restored from the cache continues exactly as a fresh one would.
 
+    ``checkpoint``: sections ``zeroq`` (each batch of calibration images), ``warmup`` and ``kd`` (every
+    ``checkpoint.every`` steps and at their last step) and ``reconstruction`` (each block). A run resumed from them
+    redoes only the deterministic work between stages (calibration, the objective's setup) and is bit-identical to
+    an uninterrupted one on the CPU.
+
     Raises:
         TrainingError: the student's loss became non-finite.
     """
+    ck = checkpoint or NO_CHECKPOINT
     torch.manual_seed(cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
     teacher.eval()
@@ -194,7 +210,13 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
     t0 = time.time()
     key = _warmup_key(objective, teacher, cfg, img_shape) if warmup_cache is not None else None
     # before the loop's BN hooks exist: the inversion must not leave terms (and their graphs) in them
-    calib = _zeroq_images(teacher, cfg, img_shape, warmup_cache, progress) if cfg.calib_source == "zeroq" else None
+    calib = _zeroq_images(teacher, cfg, img_shape, warmup_cache, progress, ck) if cfg.calib_source == "zeroq" \
+        else None
+
+    def warmup_state(done: int) -> dict:
+        return {"step": done, "gen": cpu_state(gen), "opt": cpu_state(g_opt), "rng": rng_states(rng),
+                "history": [dict(h) for h in history]}
+
     try:
         with BNStatsLoss(teacher, mode=objective.bns_mode) as bns:
             if key is not None and key in warmup_cache:
@@ -206,12 +228,22 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                 history = copy.deepcopy(saved["history"])
                 log.info("generator warm-up restored from cache (%d steps)", cfg.warmup_steps)
             else:
-                bar = tqdm(range(cfg.warmup_steps), desc="generator warm-up", disable=not progress)
+                start = 0
+                saved = ck.resumed("warmup")
+                if saved is not None:
+                    start = saved["step"]
+                    gen.load_state_dict(saved["gen"])
+                    g_opt.load_state_dict(saved["opt"])
+                    set_rng_states(saved["rng"], rng)
+                    history = list(saved["history"])
+                bar = tqdm(range(start, cfg.warmup_steps), desc="generator warm-up", disable=not progress,
+                           initial=start, total=cfg.warmup_steps)
                 for step in bar:
                     _, _, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng, objective)
                     if step % cfg.log_every == 0:
                         history.append({"phase": "warmup", "step": step, **m})
                     bar.set_postfix(loss=f"{m['gen_loss']:.3f}", bns=f"{m['gen_bns']:.3f}")
+                    ck.step("warmup", step + 1, lambda: warmup_state(step + 1), total=cfg.warmup_steps)
                 log.info("generator warm-up done: %d steps (%.0f s)", cfg.warmup_steps, time.time() - t0)
                 if key is not None:
                     warmup_cache[key] = {"gen": copy.deepcopy(gen.state_dict()),
@@ -227,7 +259,7 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                     calib = [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)]
                 calibrate(student, calib)
                 bns.reset()  # drop terms the calibration images' inversion left (they hold autograd graphs)
-            history += reconstruct(student, calib, cfg.reconstruction(), progress)
+            history += reconstruct(student, calib, cfg.reconstruction(), progress, ck)
             with torch.no_grad():
                 objective.setup(teacher, student, calib)
             bns.reset()
@@ -235,10 +267,28 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
 
             s_opt, sched = student_optimizer((p for p in student.parameters() if p.requires_grad), cfg.student_lr,
                                              cfg.momentum, cfg.weight_decay, cfg.steps)
-            if on_step is not None:
+            start = 0
+            saved = ck.resumed("kd")
+            if saved is not None:
+                start = saved["step"]
+                gen.load_state_dict(saved["gen"])
+                g_opt.load_state_dict(saved["g_opt"])
+                load_quantized_state(student, saved["student"])
+                s_opt.load_state_dict(saved["s_opt"])
+                sched.load_state_dict(saved["sched"])
+                objective.load_state_dict(saved["objective"])
+                set_rng_states(saved["rng"], rng)
+                history = list(saved["history"])
+
+            def kd_state(done: int) -> dict:
+                return {"step": done, "gen": cpu_state(gen), "g_opt": cpu_state(g_opt), "student": cpu_state(student),
+                        "s_opt": cpu_state(s_opt), "sched": sched.state_dict(), "objective": objective.state_dict(),
+                        "rng": rng_states(rng), "history": [dict(h) for h in history]}
+
+            if on_step is not None and start == 0:
                 on_step(0, student)
             student.train()
-            bar = tqdm(range(cfg.steps), desc=name, disable=not progress)
+            bar = tqdm(range(start, cfg.steps), desc=name, disable=not progress, initial=start, total=cfg.steps)
             for step in bar:
                 imgs, t_logits, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng, objective, student)
                 s_logits = student(imgs)
@@ -250,6 +300,7 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                 bar.set_postfix(loss=f"{m['loss']:.3f}", gen=f"{m['gen_loss']:.3f}")
                 if on_step is not None:
                     on_step(step + 1, student)
+                ck.step("kd", step + 1, lambda: kd_state(step + 1), total=cfg.steps)
             last = history[-1].get("loss", float("nan")) if history else float("nan")
             log.info("%s done: %d steps, last loss %.4f (%.0f s total)", name, cfg.steps, last, time.time() - t0)
     finally:

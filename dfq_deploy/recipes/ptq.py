@@ -16,6 +16,7 @@ from typing import Callable
 
 import torch
 
+from ..checkpoint import Checkpointer
 from ..device import module_device
 from ..errors import ConfigError
 from ..quant import ReconstructionOptions, calibrate, reconstruct
@@ -45,35 +46,50 @@ class PTQConfig(ReconstructionOptions):
             raise ConfigError("ptq: calib_batches and zeroq_steps must be >= 1, batch_size >= 2, zeroq_lr > 0")
 
 
+class _InversionRecord:
+    """The inversion's history (every ``log_every``-th iteration); saved with the inversion's checkpoint."""
+
+    def __init__(self, log_every: int):
+        self.log_every, self.count, self.history = log_every, 0, []
+
+    def __call__(self, terms: dict) -> None:
+        if self.count % self.log_every == 0:
+            self.history.append({"phase": "inversion", "step": self.count, "gen_bns": terms["bns"]})
+        self.count += 1
+
+    def state(self) -> dict:
+        return {"count": self.count, "history": list(self.history)}
+
+    def load(self, state: dict) -> None:
+        self.count, self.history = state["count"], list(state["history"])
+
+
 def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
-                       progress: bool = True) -> tuple[list[torch.Tensor], list[dict]]:
-    """The calibration batches of ``cfg.source`` and the inversion history (empty for noise)."""
+                       progress: bool = True, checkpoint: Checkpointer | None = None
+                       ) -> tuple[list[torch.Tensor], list[dict]]:
+    """The calibration batches of ``cfg.source`` and the inversion history (empty for noise). With a
+    ``checkpoint``, the ZeroQ inversion is saved after each batch (section ``zeroq``) and continued from it."""
     n = cfg.calib_batches * cfg.batch_size
     if cfg.source == "noise":
         x = torch.randn(n, *img_shape, generator=torch.Generator().manual_seed(cfg.seed)).to(module_device(teacher))
-        history = []
-    else:
-        history = []
-        count = [0]
-
-        def record(terms):
-            if count[0] % cfg.log_every == 0:
-                history.append({"phase": "inversion", "step": count[0], "gen_bns": terms["bns"]})
-            count[0] += 1
-
-        x, _ = invert_images(teacher, n, img_shape, cfg.zeroq_steps, batch_size=cfg.batch_size, lr=cfg.zeroq_lr,
-                             seed=cfg.seed, progress=progress, desc="ZeroQ inversion", on_iter=record)
-    return list(x.split(cfg.batch_size)), history
+        return list(x.split(cfg.batch_size)), []
+    record = _InversionRecord(cfg.log_every)
+    x, _ = invert_images(teacher, n, img_shape, cfg.zeroq_steps, batch_size=cfg.batch_size, lr=cfg.zeroq_lr,
+                         seed=cfg.seed, progress=progress, desc="ZeroQ inversion", on_iter=record,
+                         checkpoint=checkpoint, stage="zeroq", aux=record)
+    return list(x.split(cfg.batch_size)), record.history
 
 
 def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
-              run_dir=None, warmup_cache: dict | None = None) -> list[dict]:
+              run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
     """Calibrate ``student`` in place, then (``recon_iters > 0``) reconstruct it block by block on the same images.
-    Returns the inversion history (empty for noise) and the reconstruction's."""
-    batches, history = calibration_images(teacher, cfg, img_shape, progress)
+    Returns the inversion history (empty for noise) and the reconstruction's. ``checkpoint``: saved after each
+    batch of ZeroQ images and each reconstructed block, and continued from there (calibration is redone: it is
+    deterministic)."""
+    batches, history = calibration_images(teacher, cfg, img_shape, progress, checkpoint)
     calibrate(student, batches)
-    history += reconstruct(student, batches, cfg.reconstruction(), progress)
+    history += reconstruct(student, batches, cfg.reconstruction(), progress, checkpoint)
     student.eval()
     if on_step is not None:
         on_step(0, student)

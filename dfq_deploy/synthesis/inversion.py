@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..checkpoint import NO_CHECKPOINT, Checkpointer
 from ..device import module_device
 from .bn_stats import BNStatsLoss
 
@@ -29,7 +30,8 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
                   bns_weight: float = 1.0, ce_weight: float = 1.0, tv_weight: float = 0.0, seed: int = 0,
                   pixel_range: tuple[Sequence[float], Sequence[float]] | None = None,
                   progress: bool = True, desc: str = "inverting images",
-                  on_iter: Callable[[dict], None] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                  on_iter: Callable[[dict], None] | None = None, checkpoint: Checkpointer | None = None,
+                  stage: str = "inversion", aux=None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Return ``num_images`` images (and their labels when ``num_classes`` is given), optimised in batches.
 
     Each batch starts as standard-normal noise and is optimised for ``steps`` Adam iterations (cosine learning rate)
@@ -39,7 +41,11 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
     image can take (projected after each step); without it pixels are unbounded and can drift far outside it,
     which then inflates any activation range calibrated on them.
     ``on_iter`` receives each iteration's losses (tests and logs use it).
+    ``checkpoint``: each finished batch is saved as section ``stage`` (with ``aux.state()``, the caller's own
+    record of the iterations, when ``aux`` is given); a saved section is continued from its next batch and handed
+    back through ``aux.load``.
     """
+    ck = checkpoint or NO_CHECKPOINT
     rng = torch.Generator().manual_seed(seed)  # drawn on the CPU, then moved: every device draws the same noise
     dev = module_device(bn_model)
     bn_model.eval()
@@ -54,8 +60,23 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
             raise ValueError(f"pixel_range needs 1 or {img_shape[0]} low < high values, got {pixel_range}")
     n_batches = math.ceil(num_images / batch_size)
     bar = tqdm(total=n_batches * steps, desc=desc, disable=not progress)
+    start = 0
+    saved = ck.resumed(stage)
+    if saved is not None:
+        start = saved["step"]
+        images = [t.to(dev) for t in saved["images"]]
+        labels = [t.to(dev) for t in saved["labels"]]
+        rng.set_state(saved["rng"])
+        if aux is not None:
+            aux.load(saved["aux"])
+        bar.update(start * steps)
+
+    def state(done: int) -> dict:
+        return {"step": done, "images": [t.cpu() for t in images], "labels": [t.cpu() for t in labels],
+                "rng": rng.get_state(), "aux": aux.state() if aux is not None else None}
+
     with BNStatsLoss(bn_model) as bns:
-        for b in range(n_batches):
+        for b in range(start, n_batches):
             n = min(batch_size, num_images - b * batch_size)
             x = torch.randn(n, *img_shape, generator=rng).to(dev)
             if lo is not None:
@@ -88,8 +109,10 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
                 if on_iter is not None:
                     on_iter(terms)
                 bar.update()
+                ck.raise_if_stopped(stage, b)  # the last finished batch is saved already
             images.append(x.detach())
             if y is not None:
                 labels.append(y)
+            ck.unit_done(stage, b + 1, lambda: state(b + 1))
     bar.close()
     return torch.cat(images), (torch.cat(labels) if labels else None)
