@@ -98,6 +98,7 @@ class Checkpointer:
         """Store ``stage``'s state (last in order) and write the whole checkpoint atomically."""
         self.sections.pop(stage, None)
         self.sections[stage] = state
+        self.saves += 1
         if self.folder is None:
             return
         fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", dir=self.folder)
@@ -111,7 +112,6 @@ class Checkpointer:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self.saves += 1
 
     def step(self, stage: str, done: int, state_fn: Callable[[], Any], total: int | None = None) -> None:
         """At a step boundary (``done`` steps of ``stage`` complete): save every ``every`` steps, at the stage's
@@ -171,6 +171,9 @@ class _NoCheckpoint(Checkpointer):
 
     def unit_done(self, stage, done, state_fn) -> None:
         pass
+
+    def stop_on_signals(self):
+        return contextlib.nullcontext(self)  # nothing saves: the signals keep their usual effect
 
 
 NO_CHECKPOINT = _NoCheckpoint()

@@ -5,6 +5,7 @@ Everything the ``dfq-deploy train-export`` command does is available here from P
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -17,11 +18,12 @@ from typing import Any
 import torch
 import yaml
 
-from . import __version__
+from . import __version__, distributed
+from .checkpoint import NO_CHECKPOINT, Checkpointer, RunInterrupted
 from .config import config_from_dict
-from .errors import ConfigError
+from .errors import ConfigError, DfqDeployError
 from .quant import QuantScheme
-from .rundir import commit_run_dir, discard_run_dir, load_run, prepare_run_dir, sha256
+from .rundir import RunDir, check_run_dir_free, create_run_dir, load_run, read_run_config, reopen_run_dir, sha256, write_run_config
 from .device import device_name, resolve_device
 from .targets import Target, get_target
 from .validate.gate import Gate
@@ -43,7 +45,25 @@ class TrainExportConfig:
     gate: Gate = Gate()                    # parity gate thresholds (the same defaults as `validate`)
     threads: int | None = None             # torch / ONNX Runtime intra-op threads (None = library default)
     device: str = "auto"                   # where the recipe trains: auto | cpu | cuda | cuda:N (dfq_deploy.device)
+    checkpoint_every: int = 50             # training steps between checkpoints (0: only on SIGINT/SIGTERM and at
+                                           # stage boundaries; dfq_deploy.checkpoint)
     progress: bool = True
+
+    def to_dict(self) -> dict:
+        """Plain data (JSON) that :meth:`from_dict` reads back: what ``run.json`` keeps for ``--resume``."""
+        d = asdict(self)
+        d["recipe_options"] = _plain(dict(self.recipe_options))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainExportConfig":
+        try:
+            d = dict(d)
+            d["scheme"] = QuantScheme(**d["scheme"])
+            d["gate"] = Gate(**d["gate"])
+            return cls(**d)
+        except (TypeError, KeyError) as e:
+            raise ConfigError(f"not a train-export configuration: {e}") from e
 
 
 @dataclass
@@ -157,8 +177,11 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     return _Inputs(target, scheme, recipe_cfg, recipe_fn, runtime, teacher, card, card_path, eval_set, device)
 
 
-def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, timings: dict) -> tuple[torch.nn.Module, list, float]:
-    """Stage 2: the teacher's accuracy, then the recipe trains the quantized student; its weights are saved."""
+def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path | None, timings: dict, ck: Checkpointer
+           ) -> tuple[torch.nn.Module, list, float]:
+    """Stage 2: the teacher's accuracy, then the recipe trains the quantized student (checkpointed in ``ck``, and
+    stopped cleanly by SIGINT / SIGTERM); its weights are saved. ``run_dir`` None: a helper process of a
+    multi-process run (it trains, and writes nothing)."""
     from safetensors.torch import save_file
 
     from .data import evaluate
@@ -166,19 +189,22 @@ def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, timings: dict) -
 
     t = time.time()
     teacher = inp.teacher.to(inp.device)
-    teacher_acc = evaluate(teacher, inp.eval_set.images, inp.eval_set.labels)
+    teacher_acc = evaluate(teacher, inp.eval_set.images, inp.eval_set.labels) if run_dir is not None else float("nan")
     timings["teacher_eval"] = time.time() - t
     log.info("teacher FP accuracy %.2f%% on %s; training on %s", teacher_acc, inp.eval_set.name,
              device_name(inp.device))
     student = quantize_model(teacher, inp.scheme)
     t = time.time()
     try:
-        history = inp.recipe_fn(teacher, student, inp.recipe_cfg, tuple(inp.card.input_shape),
-                                len(inp.card.class_names), progress=cfg.progress, run_dir=run_dir)
+        with ck.stop_on_signals():
+            history = inp.recipe_fn(teacher, student, inp.recipe_cfg, tuple(inp.card.input_shape),
+                                    len(inp.card.class_names), progress=cfg.progress, run_dir=run_dir, checkpoint=ck)
     finally:  # export, the weights file and the parity check are CPU work
         teacher.cpu()
         student.cpu()
     timings["train"] = time.time() - t
+    if run_dir is None:
+        return student, history, teacher_acc
     save_file({k: v.detach().clone().contiguous() for k, v in student.state_dict().items()},
               str(run_dir / "student.safetensors"))
     return student, history, teacher_acc
@@ -243,7 +269,7 @@ def _check_parity(cfg: TrainExportConfig, inp: _Inputs, student, onnx_path: Path
 
 
 def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, teacher_acc, exp, census, trt_check,
-                  validation, parity, timings: dict) -> dict:
+                  validation, parity, timings: dict, checkpoint: dict, extra: dict | None = None) -> dict:
     """Stage 5: report.json, recipe.yaml, summary.txt, losses.png, validation.json/html."""
     from .figures import plot_history
     from .validate.validate import write_reports
@@ -267,6 +293,8 @@ def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, 
                                                     f"not built: {engine_note}"},
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "device": device_name(inp.device),
+        "checkpoint": checkpoint,
+        **(extra or {}),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
         "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",
@@ -285,7 +313,9 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     """Train a low-bit student data-free, export it for ``cfg.target``, and check parity with PyTorch.
 
     Writes a run directory (``model.onnx``, ``student.safetensors``, ``report.json``, ``summary.txt``,
-    ``train.log``, ``losses.png``) atomically: on failure nothing is left behind.
+    ``train.log``, ``losses.png``) atomically: on failure nothing is left behind under its name. Training is
+    checkpointed every ``cfg.checkpoint_every`` steps; SIGINT / SIGTERM stop it at the next step boundary with the
+    checkpoint saved, and :func:`resume_run` continues it.
 
     Returns:
         RunResult with the run directory and the report.
@@ -293,36 +323,196 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     Raises:
         ConfigError, ModelError, DataError: bad input, before training starts.
         RuntimeUnavailableError: the target runtime is missing here (checked first).
+        RunInterrupted: stopped by a signal; the partial run is kept for ``--resume``.
         ParityError: the runtime disagrees with the PyTorch reference beyond the gate (the run is kept).
     """
+    if cfg.checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every={cfg.checkpoint_every} must be >= 0",
+                          hint="use --checkpoint-every N (0 = only on SIGINT / SIGTERM and at stage boundaries)")
+    if distributed.launched():
+        return _train_export_distributed(cfg)
+    inp = _resolve(cfg)
+    # the run must not depend on the folder it is resumed from: the teacher's card is kept as an absolute path
+    cfg = replace(cfg, teacher=str(inp.card_path.resolve()))
+    rd = create_run_dir(cfg.out, cfg.recipe, inp.scheme.tag)
+    try:
+        write_run_config(rd, {"format": 1, "dfq_deploy_version": __version__, "config": cfg.to_dict()})
+    except BaseException:
+        rd.discard()
+        raise
+    return _execute(cfg, inp, rd, Checkpointer(rd.partial, cfg.checkpoint_every))
+
+
+def preflight(cfg: TrainExportConfig) -> None:
+    """Every check :func:`train_export` makes before training (target, recipe and options, teacher, evaluation
+    data, device, run directory), without training or writing anything: what ``--nproc`` runs once before it starts
+    the processes.
+
+    Raises:
+        the errors :func:`train_export` raises before training.
+    """
+    if cfg.checkpoint_every < 0:
+        raise ConfigError(f"checkpoint_every={cfg.checkpoint_every} must be >= 0")
+    inp = _resolve(cfg)
+    check_run_dir_free(cfg.out, cfg.recipe, inp.scheme.tag)
+
+
+def resume_run(run_dir: str | Path, *, device: str | None = None, threads: int | None = None,
+               progress: bool | None = None, checkpoint_every: int | None = None) -> RunResult:
+    """Continue an interrupted :func:`train_export` run from its last checkpoint, with the settings it started with
+    (``run.json``). ``device``, ``threads``, ``progress`` and ``checkpoint_every`` may differ (on the CPU, a run
+    resumed on the same device is bit-identical to an uninterrupted one).
+
+    Raises:
+        ConfigError: nothing to resume at ``run_dir``, its run is still alive, or its files are unreadable.
+        plus everything :func:`train_export` raises.
+    """
+    rd = reopen_run_dir(run_dir)
+    try:
+        saved = read_run_config(rd)
+        cfg = TrainExportConfig.from_dict(saved["config"])
+        changes = {k: v for k, v in (("device", device), ("threads", threads), ("progress", progress),
+                                     ("checkpoint_every", checkpoint_every)) if v is not None}
+        cfg = replace(cfg, out=str(rd.final), **changes)
+        if saved.get("dfq_deploy_version") != __version__:
+            log.warning("resuming a run started by dfq-deploy %s with %s: the result may differ from an "
+                        "uninterrupted run", saved.get("dfq_deploy_version"), __version__)
+        ck = Checkpointer.load(rd.partial, cfg.checkpoint_every)
+        inp = _resolve(cfg)
+    except BaseException:
+        rd.release()
+        raise
+    log.info("resuming %s from its checkpoint (%s)", rd.final, ck.describe())
+    return _execute(cfg, inp, rd, ck)
+
+
+class PeerError(DfqDeployError):
+    """Another process of a multi-process run failed; this one exits with the same code."""
+
+    def __init__(self, message: str, exit_code: int, hint: str | None = None):
+        super().__init__(message, hint)
+        self.exit_code = exit_code
+
+
+def _train_export_distributed(cfg: TrainExportConfig) -> RunResult:
+    """One process of a ``torchrun`` launch (see :mod:`dfq_deploy.distributed`): every process trains; rank 0
+    writes the run directory, exports and validates, and every process ends with rank 0's verdict."""
+    device = resolve_device(cfg.device)
+    world = distributed.init(device)
+    try:
+        device = distributed.local_device(device, world)
+        cfg = replace(cfg, device=str(device), progress=cfg.progress and world.main)
+        error, rd, inp = None, None, None
+        try:
+            inp = _resolve(cfg)
+            cfg = replace(cfg, teacher=str(inp.card_path.resolve()))
+            if world.main:
+                rd = create_run_dir(cfg.out, cfg.recipe, inp.scheme.tag)
+                write_run_config(rd, {"format": 1, "dfq_deploy_version": __version__, "config": cfg.to_dict(),
+                                      "world_size": world.size})
+        except DfqDeployError as e:
+            error = e
+        # every process starts training only if every process could start
+        problems = [p for p in distributed.all_objects(None if error is None else (error.exit_code, str(error)))
+                    if p is not None]
+        if error is not None:
+            if rd is not None:
+                rd.discard()
+            raise error
+        if problems:
+            if rd is not None:
+                rd.discard()
+            raise PeerError(f"another process could not start: {problems[0][1]}", problems[0][0])
+        log.info("process %d of %d (%s, backend %s)", world.rank, world.size, device_name(device), world.backend)
+        if world.main:
+            return _execute(cfg, inp, rd, NO_CHECKPOINT, world)
+        return _follow(cfg, inp, world)
+    finally:
+        distributed.shutdown()
+
+
+def _student_digest(student: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in student.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _follow(cfg: TrainExportConfig, inp: _Inputs, world) -> RunResult:
+    """A helper process (rank > 0): train with the others, then take rank 0's verdict."""
+    student, _, _ = _train(cfg, inp, None, {}, NO_CHECKPOINT)
+    distributed.all_objects(_student_digest(student))
+    code, message, report, final = distributed.broadcast_object(None)
+    if code:
+        raise PeerError(f"rank 0: {message}", code)
+    return RunResult(Path(final), report)
+
+
+def _execute(cfg: TrainExportConfig, inp: _Inputs, rd: RunDir, ck: Checkpointer, world=None) -> RunResult:
+    """The run in ``rd``: train, export, check parity, report, commit. With ``world`` (rank 0 of several
+    processes) the verdict is also sent to the other processes."""
+    try:
+        result = _execute_run(cfg, inp, rd, ck, world)
+    except BaseException as e:
+        if world is not None:
+            distributed.broadcast_object((getattr(e, "exit_code", 1), str(e).splitlines()[0] if str(e) else
+                                          type(e).__name__, None, str(rd.final)))
+        raise
+    if world is not None:
+        distributed.broadcast_object((0, "", result.report, str(result.run_dir)))
+    return result
+
+
+def _execute_run(cfg: TrainExportConfig, inp: _Inputs, rd: RunDir, ck: Checkpointer, world=None) -> RunResult:
     from .validate.gate import raise_for_gate
 
     t_start = time.time()
     timings: dict[str, float] = {}
-    inp = _resolve(cfg)
+    resumed_from = ck.describe() if ck.sections else None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    final_dir, run_dir = prepare_run_dir(cfg.out, cfg.recipe, inp.scheme.tag)
+    run_dir, final_dir = rd.partial, rd.final
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    keep = False
+    extra_report: dict = {}
     try:
-        log.info("dfq-deploy %s train-export: target=%s recipe=%s scheme=%s teacher=%s", __version__, cfg.target,
-                 cfg.recipe, inp.scheme.tag, inp.card_path)
-        student, history, teacher_acc = _train(cfg, inp, run_dir, timings)
+        log.info("dfq-deploy %s train-export: target=%s recipe=%s scheme=%s teacher=%s%s", __version__, cfg.target,
+                 cfg.recipe, inp.scheme.tag, inp.card_path, f" (resumed at {resumed_from})" if resumed_from else "")
+        try:
+            student, history, teacher_acc = _train(cfg, inp, run_dir, timings, ck)
+            if world is not None:
+                digests = distributed.all_objects(_student_digest(student))
+                extra_report["distributed"] = {"world_size": world.size, "backend": world.backend,
+                                               "student_sha256_per_rank": digests,
+                                               "identical_on_every_rank": len(set(digests)) == 1}
+        except RunInterrupted as e:
+            keep = True
+            e.hint = f"continue it with `dfq-deploy train-export --resume {final_dir}`"
+            log.info("%s", e)
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint is still there
+            keep = ck.saves > 0 or bool(ck.sections)
+            raise
         onnx_path, exp, census, trt_check = _export(cfg, inp, student, run_dir, timings)
         validation, parity = _check_parity(cfg, inp, student, onnx_path, final_dir, timings)
         timings["total"] = time.time() - t_start
         report = _write_report(cfg, inp, run_dir, history, teacher_acc, exp, census, trt_check, validation, parity,
-                               timings)
+                               timings, {"every": cfg.checkpoint_every if world is None else None,
+                                         "resumed_from": resumed_from}, extra_report)
     except BaseException:
-        discard_run_dir(run_dir)
+        if keep:
+            rd.release()
+        else:
+            rd.discard()
         raise
     finally:
         log.removeHandler(handler)
         handler.close()
-    commit_run_dir(run_dir, final_dir)
+    rd.commit()
     result = RunResult(final_dir, report)
     raise_for_gate(validation, final_dir / "validation.html",
                    hint="the run directory is kept; its validation.html names the faulty layer")

@@ -1,19 +1,40 @@
-"""The run directory: where a ``train-export`` run is written, how it is committed, and how it is read back.
+"""The run directory: where a ``train-export`` run is written, how it is committed, resumed, and read back.
 
-A run is written into a hidden ``.NAME.partial-PID`` folder beside its final place and renamed into place in one
-step (:func:`commit_run_dir`) once every file is there, so a failed run leaves nothing behind under its name.
+A run is written into a hidden ``.NAME.partial`` folder beside its final place and renamed into place in one step
+(:meth:`RunDir.commit`) once every file is there, so a failed run leaves nothing behind under its name. While a
+process writes it, it holds an exclusive lock on the folder's ``lock`` file (``flock``: the kernel drops it when
+the process dies, however it dies), so
+
+- a second run aimed at the same ``--out`` fails at once, naming the process that holds it;
+- a partial folder that nobody holds is what an interrupted run left. If it has a checkpoint, a new run aimed at
+  it stops and says how to continue it (``--resume``) or discard it; one without a checkpoint (killed before its
+  first checkpoint) is removed. Every run also names the interrupted runs it finds beside it, so they never pile
+  up silently.
+
+The partial folder holds ``run.json`` (the run's resolved settings) and ``checkpoint.pt`` while training; both go
+when the run is committed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
+import tempfile
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from .errors import ConfigError
+
+log = logging.getLogger("dfq_deploy")
+
+RUN_CONFIG = "run.json"
+LOCK = "lock"
+_WORK_FILES = (RUN_CONFIG, LOCK, "checkpoint.pt")
 
 
 def sha256(path: Path) -> str:
@@ -24,36 +45,247 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def prepare_run_dir(out: str | Path | None, recipe: str, tag: str) -> tuple[Path, Path]:
-    """(final run directory, the partial folder to write into). ``out`` None: ``runs/<time>-<recipe>-<tag>``.
+def partial_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.partial"
+
+
+def _try_lock(folder: Path) -> int | None:
+    """An fd holding the exclusive lock of ``folder``, or None when another process holds it."""
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def _holder(folder: Path) -> str:
+    try:
+        return (folder / LOCK).read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    return (folder / "checkpoint.pt").is_file() and (folder / RUN_CONFIG).is_file()
+
+
+@dataclass
+class RunDir:
+    """A run directory being written: ``partial`` (locked by this process) becomes ``final`` on commit."""
+
+    final: Path
+    partial: Path
+    lock_fd: int | None
+
+    def commit(self) -> None:
+        """Drop the working files and move the finished folder to its final name (an empty ``final`` is
+        replaced); the lock goes with it. The folder and its files get the modes the user's umask gives new files
+        (temporary files are created private, and the run is meant to be shared and deployed)."""
+        for name in _WORK_FILES:
+            (self.partial / name).unlink(missing_ok=True)
+        mask = _umask()
+        for f in self.partial.iterdir():
+            if f.is_file() and not f.is_symlink():
+                os.chmod(f, 0o666 & ~mask)
+        os.chmod(self.partial, 0o777 & ~mask)
+        if self.final.exists():
+            self.final.rmdir()  # empty (checked when the run started)
+        os.replace(self.partial, self.final)
+        self.release()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
+        self.release()
+
+    def release(self) -> None:
+        """Unlock, keeping the folder (an interrupted run, to be resumed)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _default_final(out: str | Path | None, recipe: str, tag: str) -> Path:
+    if out:
+        return Path(out)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{recipe}-{tag.lower()}"
+
+
+def interrupted_runs(parent: Path) -> list[Path]:
+    """Partial folders in ``parent`` that no process holds and that have a checkpoint (runs to resume). Remains of
+    runs without one, and the ``.NAME.partial-PID`` folders of versions before checkpoints whose process is gone,
+    are removed (with a log line)."""
+    found = []
+    if not parent.is_dir():
+        return found
+    for folder in sorted(parent.glob(".*.partial*")):
+        if not folder.is_dir():
+            continue
+        suffix = folder.name.rsplit(".partial", 1)[1]
+        if suffix.startswith("-") and suffix[1:].isdigit():  # an older version's folder: PID in its name
+            if not _pid_alive(int(suffix[1:])):
+                log.warning("removed %s: what an older dfq-deploy left of a failed run", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if suffix:
+            continue
+        fd = _try_lock(folder)
+        if fd is None:
+            continue  # a live run
+        try:
+            if _has_checkpoint(folder):
+                found.append(folder)
+            else:
+                log.warning("removed %s: an interrupted run that had not reached its first checkpoint", folder)
+                shutil.rmtree(folder, ignore_errors=True)
+        finally:
+            os.close(fd)
+    return found
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _resume_command(final: Path) -> str:
+    return f"dfq-deploy train-export --resume {final}"
+
+
+def check_run_dir_free(out: str | Path | None, recipe: str, tag: str) -> None:
+    """Raise what :func:`create_run_dir` would raise about ``out``, without creating anything."""
+    final = _default_final(out, recipe, tag)
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise ConfigError(f"run directory {final} already exists", hint="choose another --out or remove the old run")
+    partial = partial_path(final)
+    if partial.is_dir():
+        fd = _try_lock(partial)
+        if fd is None:
+            raise ConfigError(f"another dfq-deploy run (process {_holder(partial)}) is writing {final}",
+                              hint="wait for it to finish, or choose another --out")
+        os.close(fd)
+        if _has_checkpoint(partial):
+            raise ConfigError(f"an interrupted run of {final} is in {partial}",
+                              hint=f"continue it with `{_resume_command(final)}`, or delete {partial} to start over")
+
+
+def create_run_dir(out: str | Path | None, recipe: str, tag: str) -> RunDir:
+    """A new, locked partial folder for a run whose final directory is ``out`` (None: ``runs/<time>-<recipe>-<tag>``).
 
     Raises:
-        ConfigError: the final directory exists and is not empty.
+        ConfigError: the final directory exists and is not empty; another run is writing it; or an interrupted run
+            of it waits to be resumed.
     """
-    if out:
-        final = Path(out)
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        final = Path("runs") / f"{stamp}-{recipe}-{tag.lower()}"
-    if final.exists() and any(final.iterdir()):
-        raise ConfigError(f"run directory {final} already exists and is not empty",
+    final = _default_final(out, recipe, tag)
+    try:
+        return _create(final)
+    except OSError as e:
+        raise ConfigError(f"cannot create the run directory {final}: {e.strerror or e}",
+                          hint="choose a writable --out") from e
+
+
+def _create(final: Path) -> RunDir:
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        raise ConfigError(f"run directory {final} already exists" + ("" if final.is_dir() else " and is a file")
+                          + (" and is not empty" if final.is_dir() else ""),
                           hint="choose another --out or remove the old run")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{final.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return final, tmp
+    partial = partial_path(final)
+    for folder in interrupted_runs(final.parent):
+        if folder != partial:
+            log.warning("an interrupted run waits in %s: `%s` continues it, or delete the folder", folder,
+                        _resume_command(folder.parent / folder.name[1:-len(".partial")]))
+    for _ in range(3):
+        # made complete (locked) under a temporary name, then renamed: the partial folder never exists unlocked
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.init-", dir=final.parent))
+        fd = _try_lock(tmp)
+        assert fd is not None
+        try:
+            os.rename(tmp, partial)
+            return RunDir(final, partial, fd)
+        except OSError:
+            os.close(fd)
+            shutil.rmtree(tmp, ignore_errors=True)
+        held = _try_lock(partial)
+        if held is None:
+            raise ConfigError(f"another dfq-deploy run (process {_holder(partial)}) is writing {final}",
+                              hint="wait for it to finish, or choose another --out")
+        try:
+            if _has_checkpoint(partial):
+                raise ConfigError(f"an interrupted run of {final} is in {partial}",
+                                  hint=f"continue it with `{_resume_command(final)}`, or delete {partial} to "
+                                       "start over")
+            log.warning("removed %s: an interrupted run that had not reached its first checkpoint", partial)
+            shutil.rmtree(partial, ignore_errors=True)
+        finally:
+            os.close(held)
+    raise ConfigError(f"could not create {partial}", hint="check that the folder is writable")
 
 
-def commit_run_dir(tmp: Path, final: Path) -> None:
-    """Move the finished partial folder to its final name (an empty ``final`` is replaced)."""
-    if final.exists():
-        final.rmdir()  # empty (checked by prepare_run_dir)
-    os.replace(tmp, final)
+def reopen_run_dir(run_dir: str | Path) -> RunDir:
+    """The locked partial folder of an interrupted run, for ``--resume``: ``run_dir`` is the run's final directory
+    (as ``--out`` named it) or its partial folder.
+
+    Raises:
+        ConfigError: nothing to resume there, the run is complete, or another process is running it.
+    """
+    path = Path(run_dir)
+    if path.name.startswith(".") and path.name.endswith(".partial"):
+        partial, final = path, path.parent / path.name[1:-len(".partial")]
+    else:
+        final, partial = path, partial_path(path)
+    if not partial.is_dir():
+        if (final / "report.json").is_file():
+            raise ConfigError(f"{final} is a finished run: there is nothing to resume",
+                              hint="run `dfq-deploy validate` or `export` on it, or start a new run")
+        others = interrupted_runs(final.parent) if final.parent.is_dir() else []
+        hint = ("interrupted runs here: " + ", ".join(str(p.parent / p.name[1:-len('.partial')]) for p in others)
+                if others else "start a new run without --resume")
+        raise ConfigError(f"no interrupted run of {final} ({partial} does not exist)", hint=hint)
+    fd = _try_lock(partial)
+    if fd is None:
+        raise ConfigError(f"{final} is still being trained by process {_holder(partial)}",
+                          hint="wait for it, or stop it (Ctrl-C / kill PID) and resume then")
+    if not (partial / RUN_CONFIG).is_file():
+        os.close(fd)
+        raise ConfigError(f"{partial} has no {RUN_CONFIG}: it cannot be resumed",
+                          hint=f"delete {partial} and start a new run")
+    if final.exists() and (not final.is_dir() or any(final.iterdir())):
+        os.close(fd)
+        raise ConfigError(f"{final} exists and is not empty, so the resumed run could not be committed there",
+                          hint=f"move {final} away, then resume")
+    return RunDir(final, partial, fd)
 
 
-def discard_run_dir(tmp: Path) -> None:
-    shutil.rmtree(tmp, ignore_errors=True)
+def write_run_config(rd: RunDir, config: dict) -> None:
+    """The run's resolved settings, for ``--resume`` (written atomically)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{RUN_CONFIG}.", dir=rd.partial)
+    with os.fdopen(fd, "w") as f:
+        json.dump(config, f, indent=2)
+    os.replace(tmp, rd.partial / RUN_CONFIG)
+
+
+def read_run_config(rd: RunDir) -> dict:
+    try:
+        return json.loads((rd.partial / RUN_CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{rd.partial / RUN_CONFIG} is not readable: {e}",
+                          hint=f"delete {rd.partial} and start a new run") from e
 
 
 def load_run(run_dir: str | Path):

@@ -19,8 +19,7 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="checks the behaviour without TensorRT, which is installed here"))
 
 
-@pytest.fixture
-def tiny_teacher():
+def make_tiny_teacher():
     """A small CIFAR-style ResNet-8 with non-trivial BN statistics (random weights)."""
     from dfq_deploy.models import build_model
 
@@ -36,17 +35,28 @@ def tiny_teacher():
     return m.eval()
 
 
-@pytest.fixture
-def tiny_card(tmp_path, tiny_teacher):
-    """The tiny teacher saved as safetensors + model card, as `dfq-deploy pretrain` writes them."""
+def write_tiny_card(folder, teacher):
+    """``teacher`` saved as safetensors + model card in ``folder``, as `dfq-deploy pretrain` writes them."""
     from safetensors.torch import save_file
 
     from dfq_deploy.data import FASHION_MNIST_CLASSES
     from dfq_deploy.models import ModelCard
 
-    save_file(tiny_teacher.state_dict(), str(tmp_path / "tiny.safetensors"))
+    save_file(teacher.state_dict(), str(folder / "tiny.safetensors"))
     card = ModelCard(arch="resnet8", arch_kwargs={"width": 4, "in_channels": 1, "num_classes": 10},
                      input_shape=(1, 28, 28), mean=(0.2860,), std=(0.3530,), class_names=FASHION_MNIST_CLASSES,
                      weights="tiny.safetensors")
-    (tmp_path / "tiny.json").write_text(card.to_json())
-    return tmp_path / "tiny.json"
+    (folder / "tiny.json").write_text(card.to_json())
+    return folder / "tiny.json"
+
+
+@pytest.fixture
+def tiny_teacher():
+    """A small CIFAR-style ResNet-8 with non-trivial BN statistics (random weights)."""
+    return make_tiny_teacher()
+
+
+@pytest.fixture
+def tiny_card(tmp_path, tiny_teacher):
+    """The tiny teacher saved as safetensors + model card, as `dfq-deploy pretrain` writes them."""
+    return write_tiny_card(tmp_path, tiny_teacher)

@@ -19,12 +19,64 @@ def handle_errors(fn):
             return fn(*args, **kwargs)
         except DfqDeployError as e:
             click.echo(f"error: {e}", err=True)
+            _record_exit_code(e.exit_code)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
+            _record_exit_code(130)
             sys.exit(130)
 
     return wrapper
+
+
+EXIT_CODE_FILE = "DFQ_DEPLOY_EXIT_CODE_FILE"
+
+
+def _record_exit_code(code: int) -> None:
+    """Under ``--nproc``: rank 0 leaves its exit code for the launching command (torchrun itself exits with 1 when
+    a worker fails, whatever the worker's code)."""
+    import os
+
+    path = os.environ.get(EXIT_CODE_FILE)
+    if path and os.environ.get("RANK", "0") == "0":
+        with open(path, "w") as f:
+            f.write(str(code))
+
+
+def run_under_torchrun(nproc: int, argv: list[str]) -> int:
+    """Run this command again in ``nproc`` processes with the standard launcher (``torch.distributed.run``, i.e.
+    torchrun, single node) and return rank 0's exit code."""
+    import os
+    import subprocess
+    import tempfile
+
+    fd, code_file = tempfile.mkstemp(prefix="dfq-deploy-exit-")
+    os.close(fd)
+    try:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "dfq_deploy", *argv]
+        env = {**os.environ, EXIT_CODE_FILE: code_file}
+        rc = subprocess.call(cmd, env=env)
+        text = open(code_file).read().strip()
+        return int(text) if rc != 0 and text.isdigit() else rc
+    finally:
+        os.unlink(code_file)
+
+
+def without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` / ``name=VALUE``."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a == name:
+            skip = True
+            continue
+        if a.startswith(name + "="):
+            continue
+        out.append(a)
+    return out
 
 
 def command_line() -> str:

@@ -35,18 +35,55 @@ from ._common import gate_options, handle_errors
 @click.option("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime.")
 @click.option("--device", default="auto", show_default=True,
               help=f"Where the recipe trains: {DEVICE_HELP}. Export and the parity check run on the CPU.")
+@click.option("--checkpoint-every", type=int, default=None,
+              help="Training steps between checkpoints [default: 50]; 0 = only at stage boundaries and on "
+              "Ctrl-C / SIGTERM, which stop the run with its checkpoint saved.")
+@click.option("--resume", "resume_dir", default=None, metavar="RUN_DIR",
+              help="Continue an interrupted run (the --out it was given) from its last checkpoint, with the settings "
+              "it started with; only --device, --threads, --checkpoint-every and --quiet may be given with it.")
+@click.option("--nproc", type=int, default=None,
+              help="Train in N processes on this machine (one per GPU with --device cuda, else CPU processes with "
+              "gloo): runs `torchrun --standalone --nproc-per-node N -m dfq_deploy train-export ...`.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @gate_options
 @handle_errors
 def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps,
                  batch_size, seed,
-                 overrides, eval_limit, data_root, out, gate, threads, device, quiet):
+                 overrides, eval_limit, data_root, out, gate, threads, device, checkpoint_every, resume_dir, nproc,
+                 quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
+    import os
+    import sys
+
+    from .. import distributed
+    from ._common import run_under_torchrun, without_option
     from ..config import merge_recipe_options
     from ..errors import ConfigError
-    from ..pipeline import TrainExportConfig, summary_text, train_export as run
+    from ..pipeline import TrainExportConfig, preflight, resume_run, summary_text, train_export as run
     from ..quant import QuantScheme
     from ..recipes import DEFAULT_RECIPE, RECIPES
+
+    if nproc is not None and (nproc < 1 or nproc > 1024):
+        raise ConfigError(f"--nproc {nproc} must be between 1 and 1024", hint="e.g. --nproc 2")
+    if nproc is not None and nproc > 1 and resume_dir is not None:
+        raise ConfigError("--resume continues a run in one process", hint="drop --nproc")
+    if resume_dir is not None and distributed.launched():
+        raise ConfigError("--resume continues a run in one process, not under torchrun",
+                          hint="run `dfq-deploy train-export --resume RUN_DIR` without torchrun")
+    if resume_dir is not None:
+        ctx = click.get_current_context()
+        allowed = {"resume_dir", "device", "threads", "checkpoint_every", "quiet", "nproc"}
+        given = [p.opts[0] for p in ctx.command.params if p.name not in allowed
+                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise ConfigError(f"--resume continues a run with the settings it started with; {', '.join(given)} "
+                              "cannot change them", hint=f"drop {' '.join(given)}, or start a new run without --resume")
+        source = ctx.get_parameter_source("device")
+        result = resume_run(resume_dir, device=device if source == click.core.ParameterSource.COMMANDLINE else None,
+                            threads=threads, progress=False if quiet else None, checkpoint_every=checkpoint_every)
+        click.echo(summary_text(result.report))
+        click.echo(f"run directory: {result.run_dir}")
+        return
 
     flags = {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size, "seed": seed}
     # named options win over the YAML, --set wins over both
@@ -64,7 +101,14 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor)
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
                             eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,
-                            threads=threads, device=device, progress=not quiet)
+                            threads=threads, device=device, progress=not quiet,
+                            checkpoint_every=50 if checkpoint_every is None else checkpoint_every)
+    if nproc is not None and nproc > 1 and not distributed.launched():
+        # the user's mistakes are reported here, once, rather than by every process under torchrun
+        preflight(cfg)
+        sys.exit(run_under_torchrun(nproc, without_option(sys.argv[1:], "--nproc")))
     result = run(cfg)
+    if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
+        return  # rank 0 prints the summary
     click.echo(summary_text(result.report))
     click.echo(f"run directory: {result.run_dir}")

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state
 from ..data.augment import augment
+from ..distributed import average_gradients, rank_seed
 from ..errors import ConfigError
 
 log = logging.getLogger("dfq_deploy")
@@ -310,7 +311,7 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
     ck = checkpoint or NO_CHECKPOINT
     images = torch.cat(list(images)) if isinstance(images, (list, tuple)) else images
     blocks = find_blocks(student)
-    rng = torch.Generator().manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(rank_seed(cfg.seed))  # several processes: each its own batches and masks
     if cfg.augment:
         # more distinct inputs at no synthesis cost: the blocks see shifted / mirrored copies as well (the usual
         # training augmentations of vision CNNs, so the copies stay in the teacher's input distribution)
@@ -385,6 +386,7 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
                     loss = rec
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                average_gradients([r.param for r in rounding] + scales)
                 opt.step()
                 with torch.no_grad():
                     for p in scales:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import Checkpointer, cpu_state
 from ..device import module_device
+from ..distributed import average_gradients
 from ..distill import DMKDBalancer, FixedBalancer, kd_loss, teacher_features
 from ..errors import ConfigError
 from ..quant import QuantScheme, calibrate, quantize_model, reconstruct
@@ -136,6 +137,7 @@ class _MultiTeacherKD(StudentObjective):
             m_loss = self.balancer.meta_loss(prev_feats, align)
             self.opt.zero_grad(set_to_none=True)
             m_loss.backward()
+            average_gradients(self.balancer.parameters())
             self.opt.step()
             meta = {f"align_{n}": a.item() for n, a in zip(self.names, align, strict=True)}
         self.prev = (feats, g_last.detach())

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state, rng_states, set_rng_states
 from ..device import module_device
+from ..distributed import rank, rank_seed
 from ..distill import kd_loss
 from ..errors import ConfigError
 from ..data.augment import augment
@@ -57,7 +58,9 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
     for p in teacher.parameters():
         p.requires_grad_(False)
     dev = module_device(teacher)  # the set may stay on the CPU; each batch goes to the device
-    order = torch.randperm(len(images), generator=rng)
+    order = torch.randperm(len(images), generator=rng)  # the calibration batches: the same in every process
+    if rank() != 0:  # from here on each process draws its own batches (rank 0 continues the single-process stream)
+        rng.manual_seed(rank_seed(cfg.seed))
     calib = [images[order[i:i + cfg.batch_size]].to(dev) for i in range(0, min(len(images), cfg.calib_batches *
                                                                                  cfg.batch_size), cfg.batch_size)]
     calibrate(student, calib)

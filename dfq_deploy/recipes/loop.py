@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state, rng_states, set_rng_states
 from ..device import module_device
+from ..distributed import any_true, average_gradients, broadcast_object, rank_seed
 from ..errors import ConfigError, TrainingError
 from ..quant import ReconstructionOptions, calibrate, load_quantized_state, reconstruct
 from ..synthesis import BNStatsLoss, GeneratorPool
@@ -121,6 +122,7 @@ def _generator_step(gen, teacher, bns, opt, cfg, rng, objective, student=None):
     loss, m = objective.generator_loss(imgs, y, t_logits, bn, student, cfg)
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(gen.parameters())
     opt.step()
     return imgs.detach(), t_logits.detach(), {"gen_loss": loss.item(), **m, "gen_bns": bn.item()}
 
@@ -146,11 +148,12 @@ def student_optimizer(params, lr: float, momentum: float, weight_decay: float, s
 
 def student_step(loss: torch.Tensor, opt, sched, step: int) -> None:
     """One optimiser step on ``loss``; a non-finite loss stops training with a TrainingError that says what to do."""
-    if not math.isfinite(loss.item()):
+    if any_true(not math.isfinite(loss.item())):  # every process stops together
         raise TrainingError(f"student loss became {loss.item()} at step {step}",
                             hint="lower student_lr (--set student_lr=...) or raise the bit widths")
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    average_gradients(p for group in opt.param_groups for p in group["params"])
     opt.step()
     sched.step()
 
@@ -197,8 +200,8 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
         TrainingError: the student's loss became non-finite.
     """
     ck = checkpoint or NO_CHECKPOINT
-    torch.manual_seed(cfg.seed)
-    rng = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # weight initialisations: the same in every process
+    rng = torch.Generator().manual_seed(rank_seed(cfg.seed))  # images and batches: each process its own
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -257,6 +260,8 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                              for _ in range(cfg.calib_batches)]
                 elif cfg.calib_source == "generator":
                     calib = [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)]
+                if cfg.calib_source != "zeroq":  # every process calibrates on rank 0's images
+                    calib = [t.to(dev) for t in broadcast_object([t.cpu() for t in calib])]
                 calibrate(student, calib)
                 bns.reset()  # drop terms the calibration images' inversion left (they hold autograd graphs)
             history += reconstruct(student, calib, cfg.reconstruction(), progress, ck)

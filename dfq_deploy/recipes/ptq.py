@@ -18,6 +18,7 @@ import torch
 
 from ..checkpoint import Checkpointer
 from ..device import module_device
+from ..distributed import gather_batches, my_share, rank_seed
 from ..errors import ConfigError
 from ..quant import ReconstructionOptions, calibrate, reconstruct
 from ..synthesis import invert_images
@@ -74,10 +75,16 @@ def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tupl
         x = torch.randn(n, *img_shape, generator=torch.Generator().manual_seed(cfg.seed)).to(module_device(teacher))
         return list(x.split(cfg.batch_size)), []
     record = _InversionRecord(cfg.log_every)
-    x, _ = invert_images(teacher, n, img_shape, cfg.zeroq_steps, batch_size=cfg.batch_size, lr=cfg.zeroq_lr,
-                         seed=cfg.seed, progress=progress, desc="ZeroQ inversion", on_iter=record,
-                         checkpoint=checkpoint, stage="zeroq", aux=record)
-    return list(x.split(cfg.batch_size)), record.history
+    # several processes: each inverts its share of the batches from its own seed, and all gather the whole set
+    share = len(my_share(cfg.calib_batches))
+    mine: list[torch.Tensor] = []
+    if share:
+        x, _ = invert_images(teacher, share * cfg.batch_size, img_shape, cfg.zeroq_steps, batch_size=cfg.batch_size,
+                             lr=cfg.zeroq_lr, seed=rank_seed(cfg.seed), progress=progress, desc="ZeroQ inversion",
+                             on_iter=record, checkpoint=checkpoint, stage="zeroq", aux=record)
+        mine = list(x.split(cfg.batch_size))
+    dev = module_device(teacher)
+    return [b.to(dev) for b in gather_batches(mine, cfg.calib_batches)], record.history
 
 
 def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
