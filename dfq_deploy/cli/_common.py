@@ -11,7 +11,9 @@ from ..errors import DfqDeployError
 
 
 def handle_errors(fn):
-    """Run a command body; map DfqDeployError to its exit code and Ctrl-C to 130."""
+    """The CLI's one error boundary. A typed project error prints its message and fix and exits with its code;
+    Ctrl-C exits 130; anything else is a bug in dfq-deploy, not the user's doing: one line says so and where the
+    full traceback was saved, and the exit code is 1. No traceback reaches the terminal."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -25,8 +27,35 @@ def handle_errors(fn):
             click.echo("interrupted", err=True)
             _record_exit_code(130)
             sys.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # click's own usage errors and exits: it prints them (exit 2)
+        except Exception as e:  # noqa: BLE001 - the boundary: every other exception is reported as a bug
+            where = save_traceback()
+            text = str(e).splitlines()[0][:300] if str(e) else ""
+            click.echo(f"internal error: {type(e).__name__}{': ' + text if text else ''}\n"
+                       f"  this is a bug in dfq-deploy, not a problem with your input; the full traceback is in "
+                       f"{where} (please attach it to a bug report)", err=True)
+            _record_exit_code(1)
+            sys.exit(1)
 
     return wrapper
+
+
+def save_traceback() -> str:
+    """Write the current exception's traceback to a new file in the temporary folder; its path (or why not)."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"dfq-deploy-crash-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(" ".join(sys.argv) + "\n\n")
+            traceback.print_exc(file=f)
+        return path
+    except OSError as err:
+        return f"(not saved: {err})"
 
 
 EXIT_CODE_FILE = "DFQ_DEPLOY_EXIT_CODE_FILE"

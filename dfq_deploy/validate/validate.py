@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RuntimeUnavailableError
 from .gate import Gate, check_parity, raise_for_gate
 from .parity import run_logits
 
@@ -57,7 +57,8 @@ def validate(cfg: ValidateConfig) -> dict:
     """Run the validation described in the module docstring; return the report (also written to disk).
 
     Raises:
-        ConfigError / DataError / ModelError: bad target, data or model.
+        ConfigError / DataError / ModelError: bad target, data or model; nothing to compare with the reference.
+        RuntimeUnavailableError: none of the runtimes asked for can run here (nothing would be compared).
         ParityError: a runtime fails the gate (the reports are written first).
     """
     import torch
@@ -92,14 +93,8 @@ def validate(cfg: ValidateConfig) -> dict:
     if tuple(data.images.shape[1:]) != tuple(meta["input_shape"]):
         raise ConfigError(f"evaluation images are {tuple(data.images.shape[1:])} but the model expects "
                           f"{tuple(meta['input_shape'])}", hint="pick evaluation data that matches the model")
-    if student is not None:
-        reference_name = "torch"
-        reference = run_logits(get_runtime("torch")(student), data, progress=cfg.progress)
-    else:  # no PyTorch model: the graph's own semantics, unoptimised
-        reference_name = "onnx (unoptimised reference)"
-        reference = run_logits(get_runtime("onnxruntime")(onnx_path, threads=cfg.threads, optimize=False), data,
-                               progress=cfg.progress)
-    outputs, skipped = {}, {}
+    # nothing passes that compared nothing: at least one runtime must run against the reference (checked first)
+    available, skipped = [], {}
     for name in cfg.runtimes:
         if name == "torch":
             if student is None:
@@ -109,8 +104,27 @@ def validate(cfg: ValidateConfig) -> dict:
         if cls is None:
             skipped[name] = reason
         else:
-            rt = cls(onnx_path, threads=cfg.threads) if name == "onnxruntime" else cls(onnx_path)
-            outputs[name] = run_logits(rt, data, progress=cfg.progress)
+            available.append((name, cls))
+    if not available:
+        if not skipped:
+            raise ConfigError("--runtimes torch alone compares the PyTorch reference with itself",
+                              hint="add a runtime to compare with it, e.g. --runtimes torch,onnxruntime")
+        if "torch" in skipped and len(skipped) == 1:
+            raise ConfigError(f"nothing to compare: {skipped['torch']}",
+                              hint="pass the train-export run directory, or --runtimes onnxruntime for a bare .onnx")
+        raise RuntimeUnavailableError("nothing was compared: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
+                                      hint="install a runtime that can run here, or add --runtimes onnxruntime")
+    if student is not None:
+        reference_name = "torch"
+        reference = run_logits(get_runtime("torch")(student), data, progress=cfg.progress)
+    else:  # no PyTorch model: the graph's own semantics, unoptimised
+        reference_name = "onnx (unoptimised reference)"
+        reference = run_logits(get_runtime("onnxruntime")(onnx_path, threads=cfg.threads, optimize=False), data,
+                               progress=cfg.progress)
+    outputs = {}
+    for name, cls in available:
+        rt = cls(onnx_path, threads=cfg.threads) if name == "onnxruntime" else cls(onnx_path)
+        outputs[name] = run_logits(rt, data, progress=cfg.progress)
     report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, cfg.gate, student=student,
                           profile=meta.get("profile"), threads=cfg.threads, progress=cfg.progress)
     write_reports(out_dir, report, history)

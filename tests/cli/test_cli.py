@@ -165,3 +165,25 @@ def test_recipe_option_of_another_recipe_is_rejected(runner, tmp_path, tiny_card
                              "--out", str(tmp_path / "run"), "--quiet"])
     assert r.exit_code == 2 and "warmup_steps" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "run").exists()
+
+
+def test_an_unexpected_exception_is_reported_as_a_bug_with_its_traceback_saved(runner, tmp_path, monkeypatch):
+    import re
+
+    import dfq_deploy.pipeline as pipeline
+
+    def boom(cfg):
+        raise ValueError("an internal invariant broke\nsecond line")
+
+    monkeypatch.setattr(pipeline, "train_export", boom)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    r = runner.invoke(main, ["train-export", "--quiet", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 1
+    assert "internal error: ValueError: an internal invariant broke" in r.output and "second line" not in r.output
+    assert "bug in dfq-deploy" in r.output and "Traceback" not in r.output
+    saved = re.search(r"traceback is in (\S+)", r.output).group(1)
+    text = open(saved).read()
+    assert "Traceback (most recent call last)" in text and "an internal invariant broke" in text

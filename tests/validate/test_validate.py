@@ -131,3 +131,20 @@ def test_html_report_opens_in_a_headless_browser_and_shows_its_figures(run_dir, 
 
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.shape == (1600, 1100) and pixels.std() > 10  # a rendered page, not a blank one
+
+
+@pytest.mark.no_tensorrt
+def test_a_validation_that_compared_nothing_is_an_error_not_a_pass(run_dir, tmp_path):
+    onnx_copy = tmp_path / "m.onnx"
+    shutil.copy(run_dir / "model.onnx", onnx_copy)
+    # every runtime asked for is missing here: nothing compared -> exit 6, no report
+    r = CliRunner().invoke(main, ["validate", str(run_dir), "--runtimes", "tensorrt", "--limit", "50",
+                                  "--out", str(tmp_path / "o1"), "--quiet"])
+    assert r.exit_code == 6 and "nothing was compared" in r.output and "PASS" not in r.output
+    assert not (tmp_path / "o1" / "validation.json").exists()
+    # a bare .onnx has no PyTorch model: "torch" alone has no reference to be compared with -> exit 2
+    r = CliRunner().invoke(main, ["validate", str(onnx_copy), "--runtimes", "torch", "--limit", "50", "--quiet"])
+    assert r.exit_code == 2 and "nothing to compare" in r.output and "PASS" not in r.output
+    # the reference compared with itself is no comparison either
+    r = CliRunner().invoke(main, ["validate", str(run_dir), "--runtimes", "torch", "--limit", "50", "--quiet"])
+    assert r.exit_code == 2 and "with itself" in r.output
