@@ -23,7 +23,8 @@ from .checkpoint import NO_CHECKPOINT, Checkpointer, RunInterrupted
 from .config import config_from_dict
 from .errors import ConfigError, DfqDeployError
 from .quant import QuantScheme
-from .rundir import RunDir, check_run_dir_free, create_run_dir, load_run, read_run_config, reopen_run_dir, sha256, write_run_config
+from .rundir import (RunDir, check_run_dir_free, create_run_dir, load_run, read_run_config, reopen_run_dir, sha256,
+                     verify_run, write_run_config)
 from .device import device_name, resolve_device
 from .targets import Target, get_target
 from .validate.gate import Gate
@@ -298,7 +299,7 @@ def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, 
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
         "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",
-                  "losses.png", "validation.json", "validation.html"]
+                  "losses.png", "validation.json", "validation.html", "manifest.json"]
         + (["synthetic_set.safetensors"] if (run_dir / "synthetic_set.safetensors").exists() else []),
     }
     (run_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -532,6 +533,7 @@ def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None)
     from .export.load import load_onnx_safely
 
     run_dir = Path(run_dir)
+    verify_run(run_dir)
     student, card, _ = load_run(run_dir)
     metadata = {}
     if (run_dir / "model.onnx").is_file():

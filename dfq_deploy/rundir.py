@@ -87,6 +87,7 @@ class RunDir:
         (temporary files are created private, and the run is meant to be shared and deployed)."""
         for name in _WORK_FILES:
             (self.partial / name).unlink(missing_ok=True)
+        write_manifest(self.partial)
         mask = _umask()
         for f in self.partial.iterdir():
             if f.is_file() and not f.is_symlink():
@@ -286,6 +287,55 @@ def read_run_config(rd: RunDir) -> dict:
     except (OSError, ValueError) as e:
         raise ConfigError(f"{rd.partial / RUN_CONFIG} is not readable: {e}",
                           hint=f"delete {rd.partial} and start a new run") from e
+
+
+MANIFEST = "manifest.json"
+# the files a run is deployed and re-validated from; the validation reports are rewritten by `validate`
+_CHECKED = ("model.onnx", "student.safetensors", "report.json")
+
+
+def write_manifest(folder: Path) -> None:
+    """``manifest.json``: the sha256 and size of every file of a finished run (tamper evidence)."""
+    files = {f.name: {"sha256": sha256(f), "bytes": f.stat().st_size}
+             for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"format": 1, "files": files}, indent=2) + "\n")
+
+
+def verify_run(run_dir: str | Path) -> None:
+    """Check that a run directory's deployable files are the ones it was written with: the manifest's sha256 of
+    ``model.onnx``, ``student.safetensors`` and ``report.json``, and the student hash that ``model.onnx`` itself
+    records. Runs written before manifests existed are checked by the ONNX record alone.
+
+    Raises:
+        ModelError: a file changed since the run wrote it, or ``model.onnx`` was exported from other weights.
+    """
+    from .errors import ModelError
+    from .export.load import load_onnx_safely
+
+    run_dir = Path(run_dir)
+    manifest = run_dir / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelError(f"{manifest} is not readable: {e}",
+                             hint="restore the run's manifest.json, or delete it to skip the check") from e
+        changed = [name for name in _CHECKED if name in files and (run_dir / name).is_file()
+                   and sha256(run_dir / name) != files[name].get("sha256")]
+        if changed:
+            them = "them" if len(changed) > 1 else "it"
+            raise ModelError(f"{', '.join(changed)} in {run_dir} changed since the run wrote {them} "
+                             f"(sha256 differs from {MANIFEST})",
+                             hint="restore the run's own files, or re-run train-export")
+    onnx_path, weights = run_dir / "model.onnx", run_dir / "student.safetensors"
+    if onnx_path.is_file() and weights.is_file():
+        recorded = {p.key: p.value for p in load_onnx_safely(onnx_path).metadata_props}.get("dfq_deploy.student_sha256")
+        actual = sha256(weights)
+        if recorded and recorded != actual:
+            raise ModelError(f"{onnx_path} does not belong to {weights}: it was exported from a student with sha256 "
+                             f"{recorded[:12]}..., this one is {actual[:12]}...",
+                             hint=f"re-export it from these weights (`dfq-deploy export {run_dir}`) or put the run's "
+                                  "own model.onnx back")
 
 
 def load_run(run_dir: str | Path):

@@ -71,11 +71,12 @@ def validate(cfg: ValidateConfig) -> dict:
     target = Path(cfg.target)
     student, history, run_report = None, [], None
     if target.is_dir():
-        from ..rundir import load_run
+        from ..rundir import load_run, verify_run
 
         onnx_path = target / "model.onnx"
         if not onnx_path.is_file():
             raise ConfigError(f"{target} has no model.onnx", hint="pass a train-export run directory or an .onnx file")
+        verify_run(target)
         student, _, run_report = load_run(target)
         history = run_report.get("history", [])
         out_dir = Path(cfg.out) if cfg.out else target

@@ -148,3 +148,34 @@ def test_a_validation_that_compared_nothing_is_an_error_not_a_pass(run_dir, tmp_
     # the reference compared with itself is no comparison either
     r = CliRunner().invoke(main, ["validate", str(run_dir), "--runtimes", "torch", "--limit", "50", "--quiet"])
     assert r.exit_code == 2 and "with itself" in r.output
+
+
+def test_run_files_are_tamper_evident(run_dir, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())["files"]
+    assert {"model.onnx", "student.safetensors", "report.json", "validation.html"} <= set(manifest)
+    assert "lock" not in manifest and "checkpoint.pt" not in manifest and "run.json" not in manifest
+    # a report edited after the run
+    edited = tmp_path / "edited"
+    shutil.copytree(run_dir, edited)
+    (edited / "report.json").write_text((edited / "report.json").read_text().replace('"ptq"', '"dmkd"', 1))
+    r = CliRunner().invoke(main, ["validate", str(edited), "--limit", "50", "--quiet"])
+    assert r.exit_code == 4 and "report.json" in r.output and "changed since the run wrote it" in r.output
+    # weights swapped under a model.onnx exported from other weights (no manifest to catch it first)
+    swapped = tmp_path / "swapped"
+    shutil.copytree(run_dir, swapped)
+    (swapped / "manifest.json").unlink()
+    state = load_file(str(swapped / "student.safetensors"))
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1 and bool(v.abs().sum() > 0))
+    state[key] = state[key] * 1.01
+    save_file(state, str(swapped / "student.safetensors"))
+    from dfq_deploy.errors import ModelError
+    from dfq_deploy.rundir import verify_run
+
+    with pytest.raises(ModelError, match="does not belong to"):
+        verify_run(swapped)
+    for cmd in (["validate", str(swapped), "--limit", "50", "--quiet"],
+                ["export", str(swapped), "--profile", "tensorrt"]):
+        r = CliRunner().invoke(main, cmd)
+        assert r.exit_code == 4 and "does not belong to" in r.output and "Traceback" not in r.output, r.output
