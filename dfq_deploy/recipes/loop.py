@@ -127,6 +127,12 @@ def _generator_step(gen, teacher, bns, opt, cfg, rng, objective, student=None):
     return imgs.detach(), t_logits.detach(), {"gen_loss": loss.item(), **m, "gen_bns": bn.item()}
 
 
+def _restore(saved: dict, **targets) -> None:
+    """Load each saved state (``saved[name]``) into its network, optimiser, scheduler or objective."""
+    for name, target in targets.items():
+        target.load_state_dict(saved[name])
+
+
 def _teacher_id(teacher: torch.nn.Module) -> float:
     """A cheap fingerprint of the teacher's weights, for cache keys."""
     return round(sum(float(p.double().sum()) for p in teacher.parameters()), 6)
@@ -234,11 +240,9 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
                 start = 0
                 saved = ck.resumed("warmup")
                 if saved is not None:
-                    start = saved["step"]
-                    gen.load_state_dict(saved["gen"])
-                    g_opt.load_state_dict(saved["opt"])
+                    start, history = saved["step"], list(saved["history"])
+                    _restore(saved, gen=gen, opt=g_opt)
                     set_rng_states(saved["rng"], rng)
-                    history = list(saved["history"])
                 bar = tqdm(range(start, cfg.warmup_steps), desc="generator warm-up", disable=not progress,
                            initial=start, total=cfg.warmup_steps)
                 for step in bar:
@@ -275,15 +279,10 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
             start = 0
             saved = ck.resumed("kd")
             if saved is not None:
-                start = saved["step"]
-                gen.load_state_dict(saved["gen"])
-                g_opt.load_state_dict(saved["g_opt"])
+                start, history = saved["step"], list(saved["history"])
                 load_quantized_state(student, saved["student"])
-                s_opt.load_state_dict(saved["s_opt"])
-                sched.load_state_dict(saved["sched"])
-                objective.load_state_dict(saved["objective"])
+                _restore(saved, gen=gen, g_opt=g_opt, s_opt=s_opt, sched=sched, objective=objective)
                 set_rng_states(saved["rng"], rng)
-                history = list(saved["history"])
 
             def kd_state(done: int) -> dict:
                 return {"step": done, "gen": cpu_state(gen), "g_opt": cpu_state(g_opt), "student": cpu_state(student),
