@@ -50,6 +50,19 @@ class TrainExportConfig:
                                            # stage boundaries; dfq_deploy.checkpoint)
     progress: bool = True
 
+    def __post_init__(self):
+        def bad_int(v, low):
+            return v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < low)
+
+        if bad_int(self.threads, 1):
+            raise ConfigError(f"threads={self.threads!r} must be a whole number >= 1", hint="e.g. --threads 2")
+        if bad_int(self.eval_limit, 1):
+            raise ConfigError(f"eval_limit={self.eval_limit!r} must be a whole number >= 1",
+                              hint="e.g. --eval-limit 1000, or leave it out for the whole test split")
+        if bad_int(self.checkpoint_every, 0):
+            raise ConfigError(f"checkpoint_every={self.checkpoint_every!r} must be a whole number >= 0",
+                              hint="use --checkpoint-every N (0 = only on SIGINT / SIGTERM and at stage boundaries)")
+
     def to_dict(self) -> dict:
         """Plain data (JSON) that :meth:`from_dict` reads back: what ``run.json`` keeps for ``--resume``."""
         d = asdict(self)
@@ -327,9 +340,6 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
         RunInterrupted: stopped by a signal; the partial run is kept for ``--resume``.
         ParityError: the runtime disagrees with the PyTorch reference beyond the gate (the run is kept).
     """
-    if cfg.checkpoint_every < 0:
-        raise ConfigError(f"checkpoint_every={cfg.checkpoint_every} must be >= 0",
-                          hint="use --checkpoint-every N (0 = only on SIGINT / SIGTERM and at stage boundaries)")
     if distributed.launched():
         return _train_export_distributed(cfg)
     inp = _resolve(cfg)
@@ -352,8 +362,6 @@ def preflight(cfg: TrainExportConfig) -> None:
     Raises:
         the errors :func:`train_export` raises before training.
     """
-    if cfg.checkpoint_every < 0:
-        raise ConfigError(f"checkpoint_every={cfg.checkpoint_every} must be >= 0")
     inp = _resolve(cfg)
     check_run_dir_free(cfg.out, cfg.recipe, inp.scheme.tag)
 

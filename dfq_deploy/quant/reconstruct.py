@@ -427,6 +427,9 @@ class ReconstructionOptions:
 
     def __post_init__(self):
         self.reconstruction()  # raises ConfigError on bad values
+        seed = getattr(self, "seed", 0)  # every recipe config carries these options and a seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+            raise ConfigError(f"seed={seed!r} must be a whole number in [0, 2**32)", hint="e.g. --seed 1")
 
     def reconstruction(self) -> ReconstructionConfig:
         return ReconstructionConfig(iters=self.recon_iters, batch_size=self.recon_batch, qdrop=self.recon_qdrop,

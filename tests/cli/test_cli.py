@@ -187,3 +187,14 @@ def test_an_unexpected_exception_is_reported_as_a_bug_with_its_traceback_saved(r
     saved = re.search(r"traceback is in (\S+)", r.output).group(1)
     text = open(saved).read()
     assert "Traceback (most recent call last)" in text and "an internal invariant broke" in text
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--threads", "-1"], "threads=-1"), (["--threads", "0"], "threads=0"), (["--eval-limit", "0"], "eval_limit=0"),
+    (["--seed", "99999999999999999999"], "seed="), (["--seed", "-3"], "seed=-3"),
+    (["--set", "seed=1e30"], "seed="), (["--checkpoint-every", "-2"], "checkpoint_every=-2"),
+])
+def test_out_of_range_run_options_fail_before_any_work(runner, tmp_path, args, text):
+    r = runner.invoke(main, ["train-export", "--quiet", "--out", str(tmp_path / "run"), *args])
+    assert r.exit_code == 2 and text in r.output and "fix:" in r.output and "Traceback" not in r.output
+    assert not list(tmp_path.iterdir())
