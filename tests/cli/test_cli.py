@@ -198,3 +198,16 @@ def test_out_of_range_run_options_fail_before_any_work(runner, tmp_path, args, t
     r = runner.invoke(main, ["train-export", "--quiet", "--out", str(tmp_path / "run"), *args])
     assert r.exit_code == 2 and text in r.output and "fix:" in r.output and "Traceback" not in r.output
     assert not list(tmp_path.iterdir())
+
+
+def test_same_seed_config_and_threads_give_byte_identical_files(runner, tmp_path, tiny_card):
+    """The thread count is part of the recipe for bytes: torch's CPU reductions split their work by thread, so
+    --threads 1 and --threads 2 give students a few last bits apart (docs/scale.md)."""
+    args = ["train-export", "--teacher", str(tiny_card), "--batch-size", "16", "--set", "calib_batches=2", "--set",
+            "zeroq_steps=3", "--set", "recon_iters=4", "--eval-limit", "50", "--threads", "1", "--device", "cpu",
+            "--quiet"]
+    for out in ("a", "b"):
+        r = runner.invoke(main, [*args, "--out", str(tmp_path / out)])
+        assert r.exit_code == 0, r.output
+    for name in ("model.onnx", "student.safetensors"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
