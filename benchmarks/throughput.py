@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/throughput.json")
     ap.add_argument("--table", action="store_true")
     ap.add_argument("--nproc", type=int, default=1, help="processes (torchrun --standalone)")
+    ap.add_argument("--amp", action="store_true", help="KD recipes: bfloat16 autocast for generator and teacher")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.table:
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         world = distributed.init(dev)
         dev = distributed.local_device(dev, world)
     nproc = world.size if world else 1
-    where = device_name(dev) + (f" x {nproc} processes ({world.backend})" if world else "")
+    where = device_name(dev) + (f" x {nproc} processes ({world.backend})" if world else "") + \
+        (", amp bf16" if args.amp else "")
     teacher, card = load_teacher()
     teacher = teacher.to(dev)
     shape, classes = tuple(card.input_shape), len(card.class_names)
@@ -81,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         opts = {"seed": 0}
         if recipe != "ptq":
             opts.update(steps=args.steps, recon_iters=0)
+            if "amp" in cfg_cls.__dataclass_fields__:
+                opts.update(amp=args.amp)
             if "warmup_steps" in cfg_cls.__dataclass_fields__:
                 opts.update(warmup_steps=2, calib_source="noise")
             if recipe == "lis":

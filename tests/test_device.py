@@ -80,6 +80,7 @@ def test_cpu_run_reports_its_device(tmp_path, tiny_card):
     ("dmkd", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16", "--set", "recon_iters=2",
               "--set", "calib_steps=2"]),
     ("gdfq", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16"]),
+    ("gdfq", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16", "--set", "amp=true"]),
     ("dfqf", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16"]),
     ("adversarial", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16", "--set", "students=2",
                      "--set", "generators=2"]),

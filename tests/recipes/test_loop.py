@@ -31,3 +31,15 @@ def test_warmup_cache_restores_exactly_and_is_keyed_by_settings(tiny_teacher):
                GDFQConfig(steps=2, warmup_steps=9, batch_size=16, log_every=1), (1, 28, 28), 10, progress=False,
                warmup_cache=cache)
     assert len(_warmups(cache)) == 2
+
+
+def test_amp_changes_nothing_on_the_cpu(tiny_teacher):
+    """bfloat16 autocast applies to CUDA only: on the CPU the option leaves every bit as it was."""
+    states = []
+    for amp in (False, True):
+        s = quantize_model(tiny_teacher, QuantScheme(4, 4))
+        train_gdfq(tiny_teacher, s, GDFQConfig(steps=3, warmup_steps=3, batch_size=16, calib_batches=1,
+                                               calib_steps=2, amp=amp), (1, 28, 28), 10, progress=False)
+        states.append(s.state_dict())
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
