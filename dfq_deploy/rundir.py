@@ -301,19 +301,23 @@ def write_manifest(folder: Path) -> None:
     (folder / MANIFEST).write_text(json.dumps({"format": 1, "files": files}, indent=2) + "\n")
 
 
-def verify_run(run_dir: str | Path) -> None:
-    """Check that a run directory's deployable files are the ones it was written with: the manifest's sha256 of
-    ``model.onnx``, ``student.safetensors`` and ``report.json``, and the student hash that ``model.onnx`` itself
-    records. Runs written before manifests existed are checked by the ONNX record alone.
+def verify_run(run_dir: str | Path) -> list[str]:
+    """Check a run directory's deployable files against what the run wrote.
+
+    Returns the files among ``model.onnx``, ``student.safetensors`` and ``report.json`` whose sha256 differs from
+    the run's ``manifest.json`` (tamper evidence: reported, e.g. a hand-edited or re-optimised graph may be
+    validated on purpose; runs written before manifests existed return []).
 
     Raises:
-        ModelError: a file changed since the run wrote it, or ``model.onnx`` was exported from other weights.
+        ModelError: ``model.onnx`` records another student's sha256 than ``student.safetensors`` has (comparing
+            them would be meaningless), or the manifest is unreadable.
     """
     from .errors import ModelError
     from .export.load import load_onnx_safely
 
     run_dir = Path(run_dir)
     manifest = run_dir / MANIFEST
+    changed: list[str] = []
     if manifest.is_file():
         try:
             files = json.loads(manifest.read_text())["files"]
@@ -323,10 +327,8 @@ def verify_run(run_dir: str | Path) -> None:
         changed = [name for name in _CHECKED if name in files and (run_dir / name).is_file()
                    and sha256(run_dir / name) != files[name].get("sha256")]
         if changed:
-            them = "them" if len(changed) > 1 else "it"
-            raise ModelError(f"{', '.join(changed)} in {run_dir} changed since the run wrote {them} "
-                             f"(sha256 differs from {MANIFEST})",
-                             hint="restore the run's own files, or re-run train-export")
+            log.warning("%s in %s changed since the run wrote them (sha256 differs from %s)", ", ".join(changed),
+                        run_dir, MANIFEST)
     onnx_path, weights = run_dir / "model.onnx", run_dir / "student.safetensors"
     if onnx_path.is_file() and weights.is_file():
         recorded = {p.key: p.value for p in load_onnx_safely(onnx_path).metadata_props}.get("dfq_deploy.student_sha256")
@@ -336,6 +338,7 @@ def verify_run(run_dir: str | Path) -> None:
                              f"{recorded[:12]}..., this one is {actual[:12]}...",
                              hint=f"re-export it from these weights (`dfq-deploy export {run_dir}`) or put the run's "
                                   "own model.onnx back")
+    return changed
 
 
 def load_run(run_dir: str | Path):

@@ -53,4 +53,7 @@ def summary(report: dict) -> str:
                      f"float  {'pass' if c['all_integer'] else 'FAIL'}")
     for name, why in report["skipped"].items():
         lines.append(f"  {name:<28} skipped: {why}")
+    if report.get("changed_since_run"):
+        lines.append(f"  note: {', '.join(report['changed_since_run'])} changed since the run wrote "
+                     f"{'them' if len(report['changed_since_run']) > 1 else 'it'} (sha256 differs from manifest.json)")
     return "\n".join(lines)

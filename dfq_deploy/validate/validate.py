@@ -69,14 +69,14 @@ def validate(cfg: ValidateConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     target = Path(cfg.target)
-    student, history, run_report = None, [], None
+    student, history, run_report, changed = None, [], None, []
     if target.is_dir():
         from ..rundir import load_run, verify_run
 
         onnx_path = target / "model.onnx"
         if not onnx_path.is_file():
             raise ConfigError(f"{target} has no model.onnx", hint="pass a train-export run directory or an .onnx file")
-        verify_run(target)
+        changed = verify_run(target)
         student, _, run_report = load_run(target)
         history = run_report.get("history", [])
         out_dir = Path(cfg.out) if cfg.out else target
@@ -128,6 +128,7 @@ def validate(cfg: ValidateConfig) -> dict:
         outputs[name] = run_logits(rt, data, progress=cfg.progress)
     report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, cfg.gate, student=student,
                           profile=meta.get("profile"), threads=cfg.threads, progress=cfg.progress)
+    report["changed_since_run"] = changed  # files that differ from the run's manifest.json (reported, not gated)
     write_reports(out_dir, report, history)
     raise_for_gate(report, out_dir / "validation.html",
                    hint="the report's layer table names the faulty activation; a correct export passes the default "
