@@ -38,6 +38,12 @@ def load_onnx_safely(path: str | Path) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and others for non-ONNX bytes
         raise ModelError(f"{path} is not a readable ONNX model: {type(e).__name__}: {e}") from e
+    if not model.graph.node:
+        raise ModelError(f"{path} holds no ONNX graph ({path.stat().st_size} bytes)",
+                         hint="give an .onnx file exported by dfq-deploy (or another exporter)")
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(f"{path} is ONNX IR version {model.ir_version}, newer than this onnx {onnx.__version__} "
+                         f"reads (IR {onnx.IR_VERSION})", hint="upgrade onnx, or export with an older opset / IR")
     base = path.resolve().parent
     external = [t for t in _tensors(model) if uses_external_data(t)]
     for t in external:

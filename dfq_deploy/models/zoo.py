@@ -9,6 +9,7 @@ Names:
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,15 +109,48 @@ class ModelCard:
     @classmethod
     def from_json(cls, path: str | Path) -> "ModelCard":
         path = Path(path)
+        hint = "a card is the JSON written by `dfq-deploy pretrain`"
         try:
-            raw = json.loads(path.read_text())
+            if path.stat().st_size > 1 << 20:
+                raise ModelError(f"model card {path} is over 1 MiB: not a model card", hint=hint)
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(raw, dict):
+                raise ModelError(f"model card {path} must hold a JSON object, not {type(raw).__name__}", hint=hint)
             card = cls(**raw)
-        except (OSError, json.JSONDecodeError, TypeError) as e:
-            raise ModelError(f"cannot read model card {path}: {e}",
-                             hint="a card is the JSON written by `dfq-deploy pretrain`") from e
+        except (OSError, ValueError, TypeError) as e:  # ValueError: bad JSON and non-UTF-8 bytes alike
+            raise ModelError(f"cannot read model card {path}: {e}", hint=hint) from e
+        card._check(path, hint)
         card.input_shape = tuple(card.input_shape)
         card.mean, card.std, card.class_names = tuple(card.mean), tuple(card.std), tuple(card.class_names)
         return card
+
+    def _check(self, path: Path, hint: str) -> None:
+        """Field types and ranges, so a malformed card is named here rather than failing later."""
+        def numbers(v):
+            return isinstance(v, (list, tuple)) and v and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+
+        problems = []
+        if not isinstance(self.arch, str):
+            problems.append("arch must be a name")
+        if not isinstance(self.arch_kwargs, dict):
+            problems.append("arch_kwargs must be an object")
+        shape = self.input_shape
+        if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(
+                isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096 for x in shape)):
+            problems.append(f"input_shape must be [channels, height, width] of positive integers, not {shape!r}")
+        if not numbers(self.mean) or not numbers(self.std) or any(s <= 0 for s in (self.std or [])
+                                                                  if isinstance(s, (int, float))):
+            problems.append("mean and std must be lists of finite numbers, std > 0")
+        elif isinstance(shape, (list, tuple)) and shape and len(self.mean) not in (1, shape[0]):
+            problems.append(f"mean has {len(self.mean)} values for {shape[0]} input channels")
+        if not (isinstance(self.class_names, (list, tuple)) and self.class_names
+                and all(isinstance(c, str) for c in self.class_names)):
+            problems.append("class_names must be a non-empty list of strings")
+        if not isinstance(self.weights, str):
+            problems.append("weights must be a file name")
+        if problems:
+            raise ModelError(f"model card {path}: " + "; ".join(problems), hint=hint)
 
 
 def load_teacher(card_path: str | Path | None = None) -> tuple[nn.Module, ModelCard]:
