@@ -168,21 +168,35 @@ def _resume_command(final: Path) -> str:
     return f"dfq-deploy train-export --resume {final}"
 
 
-def check_run_dir_free(out: str | Path | None, recipe: str, tag: str) -> None:
-    """Raise what :func:`create_run_dir` would raise about ``out``, without creating anything."""
-    final = _default_final(out, recipe, tag)
+def _refuse_existing(final: Path) -> None:
     if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise ConfigError(f"run directory {final} already exists", hint="choose another --out or remove the old run")
-    partial = partial_path(final)
-    if partial.is_dir():
-        fd = _try_lock(partial)
-        if fd is None:
-            raise ConfigError(f"another dfq-deploy run (process {_holder(partial)}) is writing {final}",
-                              hint="wait for it to finish, or choose another --out")
-        os.close(fd)
+        raise ConfigError(f"run directory {final} already exists" + ("" if final.is_dir() else " and is a file")
+                          + (" and is not empty" if final.is_dir() else ""),
+                          hint="choose another --out or remove the old run")
+
+
+def _refuse_taken(final: Path, partial: Path) -> bool:
+    """Raise when a live run holds ``partial`` or an interrupted one waits in it to be resumed; True when it is the
+    remains of a run that died before its first checkpoint (safe to remove)."""
+    held = _try_lock(partial)
+    if held is None:
+        raise ConfigError(f"another dfq-deploy run (process {_holder(partial)}) is writing {final}",
+                          hint="wait for it to finish, or choose another --out")
+    try:
         if _has_checkpoint(partial):
             raise ConfigError(f"an interrupted run of {final} is in {partial}",
                               hint=f"continue it with `{_resume_command(final)}`, or delete {partial} to start over")
+        return True
+    finally:
+        os.close(held)
+
+
+def check_run_dir_free(out: str | Path | None, recipe: str, tag: str) -> None:
+    """Raise what :func:`create_run_dir` would raise about ``out``, without creating anything."""
+    final = _default_final(out, recipe, tag)
+    _refuse_existing(final)
+    if partial_path(final).is_dir():
+        _refuse_taken(final, partial_path(final))
 
 
 def create_run_dir(out: str | Path | None, recipe: str, tag: str) -> RunDir:
@@ -201,10 +215,7 @@ def create_run_dir(out: str | Path | None, recipe: str, tag: str) -> RunDir:
 
 
 def _create(final: Path) -> RunDir:
-    if final.exists() and (not final.is_dir() or any(final.iterdir())):
-        raise ConfigError(f"run directory {final} already exists" + ("" if final.is_dir() else " and is a file")
-                          + (" and is not empty" if final.is_dir() else ""),
-                          hint="choose another --out or remove the old run")
+    _refuse_existing(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(final)
     for folder in interrupted_runs(final.parent):
@@ -222,19 +233,9 @@ def _create(final: Path) -> RunDir:
         except OSError:
             os.close(fd)
             shutil.rmtree(tmp, ignore_errors=True)
-        held = _try_lock(partial)
-        if held is None:
-            raise ConfigError(f"another dfq-deploy run (process {_holder(partial)}) is writing {final}",
-                              hint="wait for it to finish, or choose another --out")
-        try:
-            if _has_checkpoint(partial):
-                raise ConfigError(f"an interrupted run of {final} is in {partial}",
-                                  hint=f"continue it with `{_resume_command(final)}`, or delete {partial} to "
-                                       "start over")
+        if _refuse_taken(final, partial):
             log.warning("removed %s: an interrupted run that had not reached its first checkpoint", partial)
             shutil.rmtree(partial, ignore_errors=True)
-        finally:
-            os.close(held)
     raise ConfigError(f"could not create {partial}", hint="check that the folder is writable")
 
 
