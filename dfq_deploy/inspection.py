@@ -27,8 +27,16 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime") -> dict:
                 meta[k] = json.loads(v)
             except json.JSONDecodeError:
                 pass
-    bits = meta.get("dfq_deploy.layer_bits") or layer_bits(model)
+    bits = meta.get("dfq_deploy.layer_bits")
+    problems = []
+    if bits is not None and not _well_formed_bits(bits):
+        problems.append("metadata dfq_deploy.layer_bits is malformed (not {layer: {weight, input}}); the bits "
+                        "below are read from the graph")
+        bits = None
+    bits = bits or layer_bits(model)
     report: dict = {"model": str(path), "runtime": runtime, "metadata": meta, "layer_bits": bits, "ok": True}
+    if problems:
+        report["metadata_problems"] = problems
     if any(b["weight"] < 8 or b["input"] < 8 for b in bits.values()):
         report["note"] = SUB8_NOTE
     if runtime == "onnxruntime":
@@ -51,6 +59,12 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime") -> dict:
     return report
 
 
+def _well_formed_bits(bits) -> bool:
+    return isinstance(bits, dict) and all(
+        isinstance(b, dict) and all(isinstance(b.get(k), int) and not isinstance(b.get(k), bool)
+                                    for k in ("weight", "input")) for b in bits.values())
+
+
 def inspect_text(r: dict) -> str:
     """The human-readable form of :func:`inspect_onnx`'s report."""
     meta = r["metadata"]
@@ -67,6 +81,7 @@ def inspect_text(r: dict) -> str:
         lines.append(f"  W{b['weight']}A{b['input']}  {name}")
     if r.get("note"):
         lines.append(f"note: {r['note']}")
+    lines += [f"warning: {p}" for p in r.get("metadata_problems", [])]
     if "onnxruntime" in r:
         c = r["onnxruntime"]
         lines.append(f"ONNX Runtime (CPU, optimisation ALL): {c['integer_compute']} Conv/Gemm/MatMul as integer "

@@ -20,8 +20,8 @@ import yaml
 
 from . import __version__, distributed
 from .checkpoint import NO_CHECKPOINT, Checkpointer, RunInterrupted
-from .config import config_from_dict
-from .errors import ConfigError, DfqDeployError
+from .config import check_output_file, config_from_dict
+from .errors import ConfigError, DfqDeployError, TrainingError
 from .quant import QuantScheme
 from .rundir import (RunDir, check_run_dir_free, create_run_dir, load_run, read_run_config, reopen_run_dir, sha256,
                      verify_run, write_run_config)
@@ -62,6 +62,19 @@ class TrainExportConfig:
         if bad_int(self.checkpoint_every, 0):
             raise ConfigError(f"checkpoint_every={self.checkpoint_every!r} must be a whole number >= 0",
                               hint="use --checkpoint-every N (0 = only on SIGINT / SIGTERM and at stage boundaries)")
+        if self.threads is not None and self.threads > 1024:
+            raise ConfigError(f"threads={self.threads} is past the ceiling of 1024: a typo?", hint="e.g. --threads 2")
+        for name in ("out", "teacher", "data_root"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value.strip() or "\0" in value:
+                raise ConfigError(f"{name}={value!r} is not a usable path", hint=f"pass a path, e.g. --{name.replace('_', '-')} DIR")
+            try:  # a name that is not valid UTF-8 cannot be written into ONNX metadata, JSON reports or logs
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(f"the path given as {name} is not valid UTF-8: {value!r}",
+                                  hint="use a path whose name is UTF-8 text") from None
 
     def to_dict(self) -> dict:
         """Plain data (JSON) that :meth:`from_dict` reads back: what ``run.json`` keeps for ``--resume``."""
@@ -354,16 +367,20 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     return _execute(cfg, inp, rd, Checkpointer(rd.partial, cfg.checkpoint_every))
 
 
-def preflight(cfg: TrainExportConfig) -> None:
+def preflight(cfg: TrainExportConfig) -> str:
     """Every check :func:`train_export` makes before training (target, recipe and options, teacher, evaluation
     data, device, run directory), without training or writing anything: what ``--nproc`` runs once before it starts
-    the processes.
+    the processes, and ``--dry-run`` alone. Returns a short text: what would run, and the resolved recipe (YAML).
 
     Raises:
         the errors :func:`train_export` raises before training.
     """
     inp = _resolve(cfg)
     check_run_dir_free(cfg.out, cfg.recipe, inp.scheme.tag)
+    recipe_yaml = yaml.safe_dump({"recipe": cfg.recipe, **_plain(asdict(inp.recipe_cfg))}, sort_keys=False)
+    return (f"checked, nothing written: target={cfg.target} recipe={cfg.recipe} scheme={inp.scheme.tag} "
+            f"teacher={inp.card_path} device={device_name(inp.device)} evaluation={inp.eval_set.name} "
+            f"({len(inp.eval_set.labels)} images)\n{recipe_yaml.rstrip()}")
 
 
 def resume_run(run_dir: str | Path, *, device: str | None = None, threads: int | None = None,
@@ -473,6 +490,12 @@ def _execute(cfg: TrainExportConfig, inp: _Inputs, rd: RunDir, ck: Checkpointer,
     return result
 
 
+def _is_out_of_memory(e: BaseException) -> bool:
+    """True for an allocation failure: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    text = str(e)
+    return isinstance(e, torch.OutOfMemoryError) or "can't allocate memory" in text or "out of memory" in text
+
+
 def _execute_run(cfg: TrainExportConfig, inp: _Inputs, rd: RunDir, ck: Checkpointer, world=None) -> RunResult:
     from .validate.gate import raise_for_gate
 
@@ -506,6 +529,16 @@ def _execute_run(cfg: TrainExportConfig, inp: _Inputs, rd: RunDir, ck: Checkpoin
         except KeyboardInterrupt:  # a second Ctrl-C: the last checkpoint is still there
             keep = ck.saves > 0 or bool(ck.sections)
             raise
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if not _is_out_of_memory(e):
+                raise
+            keep = ck.saves > 0 or bool(ck.sections)
+            raise TrainingError(f"out of memory while training on {device_name(inp.device)}: "
+                                f"{str(e).splitlines()[0][:200]}",
+                                hint="lower --batch-size (and recon_batch / inversion_batch), or train on a device "
+                                     "with more memory" + (f"; the checkpoint is kept: `dfq-deploy train-export "
+                                                          f"--resume {final_dir}` after freeing memory"
+                                                          if keep else "")) from e
         onnx_path, exp, census, trt_check = _export(cfg, inp, student, run_dir, timings)
         validation, parity = _check_parity(cfg, inp, student, onnx_path, final_dir, timings)
         timings["total"] = time.time() - t_start
@@ -541,11 +574,13 @@ def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None)
     from .export.load import load_onnx_safely
 
     run_dir = Path(run_dir)
+    if out:
+        check_output_file(out, "--out")
     verify_run(run_dir)
     student, card, _ = load_run(run_dir)
     metadata = {}
     if (run_dir / "model.onnx").is_file():
         metadata = {p.key: p.value for p in load_onnx_safely(run_dir / "model.onnx").metadata_props
                     if p.key not in ("dfq_deploy.profile", "dfq_deploy.layer_bits")}
-    out = Path(out) if out else run_dir / f"model.{profile}.onnx"
+    out = check_output_file(out, "--out") if out else run_dir / f"model.{profile}.onnx"
     return export_onnx(student.eval(), out, tuple(card.input_shape), profile=profile, metadata=metadata)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, ModelError
 
 log = logging.getLogger("dfq_deploy")
 
@@ -351,6 +351,7 @@ def load_run(run_dir: str | Path):
     Raises:
         ConfigError: not a run directory, or weights that do not fit the run's scheme and teacher.
     """
+    import torch
     from safetensors.torch import load_file
 
     from .models import load_teacher
@@ -366,11 +367,24 @@ def load_run(run_dir: str | Path):
         scheme = QuantScheme(**report["scheme"])
         teacher_card = report["teacher"]["card"]
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{report_path} is not a readable run report: {e}") from e
+        raise ConfigError(f"{report_path} is not a readable run report: {e}",
+                          hint="restore the run's report.json (its sha256 is in manifest.json), or train the run "
+                               "again") from e
     teacher, card = load_teacher(teacher_card)
     student = quantize_model(teacher, scheme)
     try:
-        student.load_state_dict(load_file(str(weights)))
+        state = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError, or OSError
+        raise ModelError(f"cannot read {weights}: {str(e).splitlines()[0][:200]} (truncated or not a safetensors "
+                         "file?)", hint="restore the run's student.safetensors (its sha256 is in manifest.json), or "
+                                        "train the run again") from e
+    try:
+        student.load_state_dict(state)
     except RuntimeError as e:
-        raise ConfigError(f"{weights} does not match the run's scheme and teacher: {e}") from e
+        raise ConfigError(f"{weights} does not match the run's scheme and teacher: {e}",
+                          hint="restore the run's student.safetensors (its sha256 is in manifest.json)") from e
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ModelError(f"{weights} holds NaN or infinite values ({', '.join(bad[:3])})",
+                         hint="restore the run's student.safetensors (its sha256 is in manifest.json)")
     return student.eval(), card, report

@@ -20,12 +20,13 @@ from ._common import command_line, handle_errors
 @click.option("--limit", type=int, default=None, help="Use only the first N training images (quick checks).")
 @click.option("--data-root", default=None, help="Folder with the Fashion-MNIST .gz files (default: Debian's).")
 @click.option("--device", default="auto", show_default=True, help=f"Where to train: {DEVICE_HELP}.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing model card and weights at --out.")
 @handle_errors
-def pretrain(out, arch, width, epochs, batch_size, lr, seed, limit, data_root, device):
+def pretrain(out, arch, width, epochs, batch_size, lr, seed, limit, data_root, device, overwrite):
     """Train a float teacher on Fashion-MNIST's training split; write safetensors weights and a JSON model card."""
     from ..models.pretrain import PretrainConfig, pretrain_teacher
 
     cfg = PretrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit,
                          device=device)
-    card = pretrain_teacher(cfg, out, command=command_line(), data_root=data_root)
+    card = pretrain_teacher(cfg, out, command=command_line(), data_root=data_root, overwrite=overwrite)
     click.echo(f"teacher {card.arch}: test accuracy {card.test_accuracy:.2f}% -> {out}")

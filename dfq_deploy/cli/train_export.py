@@ -44,13 +44,16 @@ from ._common import gate_options, handle_errors
 @click.option("--nproc", type=int, default=None,
               help="Train in N processes on this machine (one per GPU with --device cuda, else CPU processes with "
               "gloo): runs `torchrun --standalone --nproc-per-node N -m dfq_deploy train-export ...`.")
+@click.option("--dry-run", is_flag=True,
+              help="Check every option, the recipe, the teacher and its weights, the evaluation data, the device and "
+              "the output folder, print the resolved recipe, and exit without training or writing anything.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @gate_options
 @handle_errors
 def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps,
                  batch_size, seed,
                  overrides, eval_limit, data_root, out, gate, threads, device, checkpoint_every, resume_dir, nproc,
-                 quiet):
+                 dry_run, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     import os
     import sys
@@ -70,6 +73,8 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     if resume_dir is not None and distributed.launched():
         raise ConfigError("--resume continues a run in one process, not under torchrun",
                           hint="run `dfq-deploy train-export --resume RUN_DIR` without torchrun")
+    if resume_dir is not None and dry_run:
+        raise ConfigError("--dry-run checks a new run's settings; --resume continues one", hint="drop one of them")
     if resume_dir is not None:
         ctx = click.get_current_context()
         allowed = {"resume_dir", "device", "threads", "checkpoint_every", "quiet", "nproc"}
@@ -103,6 +108,9 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
                             eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,
                             threads=threads, device=device, progress=not quiet,
                             checkpoint_every=50 if checkpoint_every is None else checkpoint_every)
+    if dry_run:
+        click.echo(preflight(cfg))
+        return
     if nproc is not None and nproc > 1 and not distributed.launched():
         # the user's mistakes are reported here, once, rather than by every process under torchrun
         preflight(cfg)

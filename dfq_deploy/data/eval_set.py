@@ -91,8 +91,14 @@ def _image_folder(path: str, mean, std, limit, input_shape, class_names) -> Eval
     labelled = bool(names) and all(folder.lower() in names for folder in ds.classes)
     n = min(len(ds), limit or len(ds))
     images, labels = [], []
+    from PIL import Image
+
     for i in range(n):
-        x, folder_idx = ds[i]
+        try:
+            x, folder_idx = ds[i]
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's errors on bad bytes
+            raise DataError(f"cannot read image {ds.samples[i][0]}: {type(e).__name__}: {str(e)[:200]}",
+                            hint="remove or replace the corrupt (or oversized) image") from e
         images.append(x)
         labels.append(names.index(ds.classes[folder_idx].lower()) if labelled else -1)
     tag = "" if labelled else ", unlabelled: folder names are not the model's classes"

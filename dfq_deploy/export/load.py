@@ -37,7 +37,9 @@ def load_onnx_safely(path: str | Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf raises DecodeError and others for non-ONNX bytes
-        raise ModelError(f"{path} is not a readable ONNX model: {type(e).__name__}: {e}") from e
+        raise ModelError(f"{path} is not a readable ONNX model: {type(e).__name__}: {e}",
+                         hint="give an .onnx file exported by dfq-deploy (or another exporter); the file may be "
+                              "truncated") from e
     if not model.graph.node:
         raise ModelError(f"{path} holds no ONNX graph ({path.stat().st_size} bytes)",
                          hint="give an .onnx file exported by dfq-deploy (or another exporter)")

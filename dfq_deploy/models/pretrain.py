@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..config import check_output_file
 from ..data.augment import augment
 from ..data.eval_set import evaluate
 from ..device import device_name, resolve_device
@@ -40,10 +41,11 @@ class PretrainConfig:
 
 
 def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", data_root: str | None = None,
-                     progress: bool = True) -> ModelCard:
+                     progress: bool = True, overwrite: bool = False) -> ModelCard:
     """Train a float classifier on Fashion-MNIST and write ``<out>.safetensors`` + ``<out>.json`` (model card).
 
-    Returns the model card (with the test accuracy). Files are written only once training has finished.
+    Returns the model card (with the test accuracy). Files are written only once training has finished; existing
+    ones are refused before training unless ``overwrite``.
     """
     from safetensors.torch import save_file
 
@@ -51,7 +53,14 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
     from ..data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise ConfigError(f"bad pretrain settings epochs={cfg.epochs} batch={cfg.batch_size} lr={cfg.lr}")
+        raise ConfigError(f"bad pretrain settings epochs={cfg.epochs} batch={cfg.batch_size} lr={cfg.lr}",
+                          hint="epochs and --batch-size >= 1, --lr > 0, e.g. --epochs 20 --lr 0.1")
+    if cfg.epochs > 10_000 or cfg.batch_size > 65_536 or not math.isfinite(cfg.lr):
+        raise ConfigError(f"pretrain settings past their ceilings: epochs={cfg.epochs} (<= 10000), batch="
+                          f"{cfg.batch_size} (<= 65536), lr={cfg.lr} (finite)", hint="e.g. --epochs 20")
+    out = check_output_file(Path(out).with_suffix(".json"), "--out", overwrite=overwrite)
+    check_output_file(out.with_suffix(".safetensors"), "--out (its weights file)", overwrite=overwrite)
+    build_model(cfg.arch, width=cfg.width, in_channels=1, num_classes=10)  # an unknown arch fails before any work
     dev = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)

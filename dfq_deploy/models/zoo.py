@@ -61,7 +61,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except Exception as e:  # safetensors raises its own SafetensorError / OSError
-            raise ModelError(f"cannot read safetensors file {path}: {e}") from e
+            raise ModelError(f"cannot read safetensors file {path}: {e}",
+                             hint="the file is truncated or not safetensors: copy it again, or re-run "
+                                  "`dfq-deploy pretrain`") from e
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses pickled code: say so instead of a traceback
@@ -83,6 +85,11 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         first = str(e).splitlines()[0:3]
         raise ModelError(f"weights in {path} do not fit the model: {' '.join(first)}",
                          hint="check the architecture arguments (depth, width, channels, classes)") from e
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:  # a NaN / Inf weight poisons every quantizer scale computed from it: say where, before any work
+        raise ModelError(f"weights in {path} hold NaN or infinite values ({', '.join(bad[:3])}"
+                         f"{', ...' if len(bad) > 3 else ''})",
+                         hint="the checkpoint is corrupt or diverged in training: use a checkpoint with finite weights")
     return model
 
 

@@ -37,8 +37,8 @@ class AdversarialConfig(KDLoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.students < 1:
-            raise ConfigError("adversarial: students must be >= 1")
+        if not 1 <= self.students <= 16:
+            raise ConfigError(f"adversarial: students must be between 1 and 16, not {self.students}")
         if min(self.bns_weight, self.entropy_weight, self.adv_weight) < 0:
             raise ConfigError("adversarial: loss weights must be >= 0")
 

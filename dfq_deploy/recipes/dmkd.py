@@ -56,8 +56,11 @@ class DMKDConfig(KDLoopConfig):
             raise ConfigError("dmkd: teacher_recon_iters must be >= 0")
         if self.balancer not in ("learned", "uniform"):
             raise ConfigError(f"dmkd: balancer must be 'learned' or 'uniform', not {self.balancer!r}")
-        if self.balancer_lr <= 0 or self.balancer_hidden < 1:
-            raise ConfigError("dmkd: balancer_lr must be positive and balancer_hidden >= 1")
+        if self.balancer_lr <= 0 or not 1 <= self.balancer_hidden <= 4096:
+            raise ConfigError("dmkd: balancer_lr must be positive and balancer_hidden in [1, 4096]")
+        if len(self.teacher_bits) > 8:
+            raise ConfigError(f"dmkd: teacher_bits lists at most 8 quantized teachers, not {len(self.teacher_bits)}",
+                              hint="e.g. --set teacher_bits=[W8A8,W6A6]")
         for tag in self.teacher_bits:
             QuantScheme.from_tag(tag)  # raises ConfigError for a bad tag
 

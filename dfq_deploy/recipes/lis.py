@@ -59,8 +59,10 @@ class LISConfig(SetKDConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.num_images < 1 or self.inversion_steps < 1 or self.inversion_batch < 2:
-            raise ConfigError("lis: num_images and inversion_steps must be >= 1, inversion_batch >= 2")
+        if not 1 <= self.num_images <= 100_000 or self.inversion_steps < 1 or self.inversion_batch < 2:
+            raise ConfigError("lis: num_images must be in [1, 100000], inversion_steps >= 1, inversion_batch >= 2")
+        if len(self.courses) > 16 or sum(len(c.split(",")) for c in self.courses) > 32:
+            raise ConfigError("lis: at most 16 courses and 32 teachers in all")
         if self.inversion_lr <= 0 or self.bns_weight < 0 or self.tv_weight < 0:
             raise ConfigError("lis: inversion_lr must be positive, bns_weight and tv_weight >= 0")
         if len(self.pixel_mean) != len(self.pixel_std) or any(v <= 0 for v in self.pixel_std):

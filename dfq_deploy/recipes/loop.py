@@ -68,8 +68,10 @@ class KDLoopConfig(ReconstructionOptions):
         super().__post_init__()
         if self.steps < 0 or self.warmup_steps < 0 or self.batch_size < 2 or self.calib_batches < 1:
             raise ConfigError("steps/warmup_steps must be >= 0, batch_size >= 2, calib_batches >= 1")
-        if not 1 <= self.generators <= self.batch_size:
-            raise ConfigError(f"generators must be between 1 and batch_size, not {self.generators}")
+        if not 1 <= self.generators <= min(16, self.batch_size):
+            raise ConfigError(f"generators must be between 1 and min(16, batch_size), not {self.generators}")
+        if not 1 <= self.latent_dim <= 4096:
+            raise ConfigError(f"latent_dim must be between 1 and 4096, not {self.latent_dim}")
         if self.calib_source not in CALIB_SOURCES:
             raise ConfigError(f"calib_source must be one of {', '.join(CALIB_SOURCES)}, not {self.calib_source!r}")
         if self.calib_steps < 1:

@@ -10,13 +10,14 @@ and a self-contained ``validation.html`` (figures embedded).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, RuntimeUnavailableError
+from ..errors import ConfigError, ModelError, RuntimeUnavailableError
 from .gate import Gate, check_parity, raise_for_gate
 from .parity import run_logits
 
@@ -36,6 +37,10 @@ class ValidateConfig:
     progress: bool = True
 
     def __post_init__(self):
+        for name in ("limit", "threads"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name}={v!r} must be a whole number >= 1", hint=f"e.g. --{name} 1000")
         bad = [r for r in self.runtimes if r not in RUNTIME_NAMES]
         if bad or not self.runtimes:
             raise ConfigError(f"unknown runtime(s) {bad}", hint=f"use a comma-separated subset of {RUNTIME_NAMES}")
@@ -46,9 +51,30 @@ def _metadata(onnx_path: Path) -> dict:
 
     meta = {p.key: p.value for p in load_onnx_safely(onnx_path).metadata_props}
     out = {}
+    hint = "re-export the model with `dfq-deploy export RUN_DIR`, or validate the run directory"
     for key in ("input_shape", "mean", "std", "class_names"):
         if f"dfq_deploy.{key}" in meta:
-            out[key] = json.loads(meta[f"dfq_deploy.{key}"])
+            try:
+                out[key] = json.loads(meta[f"dfq_deploy.{key}"])
+            except json.JSONDecodeError as e:
+                raise ModelError(f"{onnx_path}: metadata dfq_deploy.{key} is not JSON ({e})", hint=hint) from None
+
+    def numbers(v, positive=False):
+        return isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                 and math.isfinite(x) and (x > 0 or not positive) for x in v)
+
+    shape = out.get("input_shape")
+    problems = []
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(
+            isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096 for x in shape)):
+        problems.append(f"input_shape {shape!r} is not [channels, height, width] of positive integers")
+    if "mean" in out and not numbers(out["mean"]) or "std" in out and not numbers(out["std"], positive=True):
+        problems.append("mean and std must be lists of finite numbers, std > 0")
+    if "class_names" in out and not (isinstance(out["class_names"], list)
+                                     and all(isinstance(c, str) for c in out["class_names"])):
+        problems.append("class_names must be a list of strings")
+    if problems:
+        raise ModelError(f"{onnx_path}: malformed dfq-deploy metadata: " + "; ".join(problems), hint=hint)
     out["profile"] = meta.get("dfq_deploy.profile")
     return out
 
