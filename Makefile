@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip 'setuptools<81' wheel
 	$(VENV)/bin/pip install -q $(TORCH_PINS)
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[train,dev]'
 	touch $@
 
 fmnist:

@@ -142,6 +142,8 @@ def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r} is not KEY=VALUE", hint="e.g. --set student_lr=0.002")
     key, value = item.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"--set {item!r} has no KEY before '='", hint="e.g. --set student_lr=0.002")
     try:
         return key.strip(), _safe_yaml(value, f"--set {key.strip()}")
     except yaml.YAMLError as e:

@@ -9,11 +9,12 @@ SUB8_NOTE = ("ONNX Runtime and TensorRT have no sub-8-bit convolution kernels: l
              "integer kernels on low-bit values (smaller range, same speed as 8-bit; no 4-bit speed-up).")
 
 
-def inspect_onnx(path: str | Path, runtime: str = "onnxruntime") -> dict:
+def inspect_onnx(path: str | Path, runtime: str = "onnxruntime", build_engine: bool = False) -> dict:
     """A JSON-ready report on ``path``: metadata, layer bits and, per ``runtime``, the kernel census or rule check.
 
     ``ok`` is False when the runtime would not run every Conv/Gemm as an integer kernel (onnxruntime) or the graph
-    breaks a TensorRT Q/DQ rule (tensorrt).
+    breaks a TensorRT Q/DQ rule (tensorrt). ``build_engine``: also build (or take from the cache) the TensorRT
+    engine where TensorRT is installed; off by default, since a build takes minutes on a Jetson.
     """
     from .export.inspect import layer_bits, ort_kernel_census
     from .export.load import load_onnx_safely
@@ -52,8 +53,13 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime") -> dict:
             engine = "not built: " + reason
         elif not check.ok:
             engine = "not built: the graph breaks TensorRT's Q/DQ rules"
+        elif not build_engine:
+            engine = "not built (add --build-engine, or run `dfq-deploy compile`)"
         else:  # the real proof where TensorRT exists: its parser and builder accept the graph
-            engine = f"built ({len(trt_cls(path).build())} bytes)"
+            from .runtimes.trt import load_or_build
+
+            plan, how = load_or_build(path)
+            engine = f"{how} ({len(plan)} bytes)"
         report["tensorrt"] = {**check.to_dict(), "engine": engine}
         report["ok"] = check.ok
     return report

@@ -29,16 +29,33 @@ def handle_errors(fn):
             sys.exit(130)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise  # click's own usage errors and exits: it prints them (exit 2)
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in TRAIN_EXTRA_MODULES:
+                _report_bug(e)
+            click.echo(f"error: this command needs {e.name}, part of dfq-deploy's training extra, which is not "
+                       "installed here\n  fix: pip install 'dfq-deploy[train]' (a deployment device needs it only "
+                       "to train, export or validate a run directory; docs/jetson.md)", err=True)
+            _record_exit_code(6)
+            sys.exit(6)
         except Exception as e:  # noqa: BLE001 - the boundary: every other exception is reported as a bug
-            where = save_traceback()
-            text = str(e).splitlines()[0][:300] if str(e) else ""
-            click.echo(f"internal error: {type(e).__name__}{': ' + text if text else ''}\n"
-                       f"  this is a bug in dfq-deploy, not a problem with your input; the full traceback is in "
-                       f"{where} (please attach it to a bug report)", err=True)
-            _record_exit_code(1)
-            sys.exit(1)
+            _report_bug(e)
 
     return wrapper
+
+
+# modules of the `train` extra (pyproject.toml): missing on a deployment-only install
+TRAIN_EXTRA_MODULES = {"brevitas", "torchvision", "onnxoptimizer", "pkg_resources"}
+
+
+def _report_bug(e: BaseException):
+    """One line saying the exception is a bug in dfq-deploy and where its traceback was saved; exit 1."""
+    where = save_traceback()
+    text = str(e).splitlines()[0][:300] if str(e) else ""
+    click.echo(f"internal error: {type(e).__name__}{': ' + text if text else ''}\n"
+               f"  this is a bug in dfq-deploy, not a problem with your input; the full traceback is in "
+               f"{where} (please attach it to a bug report)", err=True)
+    _record_exit_code(1)
+    sys.exit(1)
 
 
 def save_traceback() -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .compile_cmd import compile_cmd
 from .export_cmd import export_cmd
 from .inspect_cmd import inspect_model
 from .pretrain import pretrain
@@ -33,5 +34,6 @@ def _quiet_library_noise() -> None:
 main.add_command(pretrain)
 main.add_command(train_export)
 main.add_command(export_cmd)
+main.add_command(compile_cmd)
 main.add_command(inspect_model)
 main.add_command(validate_cmd)

@@ -17,10 +17,13 @@ from ._common import gate_options, handle_errors
 @click.option("--data-root", default=None, help="Folder of the Fashion-MNIST files (default: Debian's).")
 @click.option("--out", default=None, help="Report folder (default: the run directory, or beside the .onnx).")
 @click.option("--threads", type=int, default=None)
+@click.option("--engine", default=None, metavar="PLAN",
+              help="A TensorRT plan from `dfq-deploy compile` for the tensorrt runtime (checked against this GPU and "
+              "TensorRT; default: build the .onnx's engine, cached).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @gate_options
 @handle_errors
-def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, quiet):
+def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, engine, quiet):
     """Run TARGET (a train-export run directory or an .onnx) in every runtime and gate on parity.
 
     Exits 0 when the gate passes, 7 when it fails (the reports are written either way): every quantized activation
@@ -29,7 +32,8 @@ def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, q
     from ..validate.validate import ValidateConfig, validate
 
     cfg = ValidateConfig(target=target, runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
-                         data=data, limit=limit, data_root=data_root, gate=gate, out=out, threads=threads, progress=not quiet)
+                         data=data, limit=limit, data_root=data_root, gate=gate, out=out, threads=threads, progress=not quiet,
+                         engine=engine)
     report = validate(cfg)
     click.echo(summary(report))
 

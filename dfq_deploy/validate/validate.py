@@ -35,6 +35,7 @@ class ValidateConfig:
     out: str | None = None                        # report folder; default: the run directory / beside the .onnx
     threads: int | None = None
     progress: bool = True
+    engine: str | None = None                     # TensorRT plan (dfq-deploy compile) for the tensorrt runtime
 
     def __post_init__(self):
         for name in ("limit", "threads"):
@@ -77,6 +78,21 @@ def _metadata(onnx_path: Path) -> dict:
         raise ModelError(f"{onnx_path}: malformed dfq-deploy metadata: " + "; ".join(problems), hint=hint)
     out["profile"] = meta.get("dfq_deploy.profile")
     return out
+
+
+def _check_engine_belongs(plan: Path, onnx_path: Path) -> None:
+    """A plan from ``dfq-deploy compile`` must have been built from this very ONNX file (its record says which)."""
+    import hashlib
+
+    try:
+        record = json.loads(Path(f"{plan}.json").read_text())
+    except (OSError, ValueError):
+        raise ModelError(f"--engine {plan}: its record {plan}.json is missing or unreadable",
+                         hint="build the plan with `dfq-deploy compile`, which writes both") from None
+    actual = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    if not isinstance(record, dict) or record.get("onnx_sha256") != actual:
+        raise ModelError(f"--engine {plan} was built from another ONNX file than {onnx_path}",
+                         hint=f"rebuild it: `dfq-deploy compile {onnx_path} --target tensorrt --overwrite`")
 
 
 def validate(cfg: ValidateConfig) -> dict:
@@ -149,8 +165,13 @@ def validate(cfg: ValidateConfig) -> dict:
         reference = run_logits(get_runtime("onnxruntime")(onnx_path, threads=cfg.threads, optimize=False), data,
                                progress=cfg.progress)
     outputs = {}
+    if cfg.engine:
+        _check_engine_belongs(Path(cfg.engine), onnx_path)
     for name, cls in available:
-        rt = cls(onnx_path, threads=cfg.threads) if name == "onnxruntime" else cls(onnx_path)
+        if name == "onnxruntime":
+            rt = cls(onnx_path, threads=cfg.threads)
+        else:
+            rt = cls(cfg.engine if name == "tensorrt" and cfg.engine else onnx_path)
         outputs[name] = run_logits(rt, data, progress=cfg.progress)
     report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, cfg.gate, student=student,
                           profile=meta.get("profile"), threads=cfg.threads, progress=cfg.progress)
