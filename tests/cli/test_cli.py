@@ -189,6 +189,31 @@ def test_an_unexpected_exception_is_reported_as_a_bug_with_its_traceback_saved(r
     assert "Traceback (most recent call last)" in text and "an internal invariant broke" in text
 
 
+@pytest.mark.parametrize("error", [RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                                                  "allocate memory: you tried to allocate 99999999999 bytes"),
+                                   "cuda"])
+def test_out_of_memory_in_training_is_a_typed_error_and_leaves_nothing(runner, tmp_path, tiny_card, monkeypatch,
+                                                                        error):
+    import torch
+
+    import dfq_deploy.recipes as recipes
+
+    if error == "cuda":
+        error = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+    cls, _ = recipes.RECIPES["ptq"]
+
+    def runs_out(*args, **kwargs):
+        raise error
+
+    monkeypatch.setitem(recipes.RECIPES, "ptq", (cls, runs_out))
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--eval-limit", "20", "--quiet",
+                             "--out", str(tmp_path / "run")])
+    assert r.exit_code == 8, r.output
+    assert "out of memory while training" in r.output and "lower --batch-size" in r.output
+    assert "Traceback" not in r.output and "internal error" not in r.output
+    assert not (tmp_path / "run").exists() and not list(tmp_path.glob(".run.partial*"))
+
+
 @pytest.mark.parametrize("args,text", [
     (["--threads", "-1"], "threads=-1"), (["--threads", "0"], "threads=0"), (["--eval-limit", "0"], "eval_limit=0"),
     (["--seed", "99999999999999999999"], "seed="), (["--seed", "-3"], "seed=-3"),
