@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -34,12 +35,14 @@ def main(argv: list[str]) -> int:
             print(proc.stdout, proc.stderr, sep="\n")
             return proc.returncode
         r = json.loads((out / "report.json").read_text())
+        stages = re.findall(r"stage time: (.*)", (out / "train.log").read_text())
     p, c = r["parity"], r["census"]
     rows = [("cores", os.cpu_count()), ("torch threads", r["machine"]["threads"]),
             ("scheme", r["scheme_tag"]), ("recipe", r["recipe"]),
             ("recipe budget", ", ".join(f"{k} {r['recipe_config'][k]}" for k in _BUDGET_KEYS
                                         if k in r["recipe_config"])),
             *[(f"time: {k}", f"{v:.1f} s") for k, v in r["timings_s"].items()],
+            *[("time: train, by stage", s) for s in stages],
             ("wall time (process)", f"{wall:.1f} s"),
             ("teacher FP accuracy", f"{r['teacher']['accuracy']:.2f} %"),
             ("student PyTorch accuracy", f"{p['reference_accuracy']:.2f} %"),

@@ -11,6 +11,8 @@ W4A4 and W3A3 of every recipe at the default budget, in a fraction of the time (
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -22,6 +24,8 @@ from ..distributed import gather_batches, my_share, rank_seed
 from ..errors import ConfigError
 from ..quant import ReconstructionOptions, calibrate, reconstruct
 from ..synthesis import invert_images
+
+log = logging.getLogger("dfq_deploy")
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,15 @@ def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig
     Returns the inversion history (empty for noise) and the reconstruction's. ``checkpoint``: saved after each
     batch of ZeroQ images and each reconstructed block, and continued from there (calibration is redone: it is
     deterministic)."""
+    t0 = time.perf_counter()
     batches, history = calibration_images(teacher, cfg, img_shape, progress, checkpoint)
+    t1 = time.perf_counter()
     calibrate(student, batches)
+    t2 = time.perf_counter()
     history += reconstruct(student, batches, cfg.reconstruction(), progress, checkpoint)
+    # the stage split of the default job (benchmarks/demo_time.py reads these lines from train.log)
+    log.info("stage time: synthesis %.1f s, calibration %.1f s, reconstruction %.1f s", t1 - t0, t2 - t1,
+             time.perf_counter() - t2)
     student.eval()
     if on_step is not None:
         on_step(0, student)

