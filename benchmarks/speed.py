@@ -19,8 +19,9 @@ trained. Models: the shipped ResNet-20 (1x28x28) and torchvision's ResNet-18 at 
 Timing: for each (model, threads, batch), every variant's session is built and warmed up, then ``--rounds`` rounds
 run each variant once per round, interleaved (so a slow spell of the machine hits every variant alike); a
 variant's time is its median. Idle thread pools sleep instead of spinning (OpenMP ``PASSIVE``, ONNX Runtime
-``allow_spinning=0``), so one variant's idle threads do not take cores from the next. Ratios are taken within the same cell. A cell's result is written to ``--out`` as
-soon as it is measured and skipped when found there, so an interrupted run resumes where it stopped.
+``allow_spinning=0``), so one variant's idle threads do not take cores from the next. Ratios are taken within
+the same cell. A cell's result is written to ``--out`` as soon as it is measured and skipped when found there, so
+an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ class TrainExportConfig:
             if value is None:
                 continue
             if not isinstance(value, str) or not value.strip() or "\0" in value:
-                raise ConfigError(f"{name}={value!r} is not a usable path", hint=f"pass a path, e.g. --{name.replace('_', '-')} DIR")
+                raise ConfigError(f"{name}={value!r} is not a usable path",
+                                  hint=f"pass a path, e.g. --{name.replace('_', '-')} DIR")
             try:  # a name that is not valid UTF-8 cannot be written into ONNX metadata, JSON reports or logs
                 value.encode("utf-8")
             except UnicodeEncodeError:
@@ -574,13 +575,11 @@ def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None)
     from .export.load import load_onnx_safely
 
     run_dir = Path(run_dir)
-    if out:
-        check_output_file(out, "--out")
+    out = check_output_file(out, "--out") if out else run_dir / f"model.{profile}.onnx"  # before any work
     verify_run(run_dir)
     student, card, _ = load_run(run_dir)
     metadata = {}
     if (run_dir / "model.onnx").is_file():
         metadata = {p.key: p.value for p in load_onnx_safely(run_dir / "model.onnx").metadata_props
                     if p.key not in ("dfq_deploy.profile", "dfq_deploy.layer_bits")}
-    out = check_output_file(out, "--out") if out else run_dir / f"model.{profile}.onnx"
     return export_onnx(student.eval(), out, tuple(card.input_shape), profile=profile, metadata=metadata)

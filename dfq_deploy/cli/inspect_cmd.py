@@ -12,11 +12,11 @@ from ._common import handle_errors
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--runtime", type=click.Choice([*TARGETS, "none"]), default="onnxruntime",
               show_default=True, help="onnxruntime: load it and list integer vs float kernels by name; tensorrt: "
-              "check TensorRT's Q/DQ rules statically (and, with --build-engine, build it where TensorRT is installed); none: "
-              "metadata only.")
+              "check TensorRT's Q/DQ rules statically (and, with --build-engine, build it where TensorRT is "
+              "installed); none: metadata only.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-@click.option("--build-engine", is_flag=True, help="With --runtime tensorrt where TensorRT is installed: also build the "
-              "engine (cached), the parser's and builder's own proof. Off by default: a build takes minutes.")
+@click.option("--build-engine", is_flag=True, help="With --runtime tensorrt where TensorRT is installed: also build "
+              "the engine (cached), the parser's and builder's own proof. Off by default: a build takes minutes.")
 @handle_errors
 def inspect_model(model, runtime, as_json, build_engine):
     """Print MODEL's dfq-deploy metadata and prove which layers the runtime runs as integer kernels.

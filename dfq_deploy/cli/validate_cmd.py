@@ -32,8 +32,8 @@ def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, e
     from ..validate.validate import ValidateConfig, validate
 
     cfg = ValidateConfig(target=target, runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
-                         data=data, limit=limit, data_root=data_root, gate=gate, out=out, threads=threads, progress=not quiet,
-                         engine=engine)
+                         data=data, limit=limit, data_root=data_root, gate=gate, out=out, threads=threads,
+                         progress=not quiet, engine=engine)
     report = validate(cfg)
     click.echo(summary(report))
 
