@@ -93,6 +93,31 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+_ABSENT = object()
+
+
+def input_spec_problems(input_shape=_ABSENT, mean=_ABSENT, std=_ABSENT, class_names=_ABSENT) -> list[str]:
+    """What is wrong with how a model is fed (a model card's fields, or the same fields in an exported model's
+    metadata): one line per problem, empty when they are usable. A field left out is not checked."""
+    def numbers(v, positive=False):
+        return isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                          and math.isfinite(x) and (x > 0 or not positive) for x in v)
+
+    problems = []
+    shape_ok = isinstance(input_shape, (list, tuple)) and len(input_shape) == 3 and all(
+        isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096 for x in input_shape)
+    if input_shape is not _ABSENT and not shape_ok:
+        problems.append(f"input_shape must be [channels, height, width] of positive integers, not {input_shape!r}")
+    if mean is not _ABSENT and not numbers(mean) or std is not _ABSENT and not numbers(std, positive=True):
+        problems.append("mean and std must be lists of finite numbers, std > 0")
+    elif shape_ok and mean is not _ABSENT and len(mean) not in (1, input_shape[0]):
+        problems.append(f"mean has {len(mean)} values for {input_shape[0]} input channels")
+    if class_names is not _ABSENT and not (isinstance(class_names, (list, tuple)) and class_names
+                                           and all(isinstance(c, str) for c in class_names)):
+        problems.append("class_names must be a non-empty list of strings")
+    return problems
+
+
 @dataclass
 class ModelCard:
     """What a float model is and how to feed it; stored as JSON beside the weights."""
@@ -133,27 +158,12 @@ class ModelCard:
 
     def _check(self, path: Path, hint: str) -> None:
         """Field types and ranges, so a malformed card is named here rather than failing later."""
-        def numbers(v):
-            return isinstance(v, (list, tuple)) and v and all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
-
         problems = []
         if not isinstance(self.arch, str):
             problems.append("arch must be a name")
         if not isinstance(self.arch_kwargs, dict):
             problems.append("arch_kwargs must be an object")
-        shape = self.input_shape
-        if not (isinstance(shape, (list, tuple)) and len(shape) == 3 and all(
-                isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096 for x in shape)):
-            problems.append(f"input_shape must be [channels, height, width] of positive integers, not {shape!r}")
-        if not numbers(self.mean) or not numbers(self.std) or any(s <= 0 for s in (self.std or [])
-                                                                  if isinstance(s, (int, float))):
-            problems.append("mean and std must be lists of finite numbers, std > 0")
-        elif isinstance(shape, (list, tuple)) and shape and len(self.mean) not in (1, shape[0]):
-            problems.append(f"mean has {len(self.mean)} values for {shape[0]} input channels")
-        if not (isinstance(self.class_names, (list, tuple)) and self.class_names
-                and all(isinstance(c, str) for c in self.class_names)):
-            problems.append("class_names must be a non-empty list of strings")
+        problems += input_spec_problems(self.input_shape, self.mean, self.std, self.class_names)
         if not isinstance(self.weights, str):
             problems.append("weights must be a file name")
         if problems:

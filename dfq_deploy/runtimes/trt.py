@@ -98,6 +98,12 @@ def build_identity(trt_version: str, identity: dict) -> dict:
     return {"tensorrt": trt_version, **identity}
 
 
+def _trt_here():
+    """(the tensorrt module, this device's build identity)."""
+    trt = _import_trt()
+    return trt, build_identity(trt.__version__, device_identity())
+
+
 def engine_key(onnx_sha256: str, options: EngineOptions, ident: dict) -> str:
     """The cache key: a hash of the ONNX file's sha256, every build option and the build identity."""
     blob = json.dumps({"onnx_sha256": onnx_sha256, "options": asdict(options), **ident}, sort_keys=True)
@@ -185,8 +191,7 @@ def load_or_build(onnx_path: str | Path, options: EngineOptions = EngineOptions(
 
     Returns (plan, how): ``"cached"``, ``"built"`` or ``"rebuilt (<why the cached plan was not used>)"``.
     """
-    trt = _import_trt()
-    ident = build_identity(trt.__version__, device_identity())
+    trt, ident = _trt_here()
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ModelError(f"ONNX model {onnx_path} not found", hint="give the path of an .onnx file")
@@ -222,8 +227,7 @@ def compile_engine(onnx_path: str | Path, out: str | Path, options: EngineOption
         raise ModelError(f"ONNX model {onnx_path} not found", hint="give the path of a tensorrt-profile .onnx file")
     out = check_output_file(out, "--out", overwrite=overwrite)
     plan, how = load_or_build(onnx_path, options)
-    trt = _import_trt()
-    ident = build_identity(trt.__version__, device_identity())
+    trt, ident = _trt_here()
     onnx_path = Path(onnx_path)
     record = _record(onnx_path.resolve(), hashlib.sha256(onnx_path.read_bytes()).hexdigest(), options, ident, plan)
     _write_atomic(out, plan)
@@ -273,7 +277,7 @@ class TensorRTRuntime(Runtime):
         if self.model.suffix != ".plan":
             plan, self.how = load_or_build(self.model, self.options)
             return plan
-        trt = _import_trt()
+        trt, ident = _trt_here()
         if not self.model.is_file():
             raise ModelError(f"TensorRT plan {self.model} not found",
                              hint="build it on this device with `dfq-deploy compile MODEL.onnx --target tensorrt`")
@@ -284,7 +288,7 @@ class TensorRTRuntime(Runtime):
         except (OSError, ValueError):
             raise EngineError(f"{self.model} has no readable record {record_path.name}: its TensorRT version and GPU "
                               "cannot be checked", hint="rebuild it here with `dfq-deploy compile`") from None
-        why = unusable_reason(plan, record, build_identity(trt.__version__, device_identity()), trt)
+        why = unusable_reason(plan, record, ident, trt)
         if why:
             raise EngineError(f"TensorRT plan {self.model} cannot run here: {why}",
                               hint=f"engines are not portable: rebuild it on this device with `dfq-deploy compile "

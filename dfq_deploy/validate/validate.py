@@ -10,7 +10,6 @@ and a self-contained ``validation.html`` (figures embedded).
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ class ValidateConfig:
 
 def _metadata(onnx_path: Path) -> dict:
     from ..export.load import load_onnx_safely
+    from ..models.zoo import input_spec_problems
 
     meta = {p.key: p.value for p in load_onnx_safely(onnx_path).metadata_props}
     out = {}
@@ -59,21 +59,7 @@ def _metadata(onnx_path: Path) -> dict:
                 out[key] = json.loads(meta[f"dfq_deploy.{key}"])
             except json.JSONDecodeError as e:
                 raise ModelError(f"{onnx_path}: metadata dfq_deploy.{key} is not JSON ({e})", hint=hint) from None
-
-    def numbers(v, positive=False):
-        return isinstance(v, list) and v and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                 and math.isfinite(x) and (x > 0 or not positive) for x in v)
-
-    shape = out.get("input_shape")
-    problems = []
-    if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(
-            isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096 for x in shape)):
-        problems.append(f"input_shape {shape!r} is not [channels, height, width] of positive integers")
-    if "mean" in out and not numbers(out["mean"]) or "std" in out and not numbers(out["std"], positive=True):
-        problems.append("mean and std must be lists of finite numbers, std > 0")
-    if "class_names" in out and not (isinstance(out["class_names"], list)
-                                     and all(isinstance(c, str) for c in out["class_names"])):
-        problems.append("class_names must be a list of strings")
+    problems = input_spec_problems(**out)  # the model card's own checks, on the fields the metadata has
     if problems:
         raise ModelError(f"{onnx_path}: malformed dfq-deploy metadata: " + "; ".join(problems), hint=hint)
     out["profile"] = meta.get("dfq_deploy.profile")
