@@ -31,6 +31,7 @@ from ..distributed import any_true, average_gradients, broadcast_object, rank_se
 from ..errors import ConfigError, TrainingError
 from ..quant import ReconstructionOptions, calibrate, load_quantized_state, reconstruct
 from ..synthesis import BNStatsLoss, GeneratorPool
+from ..synthesis.bn_stats import affine_batchnorm
 
 log = logging.getLogger("dfq_deploy")
 
@@ -122,7 +123,9 @@ class StudentObjective:
 
 def _generator_step(gen, teacher, bns, opt, cfg, rng, objective, student=None):
     dev = module_device(teacher)
-    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda"):
+    # the frozen teacher's BatchNorms as their eval-mode affine maps (a cheaper backward to the images; issue 14)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda"), \
+            affine_batchnorm(teacher):
         imgs, _, y = gen.sample(cfg.batch_size, rng)
         imgs = objective.images(imgs)
         bns.reset()

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import NO_CHECKPOINT, Checkpointer
 from ..device import module_device
-from .bn_stats import BNStatsLoss
+from .bn_stats import BNStatsLoss, affine_batchnorm
 
 
 def tv_loss(x: torch.Tensor) -> torch.Tensor:
@@ -91,7 +91,9 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
         return {"step": done, "images": [t.cpu() for t in images], "labels": [t.cpu() for t in labels],
                 "rng": rng.get_state(), "aux": aux.state() if aux is not None else None}
 
-    with _no_weight_grads((bn_model, *teachers)), BNStatsLoss(bn_model) as bns:
+    # the teachers are frozen here: no weight gradients, and each BatchNorm as the affine map it is in eval mode
+    with _no_weight_grads((bn_model, *teachers)), affine_batchnorm(bn_model, *teachers), \
+            BNStatsLoss(bn_model) as bns:
         for b in range(start, n_batches):
             n = min(batch_size, num_images - b * batch_size)
             x = torch.randn(n, *img_shape, generator=rng).to(dev)

@@ -113,3 +113,81 @@ def test_augmented_copies_join_the_reconstruction_set(tiny_teacher):
 def test_bad_reconstruction_options_are_config_errors(bad):
     with pytest.raises(ConfigError, match="reconstruction"):
         config_from_dict(PTQConfig, bad)
+
+
+def _act_quantizers(student):
+    from dfq_deploy.quant.reconstruct import _is_act_quant
+
+    return [n for n, m in student.named_modules() if _is_act_quant(m)]
+
+
+@pytest.mark.parametrize("bits", ["W4A4", "W3A3", "W8A8"])
+def test_fused_activation_quantizer_computes_brevitas_values_and_gradients(tiny_teacher, bits):
+    """Reconstruction's fused fake-quantization (issue 14): the same values, bit for bit, as Brevitas' own path, and
+    the same gradients for the input and the learned step size; removed without a trace."""
+    from dfq_deploy.quant.reconstruct import _FusedActQuant, _value
+
+    s = _student(tiny_teacher, bits)
+    s.train()
+    names = _act_quantizers(s)
+    x = torch.randn(4, 16, 8, 8, generator=torch.Generator().manual_seed(0)) * 3
+    for name in names:
+        mod = s.get_submodule(name)
+        if name.startswith("x_quant"):  # the image quantizer: 1 channel
+            inp = x[:, :1]
+        else:
+            inp = x
+        scale = mod.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value
+        results = []
+        for fused in (False, True):
+            patch = _FusedActQuant(s, [name]) if fused else None
+            xi = inp.clone().requires_grad_(True)
+            out = _value(mod(xi))
+            weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+            scale.grad = None
+            (out * weights).sum().backward()
+            results.append((out.detach(), xi.grad.clone(), scale.grad.clone()))
+            if patch is not None:
+                assert len(patch.patched) == 1
+                patch.remove()
+        (o1, gx1, gs1), (o2, gx2, gs2) = results
+        assert torch.equal(o1, o2), name
+        assert torch.allclose(gx1, gx2, rtol=1e-5, atol=1e-6), name
+        assert torch.allclose(gs1, gs2, rtol=1e-4, atol=1e-5), (name, gs1, gs2)
+        assert gs1.abs().sum() > 0  # a real gradient was compared
+        tq = mod.act_quant.fused_activation_quant_proxy.tensor_quant
+        assert "forward" not in vars(tq)
+
+
+def test_learned_rounding_with_a_cached_step_size_is_brevitas_own(tiny_teacher):
+    """The weight quantizer's cached step size (issue 14) gives exactly Brevitas' quantized weight with the learned
+    rounding; the float weight is frozen meanwhile and given back its gradient after baking."""
+    from dfq_deploy.quant.reconstruct import _LearnedRounding
+
+    s = _student(tiny_teacher)
+    layer = s.get_submodule("layer1.0.conv1")
+    r = _LearnedRounding(layer)
+    with torch.no_grad():
+        r.param.add_(torch.randn(r.param.shape, generator=torch.Generator().manual_seed(0)))
+    assert "forward" in vars(layer.weight_quant.tensor_quant) and not layer.weight.requires_grad
+    cached = layer.quant_weight().value.detach().clone()
+    del layer.weight_quant.tensor_quant.forward  # Brevitas' own path, same learned rounding
+    assert torch.equal(cached, layer.quant_weight().value.detach())
+    r.bake()
+    assert layer.weight.requires_grad and "forward" not in vars(layer.weight_quant.tensor_quant)
+
+
+@pytest.mark.parametrize("p", [0.5, 0.1, 0.9])
+def test_keep_mask_draws_with_the_asked_probability(p):
+    from dfq_deploy.quant.reconstruct import keep_mask
+
+    m = keep_mask((64, 16, 28, 28), p, torch.Generator().manual_seed(0))
+    assert m.dtype == torch.bool and m.shape == (64, 16, 28, 28)
+    assert abs(float(m.float().mean()) - p) < 0.003  # 802 816 draws: 5 standard deviations < 0.003
+    # no structure across the three 16-bit fields of a draw, nor between neighbours
+    flat = m.flatten().float()
+    assert abs(float((flat[:-1] * flat[1:]).mean()) - p * p) < 0.003
+    same = keep_mask((64, 16, 28, 28), p, torch.Generator().manual_seed(0))
+    assert torch.equal(m, same) and not torch.equal(m, keep_mask(m.shape, p, torch.Generator().manual_seed(1)))
+    assert bool(keep_mask((3, 5), 1.0, torch.Generator()).all())
+    assert not bool(keep_mask((3, 5), 0.0, torch.Generator()).any())

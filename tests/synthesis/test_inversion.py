@@ -38,3 +38,52 @@ def test_inversion_skips_weight_gradients_and_restores_them(tiny_teacher):
     x2, _ = invert_images(tiny_teacher, 8, (1, 28, 28), 3, batch_size=8, seed=1, progress=False)
     assert torch.equal(x1, x2)
     assert not any(p.requires_grad for p in tiny_teacher.parameters())  # a frozen model stays frozen
+
+
+def test_channel_moments_have_the_gradient_autograd_gives():
+    """BNStatsLoss' one-pass per-channel moments (issue 14): values and gradients as torch's own mean() chain."""
+    import torch
+
+    from dfq_deploy.synthesis.bn_stats import _ChannelMoments
+
+    x = torch.randn(6, 4, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _ChannelMoments.apply(t), (x,))
+    m, sq = _ChannelMoments.apply(x)
+    assert torch.allclose(m, x.mean((0, 2, 3))) and torch.allclose(sq, (x * x).mean((0, 2, 3)))
+    (g1,) = torch.autograd.grad((m * torch.arange(4.0)).sum() + sq.sum() * 3, x)
+    (g2,) = torch.autograd.grad((x.mean((0, 2, 3)) * torch.arange(4.0)).sum() + (x * x).mean((0, 2, 3)).sum() * 3, x)
+    assert torch.allclose(g1, g2)
+
+
+def test_affine_batchnorm_is_eval_batchnorm_and_is_removed(tiny_teacher):
+    """Inversion's BatchNorm as a multiply-add (issue 14): the teacher's outputs and input gradients as before, the
+    BN-statistics hooks see the same inputs, and nothing is left on the modules afterwards."""
+    import torch
+
+    from dfq_deploy.synthesis import BNStatsLoss
+    from dfq_deploy.synthesis.bn_stats import affine_batchnorm
+
+    tiny_teacher.eval()
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    outs = []
+    for affine in (False, True):
+        xi = x.clone().requires_grad_(True)
+        with BNStatsLoss(tiny_teacher) as bns:
+            if affine:
+                with affine_batchnorm(tiny_teacher):
+                    assert any("forward" in vars(m) for m in tiny_teacher.modules())
+                    loss = tiny_teacher(xi).square().sum() + bns.loss()
+            else:
+                loss = tiny_teacher(xi).square().sum() + bns.loss()
+            loss.backward()
+        outs.append((loss.detach(), xi.grad))
+    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-5)
+    assert torch.allclose(outs[0][1], outs[1][1], rtol=1e-4, atol=1e-6)
+    assert not any("forward" in vars(m) for m in tiny_teacher.modules())
+    bn = next(m for m in tiny_teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with affine_batchnorm(tiny_teacher):
+        bn.train()  # a BatchNorm put back in training mode takes its own path (and updates its statistics)
+        before = bn.running_mean.clone()
+        tiny_teacher(x)
+        assert not torch.equal(before, bn.running_mean)
+    tiny_teacher.eval()
