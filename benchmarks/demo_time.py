@@ -23,7 +23,8 @@ _BUDGET_KEYS = ("calib_batches", "batch_size", "zeroq_steps", "calib_steps", "re
                 "warmup_steps", "steps")
 
 
-def main(argv: list[str]) -> int:
+def measure(argv: list[str]) -> dict:
+    """Run the main job once (extra train-export options ``argv``); its figures, as ``main`` prints them."""
     exe = shutil.which("dfq-deploy") or str(Path(sys.executable).parent / "dfq-deploy")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
@@ -33,27 +34,31 @@ def main(argv: list[str]) -> int:
         wall = time.time() - t0
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr, sep="\n")
-            return proc.returncode
+            raise SystemExit(proc.returncode)
         r = json.loads((out / "report.json").read_text())
         stages = re.findall(r"stage time: (.*)", (out / "train.log").read_text())
     p, c = r["parity"], r["census"]
-    rows = [("cores", os.cpu_count()), ("torch threads", r["machine"]["threads"]),
-            ("scheme", r["scheme_tag"]), ("recipe", r["recipe"]),
-            ("recipe budget", ", ".join(f"{k} {r['recipe_config'][k]}" for k in _BUDGET_KEYS
-                                        if k in r["recipe_config"])),
-            *[(f"time: {k}", f"{v:.1f} s") for k, v in r["timings_s"].items()],
-            *[("time: train, by stage", s) for s in stages],
-            ("wall time (process)", f"{wall:.1f} s"),
-            ("teacher FP accuracy", f"{r['teacher']['accuracy']:.2f} %"),
-            ("student PyTorch accuracy", f"{p['reference_accuracy']:.2f} %"),
-            ("student ONNX Runtime accuracy", f"{p['accuracy']:.2f} %"),
-            ("top-1 agreement", f"{p['top1_agreement']:.3f} %"),
-            ("max |logit diff| (output steps, reported)", p["max_diff_steps"]),
-            ("parity gate", "pass" if r["gate"]["passed"] else "FAIL"),
-            ("integer Conv/Gemm / float", f"{c['integer_compute']} / {len(c['float_compute'])}")]
-    w = max(len(k) for k, _ in rows)
+    return {"cores": os.cpu_count(), "torch threads": r["machine"]["threads"], "scheme": r["scheme_tag"],
+            "recipe": r["recipe"],
+            "recipe budget": ", ".join(f"{k} {r['recipe_config'][k]}" for k in _BUDGET_KEYS
+                                       if k in r["recipe_config"]),
+            **{f"time: {k}": f"{v:.1f} s" for k, v in r["timings_s"].items()},
+            "time: train, by stage": "; ".join(stages),
+            "wall time (process)": f"{wall:.1f} s",
+            "teacher FP accuracy": f"{r['teacher']['accuracy']:.2f} %",
+            "student PyTorch accuracy": f"{p['reference_accuracy']:.2f} %",
+            "student ONNX Runtime accuracy": f"{p['accuracy']:.2f} %",
+            "top-1 agreement": f"{p['top1_agreement']:.3f} %",
+            "max |logit diff| (output steps, reported)": p["max_diff_steps"],
+            "parity gate": "pass" if r["gate"]["passed"] else "FAIL",
+            "integer Conv/Gemm / float": f"{c['integer_compute']} / {len(c['float_compute'])}"}
+
+
+def main(argv: list[str]) -> int:
+    rows = measure(argv)
+    w = max(len(k) for k in rows)
     print(f"| {'measure':<{w}} | value |\n|{'-' * (w + 2)}|-------|")
-    for k, v in rows:
+    for k, v in rows.items():
         print(f"| {k:<{w}} | {v} |")
     return 0
 

@@ -1,7 +1,10 @@
-"""Inference speed of what dfq-deploy ships against what a user would run instead (issue 14).
+"""Speed of what dfq-deploy ships against what a user would run instead, and of its training (issue 14).
 
     .venv/bin/python benchmarks/speed.py [--models resnet20,resnet18] [--batches 1,64,256] [--threads 1,2] \\
-        [--rounds 7] [--out benchmarks/results/speed.json]
+        [--rounds 7] [--out benchmarks/results/speed.json]                          # inference
+    .venv/bin/python benchmarks/speed.py --part train [--threads 2] [--steps 10] [--recipes ptq,dmkd,...] \\
+        [--label after] [--code DIR]                                                 # training
+    .venv/bin/python benchmarks/speed.py --part job [--label after]                 # the default job, by stage
     .venv/bin/python benchmarks/speed.py --table
 
 Per model, five variants of the same network:
@@ -22,6 +25,24 @@ variant's time is its median. Idle thread pools sleep instead of spinning (OpenM
 ``allow_spinning=0``), so one variant's idle threads do not take cores from the next. Ratios are taken within
 the same cell. A cell's result is written to ``--out`` as soon as it is measured and skipped when found there, so
 an interrupted run resumes where it stopped.
+
+Training (``--part train``), per recipe at its default batch, each recipe in a fresh process (so its peak memory is
+its own), on the shipped teacher with a W4A4 student:
+
+- ``ptq`` (the default recipe): *generator* steps are ZeroQ's inversion steps (Adam on one batch of 128 images,
+  the recipe's 100 steps), *student* steps are block-reconstruction steps (batch 32, the recipe's 100 per block on
+  its 512 + 512 images, per-block set-up included: the stage's time divided by its steps);
+- the KD recipes: *generator* steps are warm-up steps (generator only), *student* steps are joint steps after it
+  (one generator step and one student step, as the loop runs them), and the student's share alone; LIS has no
+  generator: its inversion steps are given instead. Each runs ``--steps`` joint steps after 5 warm-up steps and
+  noise calibration (no reconstruction); the first timed call of each kind is not counted;
+- peak memory: the process's peak resident set (``ru_maxrss``) and its growth over the resident set once the
+  teacher is loaded; on CUDA the peak allocated GPU memory.
+
+``--code DIR`` measures the ``dfq_deploy`` package in ``DIR`` (e.g. a ``git worktree`` of an older commit) instead of
+the installed one: the before / after figures on the issue come from the same script. ``--label`` names the rows
+(``before``, ``after``); a (label, recipe) row found in ``--out`` is skipped. ``--part job`` runs the README's main
+job once through ``benchmarks/demo_time.py`` and keeps its stage split.
 """
 
 from __future__ import annotations
@@ -145,8 +166,176 @@ def machine() -> dict:
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
+KD_RECIPES = ("dmkd", "gdfq", "dfqf", "adversarial", "lis")
+
+
+def _use_code(code: str | None) -> None:
+    """Import ``dfq_deploy`` from ``code`` instead of the installed (editable) package."""
+    if code:
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+        sys.path.insert(0, str(Path(code).resolve()))
+
+
+def _rss_mib() -> float:
+    """The current resident set of this process (Linux ``/proc``), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def train_one(recipe: str, threads: int, steps: int, device: str) -> dict:
+    """One recipe's training speed in this process (see the module docstring)."""
+    import importlib
+    import resource
+
+    import torch
+
+    from dfq_deploy.models import load_teacher
+    from dfq_deploy.quant import QuantScheme, quantize_model
+    from dfq_deploy.recipes import RECIPES
+
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    teacher, card = load_teacher()
+    teacher = teacher.to(dev)
+    shape, classes = tuple(card.input_shape), len(card.class_names)
+    student = quantize_model(teacher, QuantScheme(4, 4)).to(dev)
+    base_rss = _rss_mib()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    cfg_cls, fn = RECIPES[recipe]
+    row: dict = {"recipe": recipe, "threads": threads, "device": str(dev)}
+    if recipe == "ptq":
+        from dfq_deploy.quant import calibrate, reconstruct
+        from dfq_deploy.synthesis import invert_images
+
+        cfg = cfg_cls()
+        invert_images(teacher, cfg.batch_size, shape, 2, batch_size=cfg.batch_size, lr=cfg.zeroq_lr,
+                      progress=False)  # one-off costs
+        sync()
+        t0 = time.perf_counter()
+        x, _ = invert_images(teacher, cfg.batch_size, shape, cfg.zeroq_steps, batch_size=cfg.batch_size,
+                             lr=cfg.zeroq_lr, progress=False)
+        sync()
+        gen_s = (time.perf_counter() - t0) / cfg.zeroq_steps
+        batches = [x] * cfg.calib_batches  # the recipe's 4 x 128 images (speed does not depend on their content)
+        calibrate(student, batches)
+        rcfg = cfg.reconstruction()
+        t0 = time.perf_counter()
+        hist = reconstruct(student, batches, rcfg, progress=False)
+        sync()
+        rec_steps = len(hist) * rcfg.iters
+        row.update(batch=cfg.batch_size, student_batch=rcfg.batch_size,
+                   generator_steps_per_s=round(1 / gen_s, 3),
+                   student_steps_per_s=round(rec_steps / (time.perf_counter() - t0), 3),
+                   student_steps=rec_steps, generator_steps=cfg.zeroq_steps)
+    else:
+        loop = importlib.import_module("dfq_deploy.recipes.loop")
+        opts = {"seed": 0, "steps": steps, "recon_iters": 0}
+        fields = cfg_cls.__dataclass_fields__
+        if "warmup_steps" in fields:
+            opts.update(warmup_steps=5, calib_source="noise")
+        if recipe == "lis":
+            opts.update(num_images=128, inversion_steps=steps)
+        if "pixel_mean" in fields:
+            opts.update(pixel_mean=tuple(card.mean), pixel_std=tuple(card.std))
+        cfg = cfg_cls(**opts)
+        calls: dict[str, list[float]] = {"warmup": [], "joint": []}
+        original = loop._generator_step
+
+        def timed_generator_step(*a, **k):
+            sync()
+            t = time.perf_counter()
+            out = original(*a, **k)
+            sync()
+            calls["joint" if k.get("student", a[7] if len(a) > 7 else None) is not None else "warmup"].append(
+                time.perf_counter() - t)
+            return out
+
+        inversions: list[float] = []
+        if recipe == "lis":
+            lis = importlib.import_module("dfq_deploy.recipes.lis")
+            invert = lis.invert_images
+
+            def timed_invert(*a, **k):
+                t = time.perf_counter()
+                out = invert(*a, **k)
+                sync()
+                inversions.append((time.perf_counter() - t) / k["steps"])
+                return out
+            lis.invert_images = timed_invert
+        stamps: dict[int, float] = {}
+
+        def on_step(step, _student):
+            sync()
+            stamps[step] = time.perf_counter()
+
+        loop._generator_step = timed_generator_step
+        try:
+            fn(teacher, student, cfg, shape, classes, progress=False, on_step=on_step)
+        finally:
+            loop._generator_step = original
+        joint = (stamps[steps] - stamps[1]) / (steps - 1)  # step 1 pays one-off costs
+        row.update(batch=cfg.batch_size, student_steps_per_s=round(1 / joint, 3), student_steps=steps - 1)
+        if calls["warmup"][1:]:
+            gen = statistics.median(calls["warmup"][1:])
+            row.update(generator_steps_per_s=round(1 / gen, 3), generator_steps=len(calls["warmup"]) - 1)
+        if calls["joint"][1:]:
+            row["student_only_steps_per_s"] = round(1 / (joint - statistics.median(calls["joint"][1:])), 3)
+        if inversions:
+            row.update(generator_steps_per_s=round(1 / statistics.median(inversions), 3),
+                       generator_steps=f"{len(inversions)} inversions x {steps}")
+    row["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    row["peak_rss_growth_mib"] = round(row["peak_rss_mib"] - base_rss)
+    if dev.type == "cuda":
+        row["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(dev) / 2 ** 20)
+    return row
+
+
+def train_part(args, results: dict, out: Path) -> None:
+    import subprocess
+
+    rows = results.setdefault("train", {})
+    for recipe in args.recipes.split(","):
+        key = f"{args.label}|{recipe}|threads={args.threads_train}"
+        if key in rows:
+            continue  # measured in an earlier (interrupted) run
+        t0 = time.time()
+        cmd = [sys.executable, __file__, "--train-one", recipe, "--threads", str(args.threads_train),
+               "--steps", str(args.steps), "--device", args.device] + (["--code", args.code] if args.code else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(proc.stdout, proc.stderr[-3000:], sep="\n")
+            raise SystemExit(f"{recipe}: the measuring process failed")
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows[key] = {"label": args.label, **row, "code": args.code or "installed", "wall_s": round(time.time() - t0)}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"{key}: {json.dumps(rows[key])}", flush=True)
+
+
+def job_part(args, results: dict, out: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).parent))
+    import demo_time
+
+    key = f"{args.label}|default job"
+    if key not in results.setdefault("job", {}):
+        results["job"][key] = {"label": args.label, **demo_time.measure([])}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--part", choices=("inference", "train", "job"), default="inference")
+    ap.add_argument("--recipes", default=",".join(("ptq",) + KD_RECIPES))
+    ap.add_argument("--steps", type=int, default=10, help="KD recipes: joint steps (the first is not timed)")
+    ap.add_argument("--label", default="after")
+    ap.add_argument("--code", default=None, help="measure the dfq_deploy package in this folder")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--train-one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--models", default="resnet20,resnet18")
     ap.add_argument("--batches", default="1,64,256")
     ap.add_argument("--threads", default="1,2")
@@ -155,9 +344,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default=None, help="folder for the ONNX files (default: a temporary one)")
     ap.add_argument("--table", action="store_true")
     args = ap.parse_args(argv)
+    if args.train_one:
+        _use_code(args.code)
+        print(json.dumps(train_one(args.train_one, int(args.threads), args.steps, args.device)))
+        return 0
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"inference": {}}
     if args.table:
+        print_table(results)
+        return 0
+    if args.part != "inference":
+        args.threads_train = int(args.threads.split(",")[-1])
+        (train_part if args.part == "train" else job_part)(args, results, out)
         print_table(results)
         return 0
     work = Path(args.work or tempfile.mkdtemp(prefix="dfq-speed-"))
@@ -183,13 +381,35 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(results: dict) -> None:
+    if results.get("inference"):
+        print_inference_table(results)
+    if results.get("train"):
+        print_train_table(results)
+    for key, job in results.get("job", {}).items():
+        print(f"\n{key}: " + ", ".join(f"{k} {v}" for k, v in job.items() if k != "label"))
+
+
+def print_inference_table(results: dict) -> None:
     print("\n| model | threads | batch | " + " | ".join(VARIANTS) + " |")
     print("|---|---|---|" + "---|" * len(VARIANTS))
-    for cell in results.get("inference", {}).values():
+    for cell in results["inference"].values():
         ms, sp = cell["median_ms"], cell["speedup_vs_ort_fp32"]
         print(f"| {cell['model']} | {cell['threads']} | {cell['batch']} | "
               + " | ".join(f"{ms[v]:.2f} ms ({sp[v]:.2f}x)" for v in VARIANTS) + " |")
     print("\nms: median per batch; (x): speed relative to ONNX Runtime FP32 in the same cell (higher is faster)")
+
+
+def print_train_table(results: dict) -> None:
+    print("\n| code | recipe | threads | batch (student) | generator steps/s | student steps/s | "
+          "student step alone /s | peak RSS MiB (growth) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results["train"].values():
+        batch = f"{r['batch']}" + (f" ({r['student_batch']})" if "student_batch" in r else "")
+        print(f"| {r['label']} | {r['recipe']} | {r['threads']} | {batch} | {r.get('generator_steps_per_s', '-')} "
+              f"| {r['student_steps_per_s']} | {r.get('student_only_steps_per_s', '-')} | "
+              f"{r['peak_rss_mib']} ({r['peak_rss_growth_mib']}) |")
+    print("\nptq: generator = ZeroQ inversion step (batch 128), student = block-reconstruction step (batch 32); "
+          "KD recipes: student = one joint step (generator + student), alone = the student's share")
 
 
 if __name__ == "__main__":

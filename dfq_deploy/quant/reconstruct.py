@@ -40,6 +40,7 @@ from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state
 from ..data.augment import augment
 from ..distributed import average_gradients, rank_seed
 from ..errors import ConfigError
+from .fused import FusedActivationQuant, is_act_quant
 
 log = logging.getLogger("dfq_deploy")
 
@@ -89,11 +90,6 @@ def _is_compute(mod: nn.Module) -> bool:
     return isinstance(mod, QuantWeightBiasInputOutputLayer)
 
 
-def _is_act_quant(mod: nn.Module) -> bool:
-    return hasattr(mod, "act_quant") and hasattr(getattr(mod.act_quant, "fused_activation_quant_proxy", None),
-                                                 "tensor_quant")
-
-
 def find_blocks(gm: fx.GraphModule) -> list[Block]:
     """Cut ``gm`` into blocks: a block ends at an activation quantizer that is a *cut point* of the graph (nothing
     computed before it is used after it) once the block holds at least one Conv/Linear."""
@@ -114,7 +110,7 @@ def find_blocks(gm: fx.GraphModule) -> list[Block]:
         mod = gm.get_submodule(n.target) if n.op == "call_module" else None
         cut = reach <= pos[n]
         has_compute = any(m.op == "call_module" and _is_compute(gm.get_submodule(m.target)) for m in current)
-        if cut and has_compute and mod is not None and _is_act_quant(mod):
+        if cut and has_compute and mod is not None and is_act_quant(mod):
             blocks.append(Block(start, current, n))
             start, current = n, []
         reach = max(reach, max((pos[u] for u in n.users), default=-1))
@@ -132,7 +128,7 @@ def find_blocks(gm: fx.GraphModule) -> list[Block]:
             mod = gm.get_submodule(n.target)
             if _is_compute(mod) and n.target not in b.compute:
                 b.compute.append(n.target)
-            elif _is_act_quant(mod) and n.target not in b.activations:
+            elif is_act_quant(mod) and n.target not in b.activations:
                 b.activations.append(n.target)
     return blocks
 
@@ -276,34 +272,6 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, rng: torch.Generato
     return (halves < int(round(p * 65536)) - 32768).view(shape)
 
 
-class _RoundClamp(torch.autograd.Function):
-    """``clamp(round(x / scale), lo, hi) * scale``, the fake-quantization of an activation quantizer, with the
-    gradients of Brevitas' composition of it (straight-through round; the clamp passes the gradient inside the
-    range only; the step size gets LSQ's gradient), in 5 elementwise passes forward and 3 backward instead of about
-    twenty. Values are bit-identical to Brevitas' ``IntQuant`` (same operations, same order; zero point 0)."""
-
-    @staticmethod
-    def forward(ctx, x, scale, lo: float, hi: float):
-        y = x / scale
-        r = torch.round(y)
-        c = torch.clamp(r, lo, hi)
-        inside = c == r
-        ctx.save_for_backward(y, c, inside)
-        ctx.scale_shape = scale.shape
-        return c * scale
-
-    @staticmethod
-    def backward(ctx, grad):
-        y, c, inside = ctx.saved_tensors
-        gx = grad * inside
-        gs = None
-        if ctx.needs_input_grad[1]:
-            # d(out)/d(scale) = c - inside * y (LSQ); summed against the incoming gradient
-            gs = torch.dot(grad.reshape(-1), c.reshape(-1)) - torch.dot(gx.reshape(-1), y.reshape(-1))
-            gs = gs.reshape(ctx.scale_shape)
-        return gx, gs, None, None
-
-
 def _weight_scale_is_constant(tq: nn.Module) -> bool:
     """Whether the weight quantizer ``tq`` (a ``RescalingIntQuant``) takes its step size from the weight's statistics
     alone, with zero point 0, a constant bit width and no delay: then a fixed weight has a fixed step size."""
@@ -318,60 +286,6 @@ def _weight_scale_is_constant(tq: nn.Module) -> bool:
         isinstance(getattr(tq, "zero_point_impl", None), ZeroZeroPoint) and \
         isinstance(getattr(tq, "msb_clamp_bit_width_impl", None), BitWidthConst) and \
         isinstance(iq.delay_wrapper.delay_impl, _NoDelay)
-
-
-def _fusable(tq: nn.Module) -> bool:
-    """Whether Brevitas' quantizer ``tq`` (an activation's ``RescalingIntQuant``) is the plain case
-    :class:`_RoundClamp` computes: round to nearest, zero point 0, constant bit width, no delay, no input view."""
-    from brevitas.core.bit_width import BitWidthConst
-    from brevitas.core.function_wrapper import Identity, RoundSte, TensorClamp
-    from brevitas.core.quant.delay import _NoDelay
-    from brevitas.core.zero_point import ZeroZeroPoint
-
-    iq = getattr(tq, "int_quant", None)
-    return iq is not None and not getattr(tq, "observer_only", False) and \
-        isinstance(getattr(tq, "zero_point_impl", None), ZeroZeroPoint) and \
-        isinstance(getattr(tq, "msb_clamp_bit_width_impl", None), BitWidthConst) and \
-        type(iq.float_to_int_impl) is RoundSte and type(iq.tensor_clamp_impl) is TensorClamp and \
-        type(iq.input_view_impl) is Identity and isinstance(iq.delay_wrapper.delay_impl, _NoDelay)
-
-
-class _FusedActQuant:
-    """While active, the activation quantizers ``names`` of ``gm`` compute their fake-quantization with
-    :class:`_RoundClamp` (an instance ``forward`` on Brevitas' ``RescalingIntQuant``; the step size still comes
-    from Brevitas' own scaling module, so it learns as before). Removed with :meth:`remove`; the modules and their
-    state dicts are never changed. Quantizers of another kind keep Brevitas' path.
-
-    Why: Brevitas builds each fake-quantization from about ten full-size operations forward and as many backward,
-    and its clamp (``torch.where`` against 0-dim tensors) takes a slow path; at reconstruction's batch of 32 these
-    were about a quarter of a step (profiled, issue 14)."""
-
-    def __init__(self, gm: fx.GraphModule, names: list[str]):
-        self.patched = []
-        for name in names:
-            tq = gm.get_submodule(name).act_quant.fused_activation_quant_proxy.tensor_quant
-            if not _fusable(tq) or "forward" in vars(tq):
-                continue
-            bit_width = tq.msb_clamp_bit_width_impl()
-            lo, hi = float(tq.int_quant.min_int(bit_width)), float(tq.int_quant.max_int(bit_width))
-            tq.forward = self._forward(tq, lo, hi)
-            self.patched.append(tq)
-
-    @staticmethod
-    def _forward(tq: nn.Module, lo: float, hi: float):
-        def forward(x):
-            bit_width = tq.msb_clamp_bit_width_impl()
-            scale = tq.scaling_impl(x, tq.int_scaling_impl(bit_width))
-            zero_point = tq.zero_point_impl(x, scale, bit_width)
-            if scale.numel() != 1:  # per-channel activation scales: Brevitas' own path
-                return type(tq).forward(tq, x)
-            return _RoundClamp.apply(x, scale, lo, hi), scale, zero_point, bit_width
-        return forward
-
-    def remove(self):
-        for tq in self.patched:
-            del tq.forward
-        self.patched = []
 
 
 class _QDrop:
@@ -424,7 +338,7 @@ def _block_outputs(sub: fx.GraphModule, block: Block, q_in, template):
     of the reconstructed block ``sub`` over ``q_in``: the next block's inputs."""
     sub.eval()
     pre = _PreQuant(sub.get_submodule(block.output.target)) if block.output.op == "call_module" and \
-        _is_act_quant(sub.get_submodule(block.output.target)) else None
+        is_act_quant(sub.get_submodule(block.output.target)) else None
     try:
         return _run(sub, q_in, template, pre=pre)
     finally:
@@ -507,7 +421,7 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
         opt = torch.optim.Adam(groups)
         inner = [a for a in block.activations if a != block.output.target]
         drop = _QDrop(sub, inner, cfg.qdrop, rng)
-        fused = _FusedActQuant(sub, block.activations)
+        fused = FusedActivationQuant(sub, block.activations)
         sub.train()
         warm = int(cfg.warmup * cfg.iters)
         try:

@@ -116,16 +116,17 @@ def test_bad_reconstruction_options_are_config_errors(bad):
 
 
 def _act_quantizers(student):
-    from dfq_deploy.quant.reconstruct import _is_act_quant
+    from dfq_deploy.quant.fused import is_act_quant
 
-    return [n for n, m in student.named_modules() if _is_act_quant(m)]
+    return [n for n, m in student.named_modules() if is_act_quant(m)]
 
 
 @pytest.mark.parametrize("bits", ["W4A4", "W3A3", "W8A8"])
 def test_fused_activation_quantizer_computes_brevitas_values_and_gradients(tiny_teacher, bits):
     """Reconstruction's fused fake-quantization (issue 14): the same values, bit for bit, as Brevitas' own path, and
     the same gradients for the input and the learned step size; removed without a trace."""
-    from dfq_deploy.quant.reconstruct import _FusedActQuant, _value
+    from dfq_deploy.quant.fused import FusedActivationQuant
+    from dfq_deploy.quant.reconstruct import _value
 
     s = _student(tiny_teacher, bits)
     s.train()
@@ -140,7 +141,7 @@ def test_fused_activation_quantizer_computes_brevitas_values_and_gradients(tiny_
         scale = mod.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value
         results = []
         for fused in (False, True):
-            patch = _FusedActQuant(s, [name]) if fused else None
+            patch = FusedActivationQuant(s, [name]) if fused else None
             xi = inp.clone().requires_grad_(True)
             out = _value(mod(xi))
             weights = torch.linspace(-1, 1, out.numel()).view_as(out)
