@@ -34,8 +34,8 @@ its own), on the shipped teacher with a W4A4 student:
   its 512 + 512 images, per-block set-up included: the stage's time divided by its steps);
 - the KD recipes: *generator* steps are warm-up steps (generator only), *student* steps are joint steps after it
   (one generator step and one student step, as the loop runs them), and the student's share alone; LIS has no
-  generator: its inversion steps are given instead. Each runs ``--steps`` joint steps after 5 warm-up steps and
-  noise calibration (no reconstruction); the first timed call of each kind is not counted;
+  generator: its inversion steps are given instead. Each runs ``--steps`` + 1 warm-up steps, noise calibration (no
+  reconstruction) and ``--steps`` joint steps; the first call of each kind is not counted, the median is taken;
 - peak memory: the process's peak resident set (``ru_maxrss``) and its growth over the resident set once the
   teacher is loaded; on CUDA the peak allocated GPU memory.
 
@@ -58,12 +58,13 @@ import time
 import warnings
 from pathlib import Path
 
-# Idle threads must sleep, not spin: the variants run interleaved in one process, and a thread pool still spinning
-# after its own run (OpenMP's default wait policy, ONNX Runtime's default) steals a core from the next variant on a
-# 2-core machine. Measured before this: W8A8 at batch 64 took 42 ms with 2 threads against 26 ms with 1.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
 
-import numpy as np  # noqa: E402
+# Inference only (set in main(), before torch is imported): idle threads must sleep, not spin. The variants run
+# interleaved in one process, and a thread pool still spinning after its own run (OpenMP's default wait policy, ONNX
+# Runtime's default) steals a core from the next variant on a 2-core machine. Measured before this: W8A8 at batch 64
+# took 42 ms with 2 threads against 26 ms with 1. Training keeps OpenMP's own policy, as in the job: a training step
+# is many small operations, and passive waiting slowed block reconstruction 1.7-2x (about one core of two in use).
 
 warnings.filterwarnings("ignore")
 
@@ -236,7 +237,7 @@ def train_one(recipe: str, threads: int, steps: int, device: str) -> dict:
         opts = {"seed": 0, "steps": steps, "recon_iters": 0}
         fields = cfg_cls.__dataclass_fields__
         if "warmup_steps" in fields:
-            opts.update(warmup_steps=5, calib_source="noise")
+            opts.update(warmup_steps=steps + 1, calib_source="noise")
         if recipe == "lis":
             opts.update(num_images=128, inversion_steps=steps)
         if "pixel_mean" in fields:
@@ -305,7 +306,7 @@ def train_part(args, results: dict, out: Path) -> None:
         t0 = time.time()
         cmd = [sys.executable, __file__, "--train-one", recipe, "--threads", str(args.threads_train),
                "--steps", str(args.steps), "--device", args.device] + (["--code", args.code] if args.code else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)  # OpenMP's own wait policy, as in the job
         if proc.returncode != 0:
             print(proc.stdout, proc.stderr[-3000:], sep="\n")
             raise SystemExit(f"{recipe}: the measuring process failed")
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.exists() else {"inference": {}}
+    if args.part == "inference" and not args.table:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported
     if args.table:
         print_table(results)
         return 0

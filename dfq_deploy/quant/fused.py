@@ -67,10 +67,11 @@ def _fusable(tq: nn.Module) -> bool:
 
 
 class FusedActivationQuant:
-    """While active, the activation quantizers ``names`` of ``model`` (default: all of them) compute their fake-quantization with
-    :class:`_RoundClamp` (an instance ``forward`` on Brevitas' ``RescalingIntQuant``; the step size still comes
-    from Brevitas' own scaling module, so it learns as before). Removed with :meth:`remove`; the modules and their
-    state dicts are never changed. Quantizers of another kind keep Brevitas' path.
+    """While active (a context manager, or until :meth:`remove`), the activation quantizers ``names`` of ``model``
+    (default: all of them) compute their fake-quantization with :class:`_RoundClamp`, through an instance ``forward``
+    on Brevitas' ``RescalingIntQuant``. The step size still comes from Brevitas' own scaling module (in training
+    mode it collects statistics or learns as before). The modules and their state dicts are never changed.
+    Quantizers of another kind keep Brevitas' path.
 
     Why: Brevitas builds each fake-quantization from about ten full-size operations forward and as many backward,
     and its clamp (``torch.where`` against 0-dim tensors) takes a slow path; at reconstruction's batch of 32 these
@@ -95,8 +96,8 @@ class FusedActivationQuant:
             bit_width = tq.msb_clamp_bit_width_impl()
             scale = tq.scaling_impl(x, tq.int_scaling_impl(bit_width))
             zero_point = tq.zero_point_impl(x, scale, bit_width)
-            if scale.numel() != 1:  # per-channel activation scales: Brevitas' own path
-                return type(tq).forward(tq, x)
+            if scale.numel() != 1:  # per-channel activation scales: Brevitas' own integer quantizer
+                return tq.int_quant(scale, zero_point, bit_width, x), scale, zero_point, bit_width
             return _RoundClamp.apply(x, scale, lo, hi), scale, zero_point, bit_width
         return forward
 
