@@ -33,7 +33,8 @@ class _RoundClamp(torch.autograd.Function):
         y = x / scale
         r = torch.round(y)
         c = torch.clamp(r, lo, hi)
-        inside = c == r
+        # float 0/1, not bool: a bool tensor is slow to write and slow to multiply with on the CPU (issue 14)
+        inside = torch.eq(c, r, out=torch.empty_like(c))
         ctx.save_for_backward(y, c, inside)
         ctx.scale_shape = scale.shape
         return c * scale
@@ -98,7 +99,10 @@ class FusedActivationQuant:
             zero_point = tq.zero_point_impl(x, scale, bit_width)
             if scale.numel() != 1:  # per-channel activation scales: Brevitas' own integer quantizer
                 return tq.int_quant(scale, zero_point, bit_width, x), scale, zero_point, bit_width
-            return _RoundClamp.apply(x, scale, lo, hi), scale, zero_point, bit_width
+            if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
+                return _RoundClamp.apply(x, scale, lo, hi), scale, zero_point, bit_width
+            # no gradient wanted (evaluation, calibration passes): _RoundClamp's forward without its saved tensors
+            return torch.clamp(torch.round(x / scale), lo, hi) * scale, scale, zero_point, bit_width
         return forward
 
     def remove(self):
