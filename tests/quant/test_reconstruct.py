@@ -171,9 +171,24 @@ def test_learned_rounding_with_a_cached_step_size_is_brevitas_own(tiny_teacher):
     with torch.no_grad():
         r.param.add_(torch.randn(r.param.shape, generator=torch.Generator().manual_seed(0)))
     assert "forward" in vars(layer.weight_quant.tensor_quant) and not layer.weight.requires_grad
-    cached = layer.quant_weight().value.detach().clone()
-    del layer.weight_quant.tensor_quant.forward  # Brevitas' own path, same learned rounding
-    assert torch.equal(cached, layer.quant_weight().value.detach())
+    upstream = torch.randn(layer.weight.shape, generator=torch.Generator().manual_seed(1))
+    results = []
+    for _ in range(2):  # the cached path, then Brevitas' own path with the same learned rounding
+        for training in (True, False):  # soft offsets while learning, hard 0 / 1 ones in eval
+            layer.train(training)
+            r.param.grad = None
+            value = layer.quant_weight().value
+            if training:
+                (value * upstream).sum().backward()
+            results.append((value.detach().clone(), None if r.param.grad is None else r.param.grad.clone()))
+        if "forward" in vars(layer.weight_quant.tensor_quant):
+            del layer.weight_quant.tensor_quant.forward
+    for (cached, cached_grad), (own, own_grad) in zip(results[:2], results[2:]):
+        assert torch.equal(cached, own)
+        assert (cached_grad is None) == (own_grad is None)
+        if own_grad is not None:
+            assert torch.equal(cached_grad, own_grad) and own_grad.abs().sum() > 0
+    assert not torch.equal(results[0][0], results[1][0])  # soft and hard rounding differ: both were compared
     r.bake()
     assert layer.weight.requires_grad and "forward" not in vars(layer.weight_quant.tensor_quant)
 
