@@ -74,3 +74,37 @@ def test_layer_bits_are_read_from_the_graph_and_stored(tmp_path):
     assert stored[names[0]] == {"weight": 8, "input": 8} and stored[names[-1]] == {"weight": 8, "input": 8}
     assert all(stored[n] == {"weight": 4, "input": 3} for n in names[1:-1])
     assert layer_bits(model) != stored  # the tensorrt rewrite moved the Clips: bits had to be read before it
+
+
+@pytest.mark.parametrize("tag", ["W8A8", "W4A4"])
+def test_pooled_features_are_quantized_before_flatten_and_nothing_changes(tmp_path, tag):
+    """The onnxruntime profile repeats the classifier input's Q -> DQ right after the GlobalAveragePool (issue 14),
+    so ONNX Runtime pools with QLinearGlobalAveragePool as quantize_static graphs do. The pair must change no
+    output: the graph with it bypassed gives the same logits, bit for bit, unoptimised."""
+    import onnxruntime as ort
+
+    from dfq_deploy.export.ort_passes import POOL_QUANT_SUFFIX
+
+    q = _student(QuantScheme.from_tag(tag))
+    res = export_onnx(q, tmp_path / "m.onnx", (1, 28, 28), profile="onnxruntime")
+    assert res.passes["pool_outputs_quantized"] == 1
+    assert ort_kernel_census(res.path).op_counts.get("QLinearGlobalAveragePool") == 1
+    model = onnx.load(str(res.path))
+    pool = next(n for n in model.graph.node if n.op_type == "GlobalAveragePool")
+    quant = next(n for n in model.graph.node if n.name.endswith(POOL_QUANT_SUFFIX))
+    assert quant.input[0] == pool.output[0]
+    dequant = next(n for n in model.graph.node if quant.output[0] in n.input)
+    flatten = next(n for n in model.graph.node if dequant.output[0] in n.input)
+    flatten.input[0] = pool.output[0]  # bypass the pair
+    bypassed = tmp_path / "bypassed.onnx"
+    onnx.save(model, str(bypassed))
+
+    def run(path):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(1).standard_normal((256, 1, 28, 28)).astype(np.float32) * 2
+        return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+    with_pair, without = run(res.path), run(bypassed)
+    assert np.array_equal(with_pair, without) and np.abs(without).max() > 0
