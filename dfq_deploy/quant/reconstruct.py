@@ -470,7 +470,8 @@ def _reconstruct(student, images, cfg: ReconstructionConfig, progress: bool, che
         sub.eval()
         fp_out = float_outputs(sub, fp_in)
         # the block's error before and after is reported on every stride-th image (PROBE_IMAGES of them): a pass
-        # over all images only for the "before" figure was a ninth of the stage's time (issue 14)
+        # over all images only for the "before" figure was one of the three such passes per block, which together
+        # took about a fifth of the stage (issue 14)
         probe = slice(None, None, max(1, n // PROBE_IMAGES))
         err_before = _error(_run(sub, q_in[probe], template)[0], fp_out[probe])
         rounding = [_LearnedRounding(sub.get_submodule(name)) for name in block.compute]
