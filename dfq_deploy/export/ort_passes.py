@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from .graph import Graph, drop_unused_constants
+from .passes import REQUANT_SUFFIX
 
 
 def relu_int8_to_uint8(model: onnx.ModelProto) -> int:
@@ -99,7 +100,6 @@ def shift_signed_activations_to_uint8(model: onnx.ModelProto) -> int:
 
 
 _RESHAPES = ("Flatten", "Reshape", "Squeeze")
-POOL_QUANT_SUFFIX = "_pool_q"  # name suffix of the QuantizeLinear nodes added below (no PyTorch counterpart)
 
 
 def quantize_pool_outputs(model: onnx.ModelProto) -> int:
@@ -111,7 +111,8 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
     kernels, about 2 % of ResNet-20 W8A8 at batch 64). A per-tensor quantization commutes with a reshape, and the
     later ``Q`` then re-quantizes values already on its grid (``round((q - z) * s / s) == q - z``, then the same
     saturation and Clip), so no output changes. Only per-tensor scales are moved (a reshape moves channel axes).
-    Returns the number of pools rewritten."""
+    The added ``Q`` is named like every requantization without a PyTorch counterpart (``REQUANT_SUFFIX``), so the
+    layer-local parity check skips it. Returns the number of pools rewritten."""
     G = Graph(model)
     count = 0
     for n in [n for n in G.g.node if n.op_type == "GlobalAveragePool"]:
@@ -128,7 +129,7 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
             continue
         base = n.name or n.output[0]
         quant = onnx.helper.make_node("QuantizeLinear", [n.output[0], *q.input[1:]], [G.fresh(n.output[0] + "_q")],
-                                      name=base + POOL_QUANT_SUFFIX)
+                                      name=base + REQUANT_SUFFIX)
         quant.attribute.extend(q.attribute)
         dequant = onnx.helper.make_node("DequantizeLinear", [quant.output[0], *q.input[1:]],
                                         [G.fresh(n.output[0] + "_dq")], name=base + "_pool_dq")

@@ -9,7 +9,9 @@ from .graph import Graph
 
 # ops whose output is a subset of their input's values: a quantized input stays on the same grid
 _GRID_PRESERVING = ("MaxPool",)
-REQUANT_SUFFIX = "_requant_q"  # name suffix of the QuantizeLinear nodes added below (no PyTorch counterpart)
+# name suffix of the QuantizeLinear nodes that export passes add with no PyTorch counterpart (the requantizations
+# below, and ort_passes.quantize_pool_outputs'): validate's layer-local check skips them
+REQUANT_SUFFIX = "_requant_q"
 
 
 def requantize_grid_preserving_ops(model: onnx.ModelProto) -> int:

@@ -37,7 +37,6 @@ from tqdm.auto import tqdm
 
 from ..errors import ModelError
 from ..export.graph import Graph, attr, broadcast
-from ..export.ort_passes import POOL_QUANT_SUFFIX
 from ..export.passes import REQUANT_SUFFIX
 
 # how close to a half-step (in quantization steps) the reference's unrounded value must be for a one-step difference
@@ -82,13 +81,11 @@ class Chain:
 
 def activation_chains(model: onnx.ModelProto) -> list[Chain]:
     """The activation Q -> [Clip] -> DQ chains of ``model`` in graph order (weight and bias chains and the requantize
-    pairs that export passes insert around grid-preserving ops or after a pool are not activations of the PyTorch
-    model)."""
+    pairs that export passes insert around grid-preserving ops are not activations of the PyTorch model)."""
     G = Graph(model)
     chains = []
     for q in G.g.node:
-        if q.op_type != "QuantizeLinear" or G.is_const(q.input[0]) or q.name.endswith((REQUANT_SUFFIX,
-                                                                                       POOL_QUANT_SUFFIX)):
+        if q.op_type != "QuantizeLinear" or G.is_const(q.input[0]) or q.name.endswith(REQUANT_SUFFIX):
             continue
         src = G.producer.get(q.input[0])
         if src is not None and src.op_type == "QuantizeLinear":
