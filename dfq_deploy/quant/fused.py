@@ -93,10 +93,43 @@ class FusedActivationQuant:
 
     @staticmethod
     def _forward(tq: nn.Module, lo: float, hi: float):
+        from brevitas.core.scaling.standalone import ParameterFromRuntimeStatsScaling
+
+        scaling = tq.scaling_impl
+        from_stats = isinstance(scaling, ParameterFromRuntimeStatsScaling)
+        constants: dict = {}  # per device: bit width, integer threshold, restricted threshold, zero point
+
+        def constants_on(x):
+            # Brevitas recomputes the bit width, the threshold (2^b - 1 or 2^(b-1)) and the zero point of a quantizer
+            # on every forward, and its runtime-statistics scaling transforms the threshold the same way each time:
+            # they depend on constants only, so they are computed once (per device: the model may move). The step
+            # size itself is still computed from its learned parameter on every call, by Brevitas' own modules in
+            # Brevitas' order. Issue 14: about 0.7 ms of Python and tiny tensor operations per quantizer call at
+            # 2 threads, three quantizers per block step.
+            c = constants.get(x.device)
+            if c is None:
+                with torch.no_grad():
+                    bit_width = tq.msb_clamp_bit_width_impl()
+                    int_threshold = tq.int_scaling_impl(bit_width)
+                    threshold = scaling.restrict_threshold(scaling.restrict_threshold_pre(int_threshold)) \
+                        if from_stats else None
+                    zero_point = tq.zero_point_impl(x, int_threshold, bit_width)  # ZeroZeroPoint: a constant 0
+                c = constants[x.device] = (bit_width, int_threshold, threshold, zero_point)
+            return c
+
+        def step_size(x, int_threshold, threshold):
+            if from_stats and scaling.counter > scaling.collect_stats_steps:
+                # ParameterFromRuntimeStatsScaling.forward once its statistics are in its parameter
+                if scaling.training:
+                    value = scaling.clamp_scaling(scaling.restrict_scaling(scaling.value))
+                    return scaling.restrict_scale_threshold(value / threshold)
+                value = scaling.restrict_scale_threshold(scaling.restrict_scaling(scaling.value) / threshold)
+                return scaling.clamp_scaling(value)
+            return scaling(x, int_threshold)
+
         def forward(x):
-            bit_width = tq.msb_clamp_bit_width_impl()
-            scale = tq.scaling_impl(x, tq.int_scaling_impl(bit_width))
-            zero_point = tq.zero_point_impl(x, scale, bit_width)
+            bit_width, int_threshold, threshold, zero_point = constants_on(x)
+            scale = step_size(x, int_threshold, threshold)
             if scale.numel() != 1:  # per-channel activation scales: Brevitas' own integer quantizer
                 return tq.int_quant(scale, zero_point, bit_width, x), scale, zero_point, bit_width
             if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):

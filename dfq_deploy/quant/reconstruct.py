@@ -41,6 +41,7 @@ from ..data.augment import augment
 from ..distributed import average_gradients, rank_seed
 from ..errors import ConfigError
 from .fused import FusedActivationQuant, is_act_quant
+from .lean import LeanBlock
 
 log = logging.getLogger("dfq_deploy")
 
@@ -486,15 +487,25 @@ def _reconstruct(student, images, cfg: ReconstructionConfig, progress: bool, che
         inner = [a for a in block.activations if a != block.output.target]
         drop = _QDrop(sub, inner, cfg.qdrop, rng)
         sub.train()
+        # the block's training forward on plain tensors where it can (the same values and gradients as Brevitas'
+        # path, without its QuantTensor bookkeeping: about a fifth of a step, issue 14); QDrop is then applied by
+        # the lean forward itself, in the hooks' order
+        lean = LeanBlock.build(sub, template is not None, set(inner), cfg.qdrop, rng)
+        in_scale = template.scale if template is not None else None
         warm = int(cfg.warmup * cfg.iters)
         try:
             for it in range(cfg.iters):
                 idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=rng).to(q_in.device)
-                x = q_in[idx]
+                # index_select, not q_in[idx]: the same rows, about a third of the time (advanced indexing's general
+                # path; 0.25 against 0.09 ms for 32 of 1024 images of 16 x 28 x 28, 2 threads)
+                x = q_in.index_select(0, idx)
                 if pre_in is not None and cfg.qdrop > 0:
-                    x = keep_lerp(x, pre_in[idx], keep_mask(x.shape, cfg.qdrop, rng))
-                out = _value(sub(template.set(value=x) if template is not None else x))
-                rec = (out - fp_out[idx]).pow(2).flatten(1).sum(1).mean()
+                    x = keep_lerp(x, pre_in.index_select(0, idx), keep_mask(x.shape, cfg.qdrop, rng))
+                if lean is not None:
+                    out = lean(x, in_scale)
+                else:
+                    out = _value(sub(template.set(value=x) if template is not None else x))
+                rec = (out - fp_out.index_select(0, idx)).pow(2).flatten(1).sum(1).mean()
                 if it >= warm:
                     # AdaRound's annealing: the regulariser's exponent falls from 20 to 2
                     progress_frac = (it - warm) / max(1, cfg.iters - warm)

@@ -1,0 +1,142 @@
+"""A lean forward of one reconstruction block while it trains (issue 14).
+
+Brevitas runs a quantized layer through its proxies and ``QuantTensor``: every convolution and activation quantizer
+builds a ``QuantTensor``, whose construction, the convolution's output-scale and bit-width bookkeeping and the
+residual add's alignment bookkeeping are about 300 small scalar operations per block forward (and their backward), at
+reconstruction's batch of 32 and on 2 cores about a fifth of a step (profiled). Block reconstruction only needs the
+block's output *values* and the gradients of the rounding logits and activation step sizes, so while a block trains
+:class:`LeanBlock` runs the same computation on plain tensors:
+
+- a Conv/Linear calls Brevitas' own quantizers (the weight quantizer, which :class:`~.reconstruct._LearnedRounding`
+  has reduced to a cached floor plus the learned offset, and the bias quantizer with the step size Brevitas gives
+  it: input step x weight step) and Brevitas' own ``inner_forward_impl`` on the values;
+- an activation quantizer calls its ``FusedActivationQuantProxy`` (activation, then the step size from Brevitas'
+  scaling module and the fake-quantization), and QDrop mixes in the unquantized value there, drawing its masks in
+  the same order as the forward hooks of the Brevitas path;
+- identities, pooling, flatten and the residual add act on the values (a ``QuantTensor`` add adds the values).
+
+The same operations in the same order give the same values and gradients as the Brevitas path (a test checks it bit
+for bit). A block holding anything else returns ``None`` from :meth:`LeanBlock.build`, and the caller keeps Brevitas'
+path. Nothing is changed on the modules, so export and checkpoints never see this.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Callable
+
+import torch
+from torch import fx, nn
+
+from .fused import is_act_quant
+
+# modules that map a QuantTensor's value as they map a plain tensor. Identity keeps the step size; the others change
+# or drop it (nothing after them in a supported block uses it: a quantizer comes first)
+_PASS_SCALE = (nn.Identity,)
+_DROP_SCALE = (nn.Flatten, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)
+_ADD = (operator.add, torch.add)
+
+
+def _compute_step(mod: nn.Module, input_scaled: bool) -> Callable | None:
+    """(value, input step size) -> output value of a Brevitas Conv/Linear, or None if it is not the plain case:
+    no input or output quantizer, a weight quantizer with cached learned rounding, a bias quantized (if at all) with
+    the input step times the weight step (``input_scaled``: the input has a step size)."""
+    from brevitas.core.quant.int import PrescaledRestrictIntQuant
+    from brevitas.utils.torch_utils import compute_channel_view_shape
+
+    if mod.input_quant.is_quant_enabled or mod.output_quant.is_quant_enabled or \
+            "forward" not in vars(mod.weight_quant.tensor_quant):
+        return None
+    weight_quant = mod.weight_quant.tensor_quant
+    bias_quant = mod.bias_quant if mod.bias is not None and mod.bias_quant.is_quant_enabled else None
+    if bias_quant is not None and not (input_scaled and bias_quant.requires_input_scale and
+                                       type(bias_quant.tensor_quant) is PrescaledRestrictIntQuant):
+        return None
+    channel_dim = -1 if isinstance(mod, nn.Linear) else 1
+
+    def step(x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        weight, weight_scale = weight_quant(mod.weight)[:2]
+        bias = mod.bias
+        if bias_quant is not None:
+            # BiasQuantProxyFromInjector.quant_output_scale_impl's arithmetic, in its order
+            shape = compute_channel_view_shape(x, channel_dim=channel_dim)
+            bias_scale = (weight_scale.view(shape) * scale.view(shape)).view(-1)
+            bias = bias_quant.tensor_quant(bias, bias_scale)[0]
+        return mod.inner_forward_impl(x, weight, bias)
+    return step
+
+
+class LeanBlock:
+    """The training forward of a block (see the module docstring): ``block(x, scale)`` with ``x`` the block input's
+    values and ``scale`` its step size (or None for the network input) returns the block output's values."""
+
+    def __init__(self, steps: list[tuple[fx.Node, Callable, list]], output: fx.Node, input_node: fx.Node):
+        self.steps, self.output, self.input = steps, output, input_node
+
+    @classmethod
+    def build(cls, sub: fx.GraphModule, input_scaled: bool, drop: set[str], p: float, rng: torch.Generator
+              ) -> "LeanBlock | None":
+        """The lean forward of the block module ``sub`` (one input: a quantized tensor with a step size if
+        ``input_scaled``), with QDrop (probability ``p``, masks from ``rng``) on the activation quantizers named in
+        ``drop``; None if a node is not supported."""
+        from .reconstruct import keep_lerp, keep_mask
+
+        inputs = [n for n in sub.graph.nodes if n.op == "placeholder"]
+        outputs = [n for n in sub.graph.nodes if n.op == "output"]
+        if len(inputs) != 1 or len(outputs) != 1:
+            return None
+        node_type = type(inputs[0])  # torch.fx's Node, or that of Brevitas' fx backport (its quantize pass uses it)
+        if not isinstance(outputs[0].args[0], node_type):
+            return None
+        input_node, output = inputs[0], outputs[0].args[0]
+        nodes = [n for n in sub.graph.nodes if n.op not in ("placeholder", "output")]
+        steps = []
+        scaled = {input_node: input_scaled}  # whether a node's output carries a step size
+        for n in nodes:
+            args = list(n.args)
+            if n.kwargs or any(not isinstance(a, node_type) for a in args):
+                return None
+            if n.op == "call_function" and n.target in _ADD and len(args) == 2:
+                steps.append((n, lambda a, b: (a[0] + b[0], None), args))
+                scaled[n] = False
+                continue
+            if n.op != "call_module" or len(args) != 1:
+                return None
+            mod = sub.get_submodule(n.target)
+            if is_act_quant(mod):
+                proxy = mod.act_quant
+                if getattr(mod, "input_quant", None) is not None and mod.input_quant.is_quant_enabled or \
+                        not proxy.is_quant_enabled or proxy.export_mode:
+                    return None
+                fused = proxy.fused_activation_quant_proxy
+                keep = p if n.target in drop and p > 0 else 0.0
+
+                def act(a, fused=fused, keep=keep):
+                    x = fused.activation_impl(a[0])
+                    q, scale = fused.tensor_quant(x)[:2]
+                    if keep:
+                        q = keep_lerp(q, x, keep_mask(x.shape, keep, rng))
+                    return q, scale
+                steps.append((n, act, args))
+                scaled[n] = True
+            elif hasattr(mod, "weight_quant") and hasattr(mod, "inner_forward_impl"):
+                step = _compute_step(mod, scaled[args[0]])
+                if step is None:
+                    return None
+                steps.append((n, lambda a, step=step: (step(*a), None), args))
+                scaled[n] = False
+            elif type(mod) in _PASS_SCALE:
+                steps.append((n, lambda a: a, args))
+                scaled[n] = scaled[args[0]]
+            elif type(mod) in _DROP_SCALE:
+                steps.append((n, lambda a, mod=mod: (mod(a[0]), None), args))
+                scaled[n] = False
+            else:
+                return None
+        return cls(steps, output, input_node)
+
+    def __call__(self, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+        env = {self.input: (x, scale)}
+        for node, fn, args in self.steps:
+            env[node] = fn(*(env[a] for a in args))
+        return env[self.output][0]
