@@ -37,6 +37,31 @@ _DROP_SCALE = (nn.Flatten, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.MaxPool2d)
 _ADD = (operator.add, torch.add)
 
 
+def _bias_quant(bias_quant: nn.Module) -> Callable:
+    """(bias, step size) -> Brevitas' fake-quantized bias, for a ``PrescaledRestrictIntQuant``. For the plain integer
+    quantizer (round to nearest, clamp, no input view, no delay) its operations are replayed in its order with the
+    bit width's bounds and the zero point computed once: Brevitas recomputes them (about 15 small operations) on
+    every call. Anything else calls Brevitas' module."""
+    from brevitas.core.function_wrapper import Identity, RoundSte, TensorClamp
+    from brevitas.core.quant.delay import _NoDelay
+    from brevitas.function.ops import tensor_clamp
+    from brevitas.function.ops_ste import round_ste
+
+    tq = bias_quant.tensor_quant
+    iq = tq.int_quant
+    if not (type(iq.float_to_int_impl) is RoundSte and type(iq.tensor_clamp_impl) is TensorClamp and
+            type(iq.input_view_impl) is Identity and isinstance(iq.delay_wrapper.delay_impl, _NoDelay)):
+        return lambda bias, scale: tq(bias, scale)[0]
+    with torch.no_grad():
+        bit_width, zero_point = tq.msb_clamp_bit_width_impl(), tq.zero_point()
+        lo, hi = iq.min_int(bit_width), iq.max_int(bit_width)
+
+    def quant(bias, scale):  # IntQuant.forward / to_int
+        y = round_ste(bias / scale + zero_point)
+        return (tensor_clamp(y, min_val=lo, max_val=hi) - zero_point) * scale
+    return quant
+
+
 def _compute_step(mod: nn.Module, input_scaled: bool) -> Callable | None:
     """(value, input step size) -> output value of a Brevitas Conv/Linear, or None if it is not the plain case:
     no input or output quantizer, a weight quantizer with cached learned rounding, a bias quantized (if at all) with
@@ -52,16 +77,16 @@ def _compute_step(mod: nn.Module, input_scaled: bool) -> Callable | None:
     if bias_quant is not None and not (input_scaled and bias_quant.requires_input_scale and
                                        type(bias_quant.tensor_quant) is PrescaledRestrictIntQuant):
         return None
+    quant_bias = _bias_quant(bias_quant) if bias_quant is not None else None
     channel_dim = -1 if isinstance(mod, nn.Linear) else 1
 
     def step(x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
         weight, weight_scale = weight_quant(mod.weight)[:2]
         bias = mod.bias
-        if bias_quant is not None:
+        if quant_bias is not None:
             # BiasQuantProxyFromInjector.quant_output_scale_impl's arithmetic, in its order
             shape = compute_channel_view_shape(x, channel_dim=channel_dim)
-            bias_scale = (weight_scale.view(shape) * scale.view(shape)).view(-1)
-            bias = bias_quant.tensor_quant(bias, bias_scale)[0]
+            bias = quant_bias(bias, (weight_scale.view(shape) * scale.view(shape)).view(-1))
         return mod.inner_forward_impl(x, weight, bias)
     return step
 
