@@ -29,14 +29,15 @@ def _block_inputs(student, blocks, k, x):
     return (_value(out), out if hasattr(out, "scale") else None)
 
 
-@pytest.mark.parametrize("bits", ["W4A4", "W3A3", "W8A8"])
-def test_lean_block_gives_brevitas_values_and_gradients(tiny_teacher, bits):
+@pytest.mark.parametrize("bits,device", [("W4A4", "cpu"), ("W3A3", "cpu"), ("W8A8", "cpu"),
+                                         pytest.param("W4A4", "cuda", marks=pytest.mark.gpu)])
+def test_lean_block_gives_brevitas_values_and_gradients(tiny_teacher, bits, device):
     """Every block of the tiny ResNet, training with learned rounding, learned step sizes and QDrop: the lean
     forward's output and the gradients of the rounding logits and the step sizes equal Brevitas' path's, bit for bit,
-    with the same QDrop masks."""
-    s = _student(tiny_teacher, bits)
+    with the same QDrop masks (on CUDA, where convolution kernels may be chosen per call, to float rounding)."""
+    s = _student(tiny_teacher, bits).to(device)
     blocks = find_blocks(s)
-    x = _images(8, seed=5)
+    x = _images(8, seed=5).to(device)
     compared = 0
     with FusedActivationQuant(s):
         for k, block in enumerate(blocks):
@@ -45,7 +46,7 @@ def test_lean_block_gives_brevitas_values_and_gradients(tiny_teacher, bits):
             rounding = [_LearnedRounding(sub.get_submodule(n)) for n in block.compute]
             with torch.no_grad():  # rounding off nearest: soft offsets that differ from the initial ones
                 for r in rounding:
-                    r.param.add_(torch.randn(r.param.shape, generator=torch.Generator().manual_seed(k)))
+                    r.param.add_(torch.randn(r.param.shape, generator=torch.Generator().manual_seed(k)).to(device))
             params = [r.param for r in rounding] + _scale_params(sub, block.activations, set())
             inner = {a for a in block.activations if a != block.output.target}
             sub.train()
@@ -62,15 +63,16 @@ def test_lean_block_gives_brevitas_values_and_gradients(tiny_teacher, bits):
                 else:
                     out = _value(sub(qt.set(value=values) if qt is not None else values))
                     drop.remove()
-                weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+                weights = torch.linspace(-1, 1, out.numel()).view_as(out).to(device)
                 (out * weights).sum().backward()
                 results.append((out.detach(), [p.grad.clone() for p in params]))
             for r in rounding:
                 r.bake()
             (o1, g1), (o2, g2) = results
-            assert torch.equal(o1, o2), block.name
+            same = torch.equal if device == "cpu" else (lambda a, b: torch.allclose(a, b, rtol=1e-4, atol=1e-6))
+            assert same(o1, o2), block.name
             for a, b in zip(g1, g2):
-                assert torch.equal(a, b), block.name
+                assert same(a, b), block.name
             assert all(g.abs().sum() > 0 for g in g1)  # real gradients were compared
             compared += 1
     assert compared == len(blocks) >= 4
