@@ -134,8 +134,9 @@ class FusedActivationQuant:
                 return tq.int_quant(scale, zero_point, bit_width, x), scale, zero_point, bit_width
             if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
                 return _RoundClamp.apply(x, scale, lo, hi), scale, zero_point, bit_width
-            # no gradient wanted (evaluation, calibration passes): _RoundClamp's forward without its saved tensors
-            return torch.clamp(torch.round(x / scale), lo, hi) * scale, scale, zero_point, bit_width
+            # no gradient wanted (evaluation, calibration passes): _RoundClamp's forward without its saved tensors, in
+            # place on one new tensor (the same values; one allocation instead of four, issue 14)
+            return (x / scale).round_().clamp_(lo, hi).mul_(scale), scale, zero_point, bit_width
         return forward
 
     def remove(self):
