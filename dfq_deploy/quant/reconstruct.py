@@ -297,14 +297,17 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, rng: torch.Generato
     m = max(i for i, d in enumerate(digits) if d) + 1  # digits past the last 1 cannot make U < p
     words = (n + 55) // 56
     planes = torch.empty((m, words), dtype=torch.int64).random_(generator=rng)  # bits 0-62 uniform
-    below = torch.zeros(words, dtype=torch.int64)  # U < p decided
-    tied = torch.full((words,), -1, dtype=torch.int64)  # digits so far equal
-    for digit, u in zip(digits[:m], planes):
-        if digit:
-            below |= tied & ~u
-            tied &= u
-        else:
-            tied &= ~u
+    if m == 1:  # p = 0.5: U < p exactly when U's first digit is 0 (the loop below, without its bookkeeping)
+        below = torch.bitwise_not(planes[0])
+    else:
+        below = torch.zeros(words, dtype=torch.int64)  # U < p decided
+        tied = torch.full((words,), -1, dtype=torch.int64)  # digits so far equal
+        for digit, u in zip(digits[:m], planes):
+            if digit:
+                below |= tied & ~u
+                tied &= u
+            else:
+                tied &= ~u
     low7 = below.view(torch.uint8).view(words, 8)[:, :7].reshape(-1).long()  # little-endian: bytes 0-6 = bits 0-55
     return torch.index_select(_BYTE_BITS, 0, low7).view(-1)[:n].view(shape)
 
@@ -397,17 +400,22 @@ def _error(out: torch.Tensor, target: torch.Tensor) -> float:
 
 def _run(sub: fx.GraphModule, inputs, template, chunk: int = 256, pre: _PreQuant | None = None):
     """(output values, output QuantTensor template or None, unquantized outputs or None) of ``sub`` over ``inputs``."""
-    values, pres, out_template = [], [], None
+    values = pres = out_template = None
+    n = len(inputs)
     with torch.no_grad():
-        for i in range(0, len(inputs), chunk):
+        for i in range(0, n, chunk):
             x = inputs[i:i + chunk]
             out = sub(template.set(value=x) if template is not None else x)
-            values.append(_value(out).detach())
+            v = _value(out)
+            if values is None:  # written chunk by chunk into one tensor, not concatenated at the end (issue 14)
+                values = v.new_empty((n,) + v.shape[1:])
+                pres = pre.value.new_empty((n,) + pre.value.shape[1:]) if pre is not None else None
+            values[i:i + len(x)] = v
             if hasattr(out, "scale") and out_template is None:
                 out_template = out.set(value=out.value[:1].detach())
             if pre is not None:
-                pres.append(pre.value)
-    return torch.cat(values), out_template, (torch.cat(pres) if pre is not None else None)
+                pres[i:i + len(x)] = pre.value
+    return values, out_template, pres
 
 
 def _block_outputs(sub: fx.GraphModule, block: Block, q_in, template):
