@@ -2,8 +2,9 @@
 
 Brevitas runs a quantized layer through its proxies and ``QuantTensor``: every convolution and activation quantizer
 builds a ``QuantTensor``, whose construction, the convolution's output-scale and bit-width bookkeeping and the
-residual add's alignment bookkeeping are about 300 small scalar operations per block forward (and their backward), at
-reconstruction's batch of 32 and on 2 cores about a fifth of a step (profiled). Block reconstruction only needs the
+residual add's alignment bookkeeping are a few hundred small scalar operations per block forward and backward. On
+2 cores, one run each of the stage at 200 steps a block, the same day: 37.9 steps/s through Brevitas' modules,
+44.2 with this forward (the student bit for bit the same). Block reconstruction only needs the
 block's output *values* and the gradients of the rounding logits and activation step sizes, so while a block trains
 :class:`LeanBlock` runs the same computation on plain tensors:
 
