@@ -30,6 +30,7 @@ import torch
 from torch import fx, nn
 
 from .fused import is_act_quant
+from .masks import keep_lerp, keep_mask
 
 # modules that map a QuantTensor's value as they map a plain tensor. Identity keeps the step size; the others change
 # or drop it (nothing after them in a supported block uses it: a quantizer comes first)
@@ -105,8 +106,6 @@ class LeanBlock:
         """The lean forward of the block module ``sub`` (one input: a quantized tensor with a step size if
         ``input_scaled``), with QDrop (probability ``p``, masks from ``rng``) on the activation quantizers named in
         ``drop``; None if a node is not supported."""
-        from .reconstruct import keep_lerp, keep_mask
-
         inputs = [n for n in sub.graph.nodes if n.op == "placeholder"]
         outputs = [n for n in sub.graph.nodes if n.op == "output"]
         if len(inputs) != 1 or len(outputs) != 1:
