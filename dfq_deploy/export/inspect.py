@@ -81,6 +81,8 @@ def layer_bits(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
         if dq is None or dq.op_type != "DequantizeLinear":
             return 0
         src = G.producer.get(dq.input[0])
+        while src is not None and src.op_type == "Pad":  # the onnxruntime profile's channel padding
+            src = G.producer.get(src.input[0])
         if src is not None and src.op_type == "Clip":
             lo, hi = int(G.const(src.input[1])), int(G.const(src.input[2]))
         else:

@@ -28,7 +28,8 @@ from .. import __version__
 from ..errors import ConfigError, ExportError
 from .inspect import layer_bits
 from .graph import set_metadata
-from .ort_passes import quantize_pool_outputs, relu_int8_to_uint8, shift_signed_activations_to_uint8
+from .ort_passes import (pad_conv_input_channels, quantize_pool_outputs, relu_int8_to_uint8,
+                         shift_signed_activations_to_uint8)
 from .passes import requantize_grid_preserving_ops
 from .trt_passes import (UnrepresentableActivation, activations_to_signed_float_clip, fold_weight_clips_to_float_qdq,
                          int32_bias_to_float)
@@ -39,6 +40,7 @@ def _onnxruntime_profile(model: onnx.ModelProto) -> dict:
             "relu_int8_to_uint8": relu_int8_to_uint8(model)}
     done["signed_activations_moved_to_uint8"] = shift_signed_activations_to_uint8(model)
     done["pool_outputs_quantized"] = quantize_pool_outputs(model)  # after the shift: it copies the final Q
+    done["conv_input_channels_padded"] = pad_conv_input_channels(model)  # after the shift: pads with the uint8 zp
     return done
 
 

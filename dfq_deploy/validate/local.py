@@ -99,6 +99,9 @@ def activation_chains(model: onnx.ModelProto) -> list[Chain]:
             codes = clip.output[0]
             nxt = G.consumers.get(codes, [])
         dqs = [n for n in nxt if n.op_type == "DequantizeLinear"]
+        if not dqs:  # the onnxruntime profile's input-channel padding sits between the codes and their DQ
+            dqs = [d for p in nxt if p.op_type == "Pad" for d in G.consumers.get(p.output[0], [])
+                   if d.op_type == "DequantizeLinear"]
         if not dqs:
             continue
         dq = dqs[0]

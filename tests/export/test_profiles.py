@@ -9,6 +9,7 @@ import torch
 
 from dfq_deploy.errors import ExportError
 from dfq_deploy.export import check_tensorrt_rules, export_onnx, layer_bits, ort_kernel_census
+from dfq_deploy.export.graph import Graph
 from dfq_deploy.export.inspect import output_quant_step
 from dfq_deploy.quant import QuantScheme, calibrate, quantize_model
 from dfq_deploy.runtimes.ort import OnnxRuntime
@@ -108,3 +109,95 @@ def test_pooled_features_are_quantized_before_flatten_and_nothing_changes(tmp_pa
 
     with_pair, without = run(res.path), run(bypassed)
     assert np.array_equal(with_pair, without) and np.abs(without).max() > 0
+
+
+def _run_ort(path, x, level):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = level
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("tag", ["W8A8", "W4A4"])
+def test_first_conv_input_channels_are_padded_to_four_and_nothing_changes(tmp_path, tag, monkeypatch):
+    """The onnxruntime profile pads a 1-channel first convolution to 4 channels (issue 14: MLAS' symmetric integer
+    convolution needs a multiple of 4). The new channels are zero-point codes times zero-point weights: the logits
+    must equal those of the unpadded export bit for bit, unoptimised and as the fused integer kernels."""
+    import onnxruntime as ort
+
+    from dfq_deploy.export import onnx_export
+
+    q = _student(QuantScheme.from_tag(tag))
+    res = export_onnx(q, tmp_path / "padded.onnx", (1, 28, 28), profile="onnxruntime")
+    assert res.passes["conv_input_channels_padded"] == 1
+    monkeypatch.setattr(onnx_export, "pad_conv_input_channels", lambda model: 0)
+    plain = export_onnx(q, tmp_path / "plain.onnx", (1, 28, 28), profile="onnxruntime").path
+
+    model = onnx.load(str(res.path))
+    G = Graph(model)
+    pad = next(n for n in model.graph.node if n.op_type == "Pad")
+    dq = G.consumers[pad.output[0]][0]
+    conv = G.consumers[dq.output[0]][0]
+    assert (dq.op_type, conv.op_type) == ("DequantizeLinear", "Conv")
+    assert G.const(pad.input[0]) is None and G.producer[pad.input[0]].op_type == "QuantizeLinear"
+    assert list(G.const(pad.input[1])) == [0, 0, 0, 0, 0, 3, 0, 0] and pad.input[2] == dq.input[2]
+    dq_w = G.producer[conv.input[1]]
+    src = G.producer.get(dq_w.input[0])
+    w = G.const(src.input[0] if src is not None else dq_w.input[0])
+    assert w.shape[1] == 4 and np.all(w[:, 1:] == 0) and np.any(w[:, 0] != 0)
+    census = ort_kernel_census(res.path)
+    assert census.all_integer and census.op_counts["QLinearConv"] == ort_kernel_census(plain).op_counts["QLinearConv"]
+    assert layer_bits(model) == layer_bits(onnx.load(str(plain)))
+
+    x = np.random.default_rng(2).standard_normal((64, 1, 28, 28)).astype(np.float32) * 2
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        padded, unpadded = _run_ort(res.path, x, level), _run_ort(plain, x, level)
+        assert np.array_equal(padded, unpadded) and np.abs(unpadded).max() > 0
+
+
+def test_channel_padding_keeps_a_nonzero_input_zero_point_and_skips_aligned_convs(tmp_path):
+    """A hand-built QDQ graph: a 3-channel convolution with input zero point 37 and per-channel weight scales is
+    padded to 4 channels with the same outputs; a 4-channel one after it is left alone."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dfq_deploy.export.ort_passes import pad_conv_input_channels
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(v, k) for k, v in {
+        "xs": np.array(0.02, np.float32), "xz": np.array(37, np.uint8),
+        "w1": rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "w1s": rng.uniform(0.01, 0.02, 4).astype(np.float32),
+        "w1z": np.zeros(4, np.int8), "ys": np.array(0.05, np.float32), "yz": np.array(0, np.uint8),
+        "w2": rng.integers(-127, 128, (8, 4, 3, 3)).astype(np.int8), "w2s": rng.uniform(0.01, 0.02, 8).astype(np.float32),
+        "w2z": np.zeros(8, np.int8)}.items()]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w1", "w1s", "w1z"], ["w1d"], axis=0),
+             helper.make_node("Conv", ["xd", "w1d"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("QuantizeLinear", ["r1", "ys", "yz"], ["rq"]),
+             helper.make_node("DequantizeLinear", ["rq", "ys", "yz"], ["rd"]),
+             helper.make_node("DequantizeLinear", ["w2", "w2s", "w2z"], ["w2d"], axis=0),
+             helper.make_node("Conv", ["rd", "w2d"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8, 9, 9])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    plain = tmp_path / "plain.onnx"
+    onnx.save(model, str(plain))
+    assert pad_conv_input_channels(model) == 1
+    onnx.checker.check_model(model, full_check=True)
+    padded = tmp_path / "padded.onnx"
+    onnx.save(model, str(padded))
+    G = Graph(model)
+    pad = next(n for n in model.graph.node if n.op_type == "Pad")
+    assert G.const(pad.input[2]) == 37
+    weights = [G.const(n.input[0]) for n in model.graph.node
+               if n.op_type == "DequantizeLinear" and G.is_const(n.input[0])]
+    assert [w.shape[1] for w in weights] == [4, 4] and np.all(weights[0][:, 3] == 0)
+
+    x = rng.standard_normal((16, 3, 9, 9)).astype(np.float32)
+    for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
+        a, b = _run_ort(padded, x, level), _run_ort(plain, x, level)
+        assert np.array_equal(a, b) and np.abs(b).max() > 0
