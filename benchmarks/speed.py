@@ -6,6 +6,8 @@
         [--label after] [--code DIR]                                                 # training
     .venv/bin/python benchmarks/speed.py --part job [--label after]                 # the default job, by stage
     .venv/bin/python benchmarks/speed.py --table
+    .venv/bin/python benchmarks/speed.py --models resnet20 --ablate pad_conv_input_channels \\
+        --out benchmarks/results/speed_ablate.json                                   # one pass's before / after
 
 Per model, five variants of the same network:
 
@@ -83,8 +85,12 @@ def _float_model(name: str):
     return build_model("torchvision:resnet18", num_classes=1000).eval()
 
 
-def build_variants(name: str, work: Path) -> dict[str, Path | object]:
-    """Variant name -> ONNX path (or the torch module for ``torch-fp32``), built once per model in ``work``."""
+def build_variants(name: str, work: Path, ablate: str | None = None) -> dict[str, Path | object]:
+    """Variant name -> ONNX path (or the torch module for ``torch-fp32``), built once per model in ``work``.
+
+    ``ablate``: one onnxruntime-profile pass of ``dfq_deploy.export.onnx_export`` (e.g. ``pad_conv_input_channels``);
+    the dfq variants are then also exported without it, from the same calibrated model, as ``dfq-W8A8-no-<pass>``
+    and ``dfq-W4A4-no-<pass>``: a pass's before / after, timed in the same interleaved rounds."""
     import torch
 
     from dfq_deploy.export import export_onnx
@@ -108,11 +114,25 @@ def build_variants(name: str, work: Path) -> dict[str, Path | object]:
     out["ort-quantize_static-int8"] = qs
     for tag in ("W8A8", "W4A4"):
         path = work / f"{name}-dfq-{tag}.onnx"
-        if not path.exists():
+        without = work / f"{name}-dfq-{tag}-no-{ablate}.onnx"
+        if not path.exists() or (ablate and not without.exists()):
             q = quantize_model(model, QuantScheme.from_tag(tag))
             calibrate(q, calib)
             export_onnx(q.eval(), path, shape, profile="onnxruntime")
+            if ablate:
+                from dfq_deploy.export import onnx_export
+
+                if not callable(getattr(onnx_export, ablate, None)):
+                    raise SystemExit(f"--ablate {ablate}: not a pass of dfq_deploy.export.onnx_export")
+                kept = getattr(onnx_export, ablate)
+                setattr(onnx_export, ablate, lambda model: 0)
+                try:
+                    export_onnx(q.eval(), without, shape, profile="onnxruntime")
+                finally:
+                    setattr(onnx_export, ablate, kept)
         out[f"dfq-{tag}"] = path
+        if ablate:
+            out[f"dfq-{tag}-no-{ablate}"] = without
     return out
 
 
@@ -163,7 +183,12 @@ def machine() -> dict:
     import onnxruntime
     import torch
 
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():  # Linux: the model name tells the machine kinds apart (the VM's CPU differs between runs)
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                    if line.startswith("model name")), cpu)
+    return {"cpu": cpu, "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
@@ -344,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/speed.json")
     ap.add_argument("--work", default=None, help="folder for the ONNX files (default: a temporary one)")
     ap.add_argument("--table", action="store_true")
+    ap.add_argument("--ablate", default=None, help="also time the dfq exports without this onnxruntime-profile pass "
+                                                   "(use another --out)")
     args = ap.parse_args(argv)
     if args.train_one:
         _use_code(args.code)
@@ -371,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"{name}|threads={threads}|batch={batch}"
                 if key in results["inference"]:
                     continue  # measured in an earlier (interrupted) run
-                variants = variants or build_variants(name, work)
+                variants = variants or build_variants(name, work, args.ablate)
                 t0 = time.time()
                 cell = measure_cell(variants, MODELS[name][1], threads, batch, args.rounds)
                 results["inference"][key] = {"model": name, "threads": threads, "batch": batch, **cell}
@@ -393,12 +420,14 @@ def print_table(results: dict) -> None:
 
 
 def print_inference_table(results: dict) -> None:
-    print("\n| model | threads | batch | " + " | ".join(VARIANTS) + " |")
-    print("|---|---|---|" + "---|" * len(VARIANTS))
+    cols = list(VARIANTS)
+    cols += [v for v in dict.fromkeys(v for c in results["inference"].values() for v in c["median_ms"]) if v not in cols]
+    print("\n| model | threads | batch | " + " | ".join(cols) + " |")
+    print("|---|---|---|" + "---|" * len(cols))
     for cell in results["inference"].values():
         ms, sp = cell["median_ms"], cell["speedup_vs_ort_fp32"]
         print(f"| {cell['model']} | {cell['threads']} | {cell['batch']} | "
-              + " | ".join(f"{ms[v]:.2f} ms ({sp[v]:.2f}x)" for v in VARIANTS) + " |")
+              + " | ".join(f"{ms[v]:.2f} ms ({sp[v]:.2f}x)" if v in ms else "-" for v in cols) + " |")
     print("\nms: median per batch; (x): speed relative to ONNX Runtime FP32 in the same cell (higher is faster)")
 
 
