@@ -145,9 +145,17 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
 # point 0) wants input channels in multiples of 4 (``KernelInputChannelAlignment``); any other count falls back to
 # im2col and the generic integer GEMM. Read in onnxruntime/core/mlas/lib/convsym.cpp (``MlasConvSymPackWSize``).
 CONV_INPUT_CHANNEL_ALIGNMENT = 4
+# Padding pays where the generic GEMM's reduction length K (input channels x kernel area) is short. One QDQ
+# convolution to 64 channels, 2 threads (issue 14, fifth sitting), padded against unpadded: K = 9 (1 channel, 3x3,
+# 28x28) 1.99x faster at batch 64; K = 27 (3 channels, 3x3) 1.22-1.67x at 32x32 to 112x112; K = 75 (5x5)
+# 1.13-1.65x. At K = 147 (torchvision ResNet's 3-channel 7x7 stem) on 224x224 images the generic path is the faster
+# one at batch 16-64 (0.87-0.90x padded; the whole ResNet-18 W8A8 at batch 64: 218 ms unpadded, 231 padded), though
+# padding still won at batch 1 (1.15x) and on 32x32 images (1.79x). Such convolutions are left alone.
+PAD_MAX_REDUCTION = 128
 
 
-def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_CHANNEL_ALIGNMENT) -> int:
+def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_CHANNEL_ALIGNMENT,
+                            max_reduction: int = PAD_MAX_REDUCTION) -> int:
     """Give every quantized ``Conv`` (group 1) whose input channels are not a multiple of ``multiple`` zero channels
     up to the next multiple: a ``Pad`` of the integer input with its zero point (so the new channels dequantize to
     exactly 0.0) and zero-point weights for them (so they dequantize to 0.0 too).
@@ -156,8 +164,11 @@ def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_C
     kernel. A network's first convolution is the usual case: 1 channel (Fashion-MNIST) or 3 (RGB). Unpadded, ONNX
     Runtime ran ResNet-20's first ``QLinearConv`` (1 -> 16 channels, 28x28) in 1.68 ms of a 9.8 ms batch of 64 with 2
     threads, against 0.14 ms in float; padded to 4 channels it takes 0.40 ms (issue 14, docs/benchmarks.md).
-    Only convolutions whose weights are constants behind a ``DequantizeLinear`` (through an optional ``Clip``) and
-    whose input comes from a ``DequantizeLinear`` with a per-tensor scale and zero point are changed. Returns the number of convolutions padded.
+
+    Only convolutions with a reduction length (input channels x kernel area) under ``max_reduction`` are padded
+    (see :data:`PAD_MAX_REDUCTION`), whose weights are constants behind a ``DequantizeLinear`` (through an optional
+    ``Clip``) and whose input comes from a ``DequantizeLinear`` with a per-tensor scale and zero point. Returns the
+    number of convolutions padded.
     """
     G = Graph(model)
     count = 0
@@ -171,7 +182,7 @@ def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_C
         clip = clip if clip is not None and clip.op_type == "Clip" else None
         w_name = clip.input[0] if clip is not None else dq_w.input[0]
         w = G.const(w_name)
-        if w is None or w.ndim != 4 or w.shape[1] % multiple == 0:
+        if w is None or w.ndim != 4 or w.shape[1] % multiple == 0 or int(np.prod(w.shape[1:])) >= max_reduction:
             continue
         w_zp = G.const(dq_w.input[2]) if len(dq_w.input) > 2 and dq_w.input[2] else np.zeros((), w.dtype)
         x_scale = G.const(dq_x.input[1])

@@ -201,3 +201,26 @@ def test_channel_padding_keeps_a_nonzero_input_zero_point_and_skips_aligned_conv
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         a, b = _run_ort(padded, x, level), _run_ort(plain, x, level)
         assert np.array_equal(a, b) and np.abs(b).max() > 0
+
+
+def test_a_long_reduction_is_not_padded():
+    """A 3-channel 7x7 convolution (reduction length 147, torchvision ResNet's stem) runs faster unpadded on 224x224
+    images at batch 16-64 (issue 14), so the pass leaves it unless told otherwise."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dfq_deploy.export.ort_passes import PAD_MAX_REDUCTION, pad_conv_input_channels
+
+    def stem():
+        inits = [numpy_helper.from_array(v, k) for k, v in {
+            "xs": np.array(0.02, np.float32), "xz": np.array(0, np.uint8), "w": np.ones((8, 3, 7, 7), np.int8),
+            "ws": np.full(8, 0.01, np.float32), "wz": np.zeros(8, np.int8)}.items()]
+        nodes = [helper.make_node("DequantizeLinear", ["x", "xs", "xz"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["w", "ws", "wz"], ["wd"], axis=0),
+                 helper.make_node("Conv", ["xd", "wd"], ["y"], strides=[2, 2], pads=[3, 3, 3, 3])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 3, 9, 9])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+    assert 3 * 7 * 7 >= PAD_MAX_REDUCTION
+    assert pad_conv_input_channels(stem()) == 0
+    assert pad_conv_input_channels(stem(), max_reduction=3 * 7 * 7 + 1) == 1
