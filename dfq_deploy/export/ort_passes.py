@@ -146,11 +146,12 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
 # im2col and the generic integer GEMM. Read in onnxruntime/core/mlas/lib/convsym.cpp (``MlasConvSymPackWSize``).
 CONV_INPUT_CHANNEL_ALIGNMENT = 4
 # Padding pays where the generic GEMM's reduction length K (input channels x kernel area) is short. One QDQ
-# convolution to 64 channels, 2 threads (issue 14, fifth sitting), padded against unpadded: K = 9 (1 channel, 3x3,
-# 28x28) 1.99x faster at batch 64; K = 27 (3 channels, 3x3) 1.22-1.67x at 32x32 to 112x112; K = 75 (5x5)
-# 1.13-1.65x. At K = 147 (torchvision ResNet's 3-channel 7x7 stem) on 224x224 images the generic path is the faster
-# one at batch 16-64 (0.87-0.90x padded; the whole ResNet-18 W8A8 at batch 64: 218 ms unpadded, 231 padded), though
-# padding still won at batch 1 (1.15x) and on 32x32 images (1.79x). Such convolutions are left alone.
+# convolution to 64 channels, 2 threads, padded against unpadded (benchmarks/conv_padding.py, two runs; issue 14):
+# K = 9 (1 channel, 3x3, 28x28) 1.93-1.99x faster at batch 64; K = 27 (3 channels, 3x3) 1.22-1.82x at 32x32 to
+# 112x112; K = 75 (5x5) 1.10-1.69x. At K = 147 (torchvision ResNet's 3-channel 7x7 stem) on 224x224 images the
+# generic path is the faster one at batch 16-64 (0.87-0.97x padded; the whole ResNet-18 W8A8 at batch 64: 218 ms
+# unpadded, 231 padded), though padding won at batch 1 (1.10-1.15x) and on 32x32 images (1.74-1.79x). Such
+# convolutions are left alone.
 PAD_MAX_REDUCTION = 128
 
 
