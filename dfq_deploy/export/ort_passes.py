@@ -202,7 +202,8 @@ def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_C
             dq_w.input[0] = padded_w
         pads = G.add_const("chpad_pads", np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64))
         base = conv.name or conv.output[0]
-        pad = onnx.helper.make_node("Pad", [dq_x.input[0], pads, dq_x.input[2]], [G.fresh(dq_x.input[0] + "_chpad")],
+        value = dq_x.input[2] if x_zp.ndim == 0 else G.add_const("chpad_value", x_zp.reshape(()))  # Pad: a scalar
+        pad = onnx.helper.make_node("Pad", [dq_x.input[0], pads, value], [G.fresh(dq_x.input[0] + "_chpad")],
                                     name=base + "_input_channel_pad", mode="constant")
         dq = onnx.helper.make_node("DequantizeLinear", [pad.output[0], *dq_x.input[1:]],
                                    [G.fresh(dq_x.output[0] + "_chpad")], name=base + "_input_channel_pad_dq")

@@ -157,9 +157,11 @@ def test_first_conv_input_channels_are_padded_to_four_and_nothing_changes(tmp_pa
         assert np.array_equal(padded, unpadded) and np.abs(unpadded).max() > 0
 
 
-def test_channel_padding_keeps_a_nonzero_input_zero_point_and_skips_aligned_convs(tmp_path):
-    """A hand-built QDQ graph: a 3-channel convolution with input zero point 37 and per-channel weight scales is
-    padded to 4 channels with the same outputs; a 4-channel one after it is left alone."""
+@pytest.mark.parametrize("zp_shape", [(), (1,)])
+def test_channel_padding_keeps_a_nonzero_input_zero_point_and_skips_aligned_convs(tmp_path, zp_shape):
+    """A hand-built QDQ graph: a 3-channel convolution with input zero point 37 (a scalar, or a 1-element vector,
+    which ``Pad`` does not take as its value) and per-channel weight scales is padded to 4 channels with the same
+    outputs; a 4-channel one after it is left alone."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
@@ -167,7 +169,7 @@ def test_channel_padding_keeps_a_nonzero_input_zero_point_and_skips_aligned_conv
 
     rng = np.random.default_rng(3)
     inits = [numpy_helper.from_array(v, k) for k, v in {
-        "xs": np.array(0.02, np.float32), "xz": np.array(37, np.uint8),
+        "xs": np.array(0.02, np.float32), "xz": np.full(zp_shape, 37, np.uint8),
         "w1": rng.integers(-127, 128, (4, 3, 3, 3)).astype(np.int8), "w1s": rng.uniform(0.01, 0.02, 4).astype(np.float32),
         "w1z": np.zeros(4, np.int8), "ys": np.array(0.05, np.float32), "yz": np.array(0, np.uint8),
         "w2": rng.integers(-127, 128, (8, 4, 3, 3)).astype(np.int8), "w2s": rng.uniform(0.01, 0.02, 8).astype(np.float32),
@@ -192,7 +194,7 @@ def test_channel_padding_keeps_a_nonzero_input_zero_point_and_skips_aligned_conv
     onnx.save(model, str(padded))
     G = Graph(model)
     pad = next(n for n in model.graph.node if n.op_type == "Pad")
-    assert G.const(pad.input[2]) == 37
+    assert G.const(pad.input[2]).shape == () and G.const(pad.input[2]) == 37
     weights = [G.const(n.input[0]) for n in model.graph.node
                if n.op_type == "DequantizeLinear" and G.is_const(n.input[0])]
     assert [w.shape[1] for w in weights] == [4, 4] and np.all(weights[0][:, 3] == 0)
