@@ -58,9 +58,8 @@ class _KeepMix(torch.autograd.Function):
     input's gradient is ``grad * keep`` and the quantized input's ``grad - grad * keep``. Torch's own lerp backward
     builds ``1 - keep`` (a fill and a subtraction over the whole tensor) and multiplies twice: four full passes
     instead of two (the fill and subtraction alone about 1.3 ms of a layer1 block's step under the profiler, 2
-    cores; issue 14). The values are the
-    same (``grad * (1 - keep)`` with ``keep`` 0 or 1 is ``grad`` or a zero, as is ``grad - grad * keep``; only the
-    sign of a zero can differ)."""
+    cores; issue 14). The values are the same (``grad * (1 - keep)`` with ``keep`` 0 or 1 is ``grad`` or a zero,
+    as is ``grad - grad * keep``; only the sign of a zero can differ)."""
 
     @staticmethod
     def forward(ctx, quantized, unquantized, keep):
