@@ -87,7 +87,7 @@ class TrainExportConfig:
     def from_dict(cls, d: dict) -> "TrainExportConfig":
         try:
             d = dict(d)
-            d["scheme"] = QuantScheme(**d["scheme"])
+            d["scheme"] = QuantScheme(**{"portable": False, **d["scheme"]})  # see rundir.load_run
             d["gate"] = Gate(**d["gate"])
             return cls(**d)
         except (TypeError, KeyError) as e:

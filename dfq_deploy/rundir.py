@@ -364,7 +364,8 @@ def load_run(run_dir: str | Path):
                           hint="pass the folder that `dfq-deploy train-export` wrote")
     try:
         report = json.loads(report_path.read_text())
-        scheme = QuantScheme(**report["scheme"])
+        # runs from before the portable scheme kept full 8-bit weight codes: export them as they were trained
+        scheme = QuantScheme(**{"portable": False, **report["scheme"]})
         teacher_card = report["teacher"]["card"]
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{report_path} is not a readable run report: {e}",

@@ -3,9 +3,11 @@ exact (same outputs).
 
 Brevitas exports a sub-8-bit activation as ``QuantizeLinear(int8|uint8) -> Clip(int) -> DequantizeLinear``.
 ONNX Runtime's x86 QDQ fusion refuses int8 *activations* (``QDQIsInt8Allowed()`` is false off ARM), so every signed
-activation chain is moved to uint8 by adding 128 to the zero point and to the Clip bounds:
-``clamp(round(x/s) + z, lo, hi) + 128 == clamp(round(x/s) + z + 128, lo + 128, hi + 128)`` and dequantization
-subtracts the same shifted zero point, so the float value of every element is unchanged.
+activation chain is moved to uint8 by adding ``k`` to the zero point and to the Clip bounds:
+``clamp(round(x/s) + z, lo, hi) + k == clamp(round(x/s) + z + k, lo + k, hi + k)`` and dequantization
+subtracts the same shifted zero point, so the float value of every element is unchanged. ``k`` is ``-lo``, so a
+b-bit activation's codes are ``[0, 2**b - 1]`` (128 for int8 without a Clip): the smallest codes that a layer after
+it multiplies, which keeps the 16-bit pair sums of CPUs without VNNI in range (:mod:`dfq_deploy.isa`).
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def relu_int8_to_uint8(model: onnx.ModelProto) -> int:
 
 
 def shift_signed_activations_to_uint8(model: onnx.ModelProto) -> int:
-    """Rewrite every int8 activation ``Q -> [Clip] -> DQ`` chain to uint8 (zero point + 128). Returns the count.
+    """Rewrite every int8 activation ``Q -> [Clip] -> DQ`` chain to uint8 (zero point + ``-lo``, 128 without a Clip).
+    Returns the count.
 
     Weight chains (constant input) stay int8: ONNX Runtime's integer kernels want u8 activations and s8 weights.
     """
@@ -85,15 +88,19 @@ def shift_signed_activations_to_uint8(model: onnx.ModelProto) -> int:
             dqs += clip_users
         if not dqs or any(len(d.input) < 3 or G.const(d.input[2]) is None for d in dqs):
             continue
-        new_zp = (zp.astype(np.int16) + 128).astype(np.uint8)
+        low = G.const(clips[0].input[1]) if clips else None
+        if clips and (low is None or low.size != 1 or G.const(clips[0].input[2]) is None):
+            continue
+        shift = 128 if low is None else -int(low)  # the codes start at 0 (see the module docstring)
+        new_zp = (zp.astype(np.int16) + shift).astype(np.uint8)
         q.input[2] = G.add_const(q.input[2], new_zp)
         for clip in clips:
             for k in (1, 2):
                 bound = G.const(clip.input[k])
-                clip.input[k] = G.add_const(clip.input[k], (bound.astype(np.int16) + 128).astype(np.uint8))
+                clip.input[k] = G.add_const(clip.input[k], (bound.astype(np.int16) + shift).astype(np.uint8))
         for d in dqs:
             dzp = G.const(d.input[2])
-            d.input[2] = G.add_const(d.input[2], (dzp.astype(np.int16) + 128).astype(np.uint8))
+            d.input[2] = G.add_const(d.input[2], (dzp.astype(np.int16) + shift).astype(np.uint8))
         count += 1
     drop_unused_constants(model)
     return count

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, ModelError
+from ..isa import PAIR_SUM_LIMIT
 
 _COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -36,6 +37,10 @@ class QuantScheme:
             or fewer fit either way, so only 8-bit schemes change (7 bits of magnitude after ReLU, what TensorRT's
             int8 gives a ReLU output anyway). The onnxruntime profile turns these back into uint8 exactly, so the
             same model runs integer kernels there too. ``train-export --target tensorrt`` sets it.
+        portable: every integer Conv/Gemm computes the same integers on every CPU (see :func:`portable_weight_bits`):
+            a layer whose input activation has 8 bits gets 7-bit weights. False keeps full 8-bit weight codes there,
+            which are exact only where integer dot products accumulate in 32 bits (x86 VNNI / AMX, ARM, GPUs) and
+            saturate on x86 CPUs without VNNI (``train-export --vnni-only``; recorded in the model's metadata).
     """
 
     weight_bits: int = 4
@@ -43,6 +48,7 @@ class QuantScheme:
     first_last_bits: int = 8
     per_channel: bool = True
     trt_compatible: bool = False
+    portable: bool = True
 
     def __post_init__(self):
         for name in ("weight_bits", "act_bits", "first_last_bits"):
@@ -50,6 +56,9 @@ class QuantScheme:
             if not isinstance(v, int) or not 2 <= v <= 8:
                 raise ConfigError(f"{name}={v!r} is out of range",
                                   hint="integer kernels take 2..8 bits; use e.g. --bits 4 or --bits 8")
+        for name in ("per_channel", "trt_compatible", "portable"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
 
     @property
     def tag(self) -> str:
@@ -70,6 +79,19 @@ class QuantScheme:
         w = int(m.group(1))
         a = int(m.group(2)) if m.lastindex == 2 else w
         return cls(weight_bits=w, act_bits=a, **kw)
+
+
+def portable_weight_bits(weight_bits: int, input_bits: int) -> int:
+    """The largest weight bit width <= ``weight_bits`` whose narrow symmetric codes (Brevitas' weight grid, zero point
+    0), multiplied by any uint8 code of an ``input_bits``-bit activation, keep every pair of products within
+    :data:`PAIR_SUM_LIMIT`, so that CPUs without VNNI compute what the others do (:mod:`dfq_deploy.isa`). The
+    onnxruntime profile stores a b-bit activation as uint8 codes in ``[0, 2**b - 1]`` (signed ones shifted up), so
+    8-bit inputs allow weight codes up to 64 (7 bits), 7-bit inputs 129 (8 bits)."""
+    high = 2 ** input_bits - 1
+    bits = weight_bits
+    while bits > 2 and 2 * high * (2 ** (bits - 1) - 1) > PAIR_SUM_LIMIT:
+        bits -= 1
+    return bits
 
 
 def _compute_layer_names(model: nn.Module) -> list[str]:
@@ -108,8 +130,14 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
     a, fl = scheme.act_bits, scheme.first_last_bits
     wq = Int8WeightPerChannelFloat if scheme.per_channel else Int8WeightPerTensorFloat
 
+    def weight_bits(name: str) -> int:
+        bits = fl if name in edge else scheme.weight_bits
+        # an edge layer's input has first_last_bits, or the scheme's bits when its quantizer is shared: the larger
+        input_bits = max(fl, a) if name in edge else a
+        return portable_weight_bits(bits, input_bits) if scheme.portable else bits
+
     # Brevitas evaluates a value that is a *lambda* (checked by name) of (module, name) per layer
-    wbits = lambda module, name: fl if name in edge else scheme.weight_bits  # noqa: E731
+    wbits = lambda module, name: weight_bits(name)  # noqa: E731
     layer_kw = {"weight_quant": wq, "weight_bit_width": wbits, "bias_quant": Int32Bias, "return_quant_tensor": True}
     compute_map = {nn.Conv1d: (qnn.QuantConv1d, layer_kw), nn.Conv2d: (qnn.QuantConv2d, layer_kw),
                    nn.Conv3d: (qnn.QuantConv3d, layer_kw), nn.Linear: (qnn.QuantLinear, layer_kw),

@@ -1,0 +1,139 @@
+"""Will every CPU compute the same integers? A static bound on the 16-bit pair sums of each integer Conv/Gemm.
+
+x86 CPUs without VNNI (AVX2, and AVX-512 without VNNI) multiply uint8 activation codes by int8 weight codes with
+``vpmaddubsw``, which adds each two neighbouring products in a signed 16-bit lane that saturates, before the exact
+32-bit accumulation. A layer whose two products can sum past that lane gives other integers there than on VNNI / AMX
+CPUs, ARM CPUs and GPUs, which accumulate in 32 bits (:mod:`dfq_deploy.isa`). The emulator shows the
+AVX2 kernels; this check covers every CPU, including those no emulator here runs, from the graph alone.
+
+The bound is taken over every pair of one output channel's weights (the kernels' packing decides which products are
+neighbours, so any two may be) with each activation code anywhere in the input's integer range: what the codes can
+reach, not what one data set happens to give. The codes are the ones the kernel multiplies: the activation's uint8
+codes (an int8 activation is moved to uint8 by adding 128, as ONNX Runtime's x86 kernels do) and the weight codes as
+stored (through their Clip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import onnx
+
+from ..isa import PAIR_SUM_LIMIT
+from .graph import Graph, attr
+
+_PAIR_SUM_MIN = -PAIR_SUM_LIMIT - 1
+
+
+@dataclass
+class LayerPairSum:
+    """One integer Conv/Gemm/MatMul: the code ranges it multiplies and its worst pair of products."""
+
+    node: str
+    op: str
+    input_codes: list[int]     # [low, high] of the uint8 activation codes the kernel multiplies
+    weight_codes: list[int]    # [low, high] of the stored weight codes
+    worst_pair_sum: int        # the pair sum furthest from zero that any input in range can give
+    exact_without_vnni: bool   # the worst pair sum fits a signed 16-bit lane
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PairSumCheck:
+    """Every integer Conv/Gemm of a graph; truthy when all of them are exact on CPUs without VNNI."""
+
+    layers: list[LayerPairSum] = field(default_factory=list)
+
+    @property
+    def saturating(self) -> list[LayerPairSum]:
+        return [layer for layer in self.layers if not layer.exact_without_vnni]
+
+    def __bool__(self) -> bool:
+        return not self.saturating
+
+    def to_dict(self) -> dict:
+        worst = max((abs(layer.worst_pair_sum) for layer in self.layers), default=0)
+        return {"exact_without_vnni": bool(self), "limit": PAIR_SUM_LIMIT, "worst_pair_sum": worst,
+                "saturating": [layer.node for layer in self.saturating],
+                "layers": [layer.to_dict() for layer in self.layers]}
+
+
+def _activation_codes(G: Graph, tensor: str) -> tuple[int, int] | None:
+    """The uint8 code range behind the ``DequantizeLinear`` that produces ``tensor`` (None: not quantized)."""
+    dq = G.producer.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.uint8)
+    if zp is None or zp.dtype not in (np.uint8, np.int8):
+        return None
+    info = np.iinfo(zp.dtype)
+    low, high = int(info.min), int(info.max)
+    src = G.producer.get(dq.input[0])
+    while src is not None and src.op_type == "Pad":  # the onnxruntime profile's channel padding (with the zero point)
+        src = G.producer.get(src.input[0])
+    if src is not None and src.op_type == "Clip":
+        lo = G.const(src.input[1]) if len(src.input) > 1 and src.input[1] else None
+        hi = G.const(src.input[2]) if len(src.input) > 2 and src.input[2] else None
+        low = max(low, int(lo.reshape(-1)[0])) if lo is not None and lo.size == 1 else low
+        high = min(high, int(hi.reshape(-1)[0])) if hi is not None and hi.size == 1 else high
+    shift = 128 if zp.dtype == np.int8 else 0
+    return low + shift, high + shift
+
+
+def _weight_codes(G: Graph, tensor: str) -> np.ndarray | None:
+    """The integer weight codes behind the ``DequantizeLinear`` that produces ``tensor`` (through a Clip)."""
+    dq = G.producer.get(tensor)
+    if dq is None or dq.op_type != "DequantizeLinear":
+        return None
+    src, clip = dq.input[0], G.producer.get(dq.input[0])
+    if clip is not None and clip.op_type == "Clip":
+        src = clip.input[0]
+    w = G.const(src)
+    if w is None or w.dtype.kind not in "iu":
+        return None
+    w = w.astype(np.int64)
+    if clip is not None and clip.op_type == "Clip":
+        lo = G.const(clip.input[1]) if len(clip.input) > 1 and clip.input[1] else None
+        hi = G.const(clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
+        w = np.clip(w, None if lo is None else int(lo), None if hi is None else int(hi))
+    return w
+
+
+def worst_pair_sum(rows: np.ndarray, low: int, high: int) -> tuple[int, int]:
+    """The largest and smallest sum of two products ``a_i * w_i + a_j * w_j`` over any two weights of one row of
+    ``rows`` (one output channel each) and any codes ``a`` in ``[low, high]`` (``low >= 0``)."""
+    rows = rows.reshape(rows.shape[0], -1).astype(np.int64)
+    top = np.maximum(rows * high, rows * low)   # each product's largest value
+    bottom = np.minimum(rows * high, rows * low)
+    if rows.shape[1] == 1:  # a lone product pairs with padding (0)
+        return int(top.max(initial=0)), int(bottom.min(initial=0))
+    top2 = -np.partition(-top, 1, axis=1)[:, :2].sum(axis=1)
+    bottom2 = np.partition(bottom, 1, axis=1)[:, :2].sum(axis=1)
+    return int(top2.max()), int(bottom2.min())
+
+
+def check_pair_sums(model: onnx.ModelProto) -> PairSumCheck:
+    """Bound every quantized Conv/Gemm/MatMul's pair sums (module docstring). Layers whose input or weight is not
+    quantized (float compute) are left out: they never reach an integer kernel."""
+    G = Graph(model)
+    result = PairSumCheck()
+    for n in G.g.node:
+        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2:
+            continue
+        codes = _activation_codes(G, n.input[0])
+        w = _weight_codes(G, n.input[1])
+        if codes is None or w is None:
+            continue
+        if n.op_type == "Gemm" and not attr(n, "transB", 0) or n.op_type == "MatMul":
+            w = w.reshape(w.shape[0], -1).T  # [K, N]: one output per column
+        elif n.op_type == "ConvTranspose":
+            w = np.moveaxis(w, 1, 0)  # [C_in, C_out/g, ...]: one output channel per second axis
+        hi, lo = worst_pair_sum(w, *codes)
+        worst = hi if hi >= -lo else lo
+        result.layers.append(LayerPairSum(n.name or n.output[0], n.op_type, list(codes),
+                                          [int(w.min(initial=0)), int(w.max(initial=0))], worst,
+                                          hi <= PAIR_SUM_LIMIT and lo >= _PAIR_SUM_MIN))
+    return result
