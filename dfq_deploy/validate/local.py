@@ -10,11 +10,18 @@ channel scales, a wrong residual scale) moves many elements, or some by more tha
 How: the exported graph is cut at its activation quantizers. Every activation ``QuantizeLinear -> [Clip] ->
 DequantizeLinear`` chain of the QCDQ export is one quantized activation of the Brevitas model (the export is a trace,
 so the i-th chain of the graph and the i-th activation quantizer call of the forward are the same tensor). For each
-chain, the sub-graph that computes its integer codes from the codes of the chains it depends on is extracted (the
-same nodes, weights and Q/DQ pairs as the deployed model) and run by ONNX Runtime with full optimisation, so it is
-fused into the same integer kernels (QLinearConv, QLinearAdd, QGemm) as the whole model. Its inputs are the
-*reference's* codes of the upstream activations (teacher forcing); its output, dequantized with the chain's own
+chain, the sub-graph that computes its integer codes from the chains it depends on is extracted (the same nodes,
+weights and Q/DQ pairs as the deployed model, the upstream chains' own ``QuantizeLinear`` included) and run by ONNX
+Runtime with full optimisation, so it is fused into the same integer kernels (QLinearConv, QLinearAdd, QGemm) as the
+whole model: ONNX Runtime's rewrites start from ``Q -> DQ`` pairs (an int8 pair becomes uint8 on x86, for one), so a
+sub-graph fed bare integer codes would run other kernels than the model. Its inputs are the *reference's* values of
+the upstream activations, on their grid (teacher forcing); its output, dequantized with the chain's own
 DequantizeLinear parameters, is compared with the reference's activation in the reference's quantization steps.
+
+Where a layer differs, the same sub-graph is run again without graph optimisations (each QDQ pair in float, no
+integer kernel). If that agrees with the reference and the integer kernels do not, the export computes what was
+trained and this CPU's integer kernels do not (:mod:`dfq_deploy.isa`: 16-bit pair sums without VNNI); the verdict
+says so instead of blaming the export.
 
 The reference is the PyTorch model (the Brevitas student), or, for a bare ``.onnx``, the same graph run unoptimised.
 
@@ -130,12 +137,22 @@ def activation_chains(model: onnx.ModelProto) -> list[Chain]:
     return chains
 
 
-def layer_submodel(model: onnx.ModelProto, chains: list[Chain], i: int) -> tuple[onnx.ModelProto, list[str]]:
-    """The part of ``model`` that computes chain ``i``'s codes from the codes of other chains (and the graph input).
+def quantizer_input(G: Graph, chain: Chain) -> str | None:
+    """The float tensor that ``chain``'s ``QuantizeLinear`` reads, when only quantizers read it (so a sub-graph may
+    start there without skipping a float use of it), else None."""
+    t = chain.q.input[0]
+    users = G.consumers.get(t, [])
+    return t if users and all(u.op_type == "QuantizeLinear" for u in users) else None
 
-    Returns the sub-model and its input names (codes tensors of other chains, or the graph's input)."""
+
+def layer_submodel(model: onnx.ModelProto, chains: list[Chain], i: int) -> tuple[onnx.ModelProto, list[str]]:
+    """The part of ``model`` that computes chain ``i``'s codes from the other chains it depends on (and the graph
+    input). An upstream chain enters at its ``QuantizeLinear``'s float input, so the sub-graph holds the same
+    ``Q -> [Clip] -> DQ`` pairs as the model (module docstring).
+
+    Returns the sub-model and its input names (float inputs of other chains' quantizers, or the graph's input)."""
     G = Graph(model)
-    boundary = {c.codes: c for c in chains if c.index != i}
+    boundary = {quantizer_input(G, c) or c.codes: c for c in chains if c.index != i}
     graph_inputs = {v.name: v for v in model.graph.input}
     order = {id(n): k for k, n in enumerate(model.graph.node)}
     nodes: dict[int, onnx.NodeProto] = {}
@@ -163,9 +180,11 @@ def layer_submodel(model: onnx.ModelProto, chains: list[Chain], i: int) -> tuple
     for t in inputs:
         if t in graph_inputs:
             value_infos.append(graph_inputs[t])
-        else:
+        elif t == boundary[t].codes:
             elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(boundary[t].dtype))
             value_infos.append(onnx.helper.make_tensor_value_info(t, elem, None))
+        else:
+            value_infos.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
     out_elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(chains[i].dtype))
     graph = onnx.helper.make_graph(
         sorted(nodes.values(), key=lambda n: order[id(n)]), f"layer_{i}", value_infos,
@@ -189,6 +208,9 @@ class LayerCheck:
     unexplained: float = 0.0  # share on another code where the reference's unrounded value is not at a half-step
     code_range: list[int] | None = None      # the graph's integer range (Clip or type bounds, minus the zero point)
     expected_range: list[int] | None = None  # the reference quantizer's (bit width, sign, narrow range)
+    # a failing layer only: the same sub-graph without graph optimisations (float QDQ, no integer kernel)
+    float_qdq: dict | None = None   # {"max_steps", "unexplained", "passed"}
+    cause: str | None = None        # "integer kernels" (float QDQ agrees: this CPU's kernels differ) or "export"
 
     @property
     def range_ok(self) -> bool:
@@ -311,6 +333,29 @@ def onnx_activations(model: onnx.ModelProto, chains: list[Chain], x: np.ndarray,
             for c, v, p in zip(chains, codes, pre, strict=True)]
 
 
+class _Tally:
+    """Per-activation counts of one comparison (runtime vs reference) over batches."""
+
+    def __init__(self, n: int):
+        self.worst = np.zeros(n)
+        self.differing = np.zeros(n, np.int64)
+        self.untied = np.zeros(n, np.int64)
+        self.elements = np.zeros(n, np.int64)
+
+    def add(self, k: int, steps: np.ndarray, at_tie: np.ndarray | None) -> None:
+        self.worst[k] = max(self.worst[k], float(steps.max(initial=0.0)))
+        off = steps > 0.5
+        self.differing[k] += int(off.sum())
+        self.untied[k] += int((off & ~at_tie).sum()) if at_tie is not None else int(off.sum())
+        self.elements[k] += steps.size
+
+    def share(self, k: int) -> tuple[float, float]:
+        """(share on another code, share on another code without a tie) of activation ``k``."""
+        if not self.elements[k]:
+            return 0.0, 0.0
+        return float(self.differing[k] / self.elements[k]), float(self.untied[k] / self.elements[k])
+
+
 def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps: float = 1.0,
                  max_mismatch: float = 0.001, threads: int | None = None, runtime: str = "onnxruntime",
                  batch_size: int = 32, progress: bool = False) -> LocalResult:
@@ -329,56 +374,73 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
 
     model = load_onnx_safely(onnx_path)
     chains = activation_chains(model)
+    G = Graph(model)
     input_name = model.graph.input[0].name
     by_codes = {c.codes: c for c in chains}
+    by_float = {t: c for c in chains if (t := quantizer_input(G, c)) is not None}
     subs = [layer_submodel(model, chains, c.index) for c in chains]
-    sessions = [_session(sub, threads, optimize=True) for sub, _ in subs]
-    worst = np.zeros(len(chains))
-    differing = np.zeros(len(chains), np.int64)
-    untied = np.zeros(len(chains), np.int64)
-    elements = np.zeros(len(chains), np.int64)
     shapes: list[list[int]] = [[] for _ in chains]
     modules = [c.name for c in chains]
     expected: list[tuple[int, int] | None] = [None] * len(chains)
     ref_name = "torch" if qmodel is not None else "onnx (unoptimised reference)"
-    chunks = range(0, int(x.shape[0]), batch_size)
-    for lo in tqdm(chunks, desc="layer-local parity", disable=not progress, leave=False):
-        xb = x[lo:lo + batch_size]
-        if qmodel is not None:
-            ref = torch_activations(qmodel, xb)
-            if len(ref) != len(chains):
-                raise ModelError(f"the graph has {len(chains)} quantized activations and the PyTorch model "
-                                 f"{len(ref)}", hint="compare a model with its own export")
-        else:
-            ref = onnx_activations(model, chains, xb, threads)
-        for c, (_, inputs), sess in zip(chains, subs, sessions, strict=True):
-            a = ref[c.index]
-            feeds = {t: xb if t == input_name else by_codes[t].quantize(ref[by_codes[t].index].value) for t in inputs}
-            (got,) = sess.run([c.codes], feeds)
-            if tuple(got.shape) != tuple(a.value.shape):
-                raise ModelError(f"quantized activation {c.index} ({c.name}) has shape {list(got.shape)} in the graph "
-                                 f"and {list(a.value.shape)} in the reference ({a.module})",
-                                 hint="compare a model with its own export")
-            step = broadcast(np.asarray(a.step, np.float64), got.ndim, c.axis)
-            steps = np.abs(c.dequantize(got) - a.value.astype(np.float64)) / step
-            worst[c.index] = max(worst[c.index], float(steps.max(initial=0.0)))
-            off = steps > 0.5
-            differing[c.index] += int(off.sum())
-            untied[c.index] += int((off & ~a.at_tie).sum()) if a.at_tie is not None else int(off.sum())
-            elements[c.index] += steps.size
-            shapes[c.index] = [int(x.shape[0]), *got.shape[1:]]
-            modules[c.index] = a.module
-            expected[c.index] = a.int_range
+
+    def compare(which: list[int], optimize: bool, tally: _Tally, desc: str) -> None:
+        sessions = {k: _session(subs[k][0], threads, optimize=optimize) for k in which}
+        chunks = range(0, int(x.shape[0]), batch_size)
+        for lo in tqdm(chunks, desc=desc, disable=not progress, leave=False):
+            xb = x[lo:lo + batch_size]
+            if qmodel is not None:
+                ref = torch_activations(qmodel, xb)
+                if len(ref) != len(chains):
+                    raise ModelError(f"the graph has {len(chains)} quantized activations and the PyTorch model "
+                                     f"{len(ref)}", hint="compare a model with its own export")
+            else:
+                ref = onnx_activations(model, chains, xb, threads)
+
+            def feed(t: str) -> np.ndarray:
+                if t == input_name:
+                    return xb
+                if t in by_codes:
+                    c = by_codes[t]
+                    return c.quantize(ref[c.index].value)
+                c = by_float[t]  # the reference's value on the chain's own grid, quantized again by the graph's Q
+                return c.dequantize(c.quantize(ref[c.index].value)).astype(np.float32)
+
+            for k in which:
+                c, a = chains[k], ref[k]
+                (got,) = sessions[k].run([c.codes], {t: feed(t) for t in subs[k][1]})
+                if tuple(got.shape) != tuple(a.value.shape):
+                    raise ModelError(f"quantized activation {c.index} ({c.name}) has shape {list(got.shape)} in the "
+                                     f"graph and {list(a.value.shape)} in the reference ({a.module})",
+                                     hint="compare a model with its own export")
+                step = broadcast(np.asarray(a.step, np.float64), got.ndim, c.axis)
+                tally.add(k, np.abs(c.dequantize(got) - a.value.astype(np.float64)) / step, a.at_tie)
+                shapes[k] = [int(x.shape[0]), *got.shape[1:]]
+                modules[k] = a.module
+                expected[k] = a.int_range
+
+    def within(tally: _Tally, k: int) -> bool:
+        return round(float(tally.worst[k]), 4) <= max_steps + 1e-3 and tally.share(k)[1] <= max_mismatch
+
+    kernels = _Tally(len(chains))
+    compare(list(range(len(chains))), True, kernels, "layer-local parity")
     result = LocalResult(runtime, ref_name, int(x.shape[0]), max_steps, max_mismatch)
     for c in chains:
-        share = float(differing[c.index] / elements[c.index]) if elements[c.index] else 0.0
-        unexplained = float(untied[c.index] / elements[c.index]) if elements[c.index] else 0.0
-        w = round(float(worst[c.index]), 4)
+        share, unexplained = kernels.share(c.index)
+        w = round(float(kernels.worst[c.index]), 4)
         z = int(np.asarray(c.q_zero).reshape(-1)[0])
         want = expected[c.index]
         check = LayerCheck(c.index, c.name, modules[c.index], shapes[c.index], w, share, False, unexplained,
                            [c.low - z, c.high - z], None if want is None else list(want))
-        check.passed = w <= max_steps + 1e-3 and unexplained <= max_mismatch and check.range_ok
+        check.passed = within(kernels, c.index) and check.range_ok
         result.layers.append(check)
+    differing = [layer.index for layer in result.layers if not layer.passed and layer.range_ok]
+    if differing and qmodel is not None:  # the second look: is it the export, or this CPU's integer kernels?
+        plain = _Tally(len(chains))
+        compare(differing, False, plain, "layer-local parity, float QDQ")
+        for k in differing:
+            ok = within(plain, k)
+            result.layers[k].float_qdq = {"max_steps": round(float(plain.worst[k]), 4),
+                                          "unexplained": plain.share(k)[1], "passed": ok}
+            result.layers[k].cause = "integer kernels" if ok else "export"
     return result
-
