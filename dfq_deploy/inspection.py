@@ -18,6 +18,7 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime", build_engine: b
     """
     from .export.inspect import layer_bits, ort_kernel_census
     from .export.load import load_onnx_safely
+    from .export.pair_sums import check_pair_sums, scheme_portable
     from .export.trt_rules import check_tensorrt_rules
 
     model = load_onnx_safely(path)
@@ -36,10 +37,15 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime", build_engine: b
         bits = None
     bits = bits or layer_bits(model)
     report: dict = {"model": str(path), "runtime": runtime, "metadata": meta, "layer_bits": bits, "ok": True}
-    if problems:
-        report["metadata_problems"] = problems
+
     if any(b["weight"] < 8 or b["input"] < 8 for b in bits.values()):
         report["note"] = SUB8_NOTE
+    pairs = check_pair_sums(model)
+    report["pair_sums"] = pairs.to_dict()
+    report["portable"] = scheme_portable(model)
+    if report["portable"] and not pairs:
+        problems.append("the metadata says the model was exported as portable, but some integer layers can saturate "
+                        "a 16-bit pair sum on x86 CPUs without VNNI")
     if runtime == "onnxruntime":
         census = ort_kernel_census(path)
         report["onnxruntime"] = census.to_dict()
@@ -62,6 +68,9 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime", build_engine: b
             engine = f"{how} ({len(plan)} bytes)"
         report["tensorrt"] = {**check.to_dict(), "engine": engine}
         report["ok"] = check.ok
+    if problems:
+        report["metadata_problems"] = problems
+    report["ok"] = report["ok"] and not (report["portable"] and not pairs)
     return report
 
 
@@ -87,6 +96,15 @@ def inspect_text(r: dict) -> str:
         lines.append(f"  W{b['weight']}A{b['input']}  {name}")
     if r.get("note"):
         lines.append(f"note: {r['note']}")
+    if "pair_sums" in r:
+        ps = r["pair_sums"]
+        claim = {True: "exported as portable", False: "exported with --vnni-only"}.get(r.get("portable"),
+                                                                                         "no portable claim")
+        verdict = "same integers on every CPU" if ps["exact_without_vnni"] else "exact only with VNNI / AMX, ARM, GPUs"
+        lines.append(f"portability ({claim}): {verdict}; worst 16-bit pair sum per integer layer (x86 without VNNI "
+                     f"saturates past {ps['limit']}):")
+        lines += [f"  {'exact' if d['exact_without_vnni'] else 'SATURATES':<9} {d['worst_pair_sum']:>7}  input codes "
+                  f"{d['input_codes']}  weight codes {d['weight_codes']}  {d['node']}" for d in ps["layers"]]
     lines += [f"warning: {p}" for p in r.get("metadata_problems", [])]
     if "onnxruntime" in r:
         c = r["onnxruntime"]

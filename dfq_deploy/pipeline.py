@@ -128,6 +128,9 @@ def _plain(d: dict) -> dict:
 
 def summary_text(r: dict) -> str:
     """The short human summary of a run report."""
+    from .isa import describe
+    from .validate.gate import portability_text
+
     p, c, g = r["parity"], r["census"], r["gate"]
     lines = [
         f"dfq-deploy {r['dfq_deploy_version']}  target={r['target']}  recipe={r['recipe']}  scheme={r['scheme_tag']}",
@@ -144,8 +147,15 @@ def summary_text(r: dict) -> str:
         f"{g['layer_max_steps']:g} step, <= {g['layer_max_mismatch']:.3%})",
         f"  parity gate               {'pass' if g['passed'] else 'FAIL: ' + '; '.join(g['failures'])}",
     ]
+    if r.get("portability"):
+        lines.append(f"  portability               {portability_text(r['portability'], r['scheme'].get('portable'))}")
+    if r["machine"].get("cpu_info"):
+        lines.append(f"  checked on                {describe(r['machine']['cpu_info'])}")
     if r.get("tensorrt"):
         t = r["tensorrt"]
+        if p["runtime"] != "tensorrt":
+            lines.append(f"  {p['runtime']} stands in       for TensorRT on this machine: it checks the tensorrt "
+                         "profile's integer semantics with CPU kernels; TensorRT's GPU kernels accumulate in int32")
         lines += [f"  TensorRT Q/DQ rules       {'pass' if t['rule_check']['ok'] else 'FAIL'} "
                   f"({t['rule_check']['quantized_compute']} quantized Conv/Gemm, static check)",
                   f"  TensorRT engine           {t['engine']}"]
@@ -313,6 +323,7 @@ def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, 
         "eval": {"name": inp.eval_set.name, "samples": len(inp.eval_set)},
         "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},
         "census": census.to_dict(), "parity": {k: v for k, v in parity.items() if k != "confusion"},
+        "portability": {k: v for k, v in validation["pair_sums"].items() if k != "layers"},
         "gate": {"passed": validation["passed"], "failures": validation["failures"], **validation["gate"],
                  "layers": {k: v for k, v in validation["layers"].items() if k != "layers"}},
         "history": history,
@@ -324,7 +335,8 @@ def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, 
         "checkpoint": checkpoint,
         **(extra or {}),
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
+                    "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                    "cpu_info": validation["cpu"]},
         "files": ["model.onnx", "student.safetensors", "report.json", "recipe.yaml", "summary.txt", "train.log",
                   "losses.png", "validation.json", "validation.html", "manifest.json"]
         + (["synthetic_set.safetensors"] if (run_dir / "synthetic_set.safetensors").exists() else []),

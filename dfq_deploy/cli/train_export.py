@@ -23,6 +23,10 @@ from ._common import gate_options, handle_errors
 @click.option("--first-last-bits", default=8, show_default=True,
               help="Bits of the first and last layers (weights and their inputs).")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
+@click.option("--vnni-only", is_flag=True,
+              help="Keep full 8-bit weight codes after 8-bit activations (instead of 7-bit ones). The model is then "
+              "exact only where int8 dot products accumulate in 32 bits (x86 VNNI / AMX, ARM, GPUs): ONNX Runtime's "
+              "kernels on x86 CPUs without VNNI saturate. Recorded in the model's metadata and the report.")
 @click.option("--steps", type=int, default=None, help="Student training steps (recipe default if omitted).")
 @click.option("--warmup-steps", type=int, default=None, help="Generator-only steps before the student trains.")
 @click.option("--batch-size", type=int, default=None, help="Synthetic images per step.")
@@ -50,7 +54,8 @@ from ._common import gate_options, handle_errors
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @gate_options
 @handle_errors
-def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, steps, warmup_steps,
+def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, vnni_only, steps,
+                 warmup_steps,
                  batch_size, seed,
                  overrides, eval_limit, data_root, out, gate, threads, device, checkpoint_every, resume_dir, nproc,
                  dry_run, quiet):
@@ -103,7 +108,8 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
                 hint = ("ptq has no training steps: use --set recon_iters=N for longer reconstruction, or pick a "
                         "training recipe, e.g. --recipe dmkd")
             raise ConfigError(f"{flag} does not apply to recipe {recipe} (it has no {key} field)", hint=hint)
-    scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor)
+    scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor,
+                                  portable=not vnni_only)
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
                             eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,
                             threads=threads, device=device, progress=not quiet,

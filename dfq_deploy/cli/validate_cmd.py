@@ -39,6 +39,9 @@ def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, e
 
 
 def summary(report: dict) -> str:
+    from ..isa import describe
+    from ..validate.gate import portability_text
+
     lines = [f"validation of {report['model']} on {report['data']} ({report['samples']} images): "
              f"{'PASS' if report['passed'] else 'FAIL'}",
              f"  {report['reference']:<28} accuracy {report['reference_accuracy'] if report['labelled'] else 'n/a'}"]
@@ -55,6 +58,10 @@ def summary(report: dict) -> str:
         c = report["census"]
         lines.append(f"  {'integer census':<28} {c['integer_compute']} integer Conv/Gemm, {len(c['float_compute'])} "
                      f"float  {'pass' if c['all_integer'] else 'FAIL'}")
+    if report.get("pair_sums") is not None:
+        lines.append(f"  {'portability':<28} {portability_text(report['pair_sums'], report.get('portable'))}")
+    if report.get("cpu"):
+        lines.append(f"  {'checked on':<28} {describe(report['cpu'])}")
     for name, why in report["skipped"].items():
         lines.append(f"  {name:<28} skipped: {why}")
     if report.get("changed_since_run"):

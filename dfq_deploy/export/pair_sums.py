@@ -57,6 +57,7 @@ class PairSumCheck:
     def to_dict(self) -> dict:
         worst = max((abs(layer.worst_pair_sum) for layer in self.layers), default=0)
         return {"exact_without_vnni": bool(self), "limit": PAIR_SUM_LIMIT, "worst_pair_sum": worst,
+                "checked": len(self.layers),
                 "saturating": [layer.node for layer in self.saturating],
                 "layers": [layer.to_dict() for layer in self.layers]}
 
@@ -137,3 +138,17 @@ def check_pair_sums(model: onnx.ModelProto) -> PairSumCheck:
                                           [int(w.min(initial=0)), int(w.max(initial=0))], worst,
                                           hi <= PAIR_SUM_LIMIT and lo >= _PAIR_SUM_MIN))
     return result
+
+
+def scheme_portable(model) -> bool | None:
+    """Whether the model's dfq-deploy metadata says it was exported with the portable scheme (None: it does not say;
+    models from before the portable scheme, or from another tool)."""
+    import json
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    try:
+        scheme = json.loads(meta.get("dfq_deploy.scheme", "null"))
+    except json.JSONDecodeError:
+        return None
+    value = scheme.get("portable") if isinstance(scheme, dict) else None
+    return value if isinstance(value, bool) else None

@@ -8,7 +8,13 @@ A runtime passes when
    its elements (a fault moves values that are nowhere near a half-step);
 2. **end to end** (:mod:`.parity`), top-1 agreement is at least ``min_agreement`` and the accuracy differs by at most
    ``max_accuracy_diff`` points; the logit difference in output steps is reported, and gated only on request;
-3. **integer census**: with the onnxruntime profile, every Conv/Gemm runs as an integer kernel in ONNX Runtime.
+3. **integer census**: with the onnxruntime profile, every Conv/Gemm runs as an integer kernel in ONNX Runtime;
+4. **portability**: a model exported with the portable scheme (the default; its metadata says so) has no integer
+   Conv/Gemm whose 16-bit pair sums can saturate on x86 CPUs without VNNI (:mod:`dfq_deploy.export.pair_sums`), so
+   it computes the same integers on every CPU. A ``--vnni-only`` export is reported, not gated.
+
+Where a layer fails only with ONNX Runtime's integer kernels and agrees when the same sub-graph runs as float QDQ, the
+verdict names this CPU's kernels (and the CPU, :func:`dfq_deploy.isa.cpu_info`), not the export.
 
 The defaults come from measurements (docs/validate.md, "How the defaults were chosen").
 """
@@ -22,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, ParityError
+from ..isa import cpu_info, describe
 from .local import LocalResult
 from .parity import DEFAULT_MAX_ACCURACY_DIFF, DEFAULT_MIN_AGREEMENT, ParityResult
 
@@ -73,6 +80,9 @@ class GateResult:
     layers: LocalResult | None = None
     census: dict | None = None                      # KernelCensus.to_dict() when the integer census applies
     skipped: dict[str, str] = field(default_factory=dict)
+    pair_sums: dict | None = None                   # PairSumCheck.to_dict() of the graph
+    portable: bool | None = None                    # the scheme the model was exported with claims portability
+    cpu: dict = field(default_factory=dict)         # where the runtimes ran (dfq_deploy.isa.cpu_info)
 
     def failures(self) -> list[str]:
         """One line per reason the gate fails, the faulty layer first (empty when it passes)."""
@@ -85,9 +95,23 @@ class GateResult:
                 out.append(f"layer {f.module} ({f.node}): integer range {f.code_range} in the graph where the "
                            f"quantizer has {f.expected_range} (a missing or wrong Clip)")
             else:
-                out.append(f"layer {f.module} ({f.node}): {f.max_steps:g} steps off, {f.unexplained:.3%} of {f.shape} "
-                           f"on another code without a rounding tie (gate <= {self.gate.layer_max_steps:g} step, "
-                           f"<= {self.gate.layer_max_mismatch:.3%})")
+                line = (f"layer {f.module} ({f.node}): {f.max_steps:g} steps off, {f.unexplained:.3%} of {f.shape} "
+                        f"on another code without a rounding tie (gate <= {self.gate.layer_max_steps:g} step, "
+                        f"<= {self.gate.layer_max_mismatch:.3%})")
+                if f.cause == "integer kernels":
+                    line += (f"; the same sub-graph as float QDQ (ONNX Runtime's graph optimisations off) agrees "
+                             f"({f.float_qdq['max_steps']:g} step): the export is right and ONNX Runtime's integer "
+                             f"kernels are inexact on this CPU, {describe(self.cpu)}; fix: export with the portable "
+                             f"scheme (the default, not --vnni-only), or deploy to CPUs with VNNI only")
+                elif f.cause == "export":
+                    line += "; float QDQ differs too: the export does not compute what the model computes"
+                out.append(line)
+        if self.portable and self.pair_sums is not None and not self.pair_sums["exact_without_vnni"]:
+            names = self.pair_sums["saturating"]
+            out.append(f"{len(names)} integer layer(s) of a model exported as portable can saturate a 16-bit pair sum "
+                       f"on x86 CPUs without VNNI ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}; worst "
+                       f"{self.pair_sums['worst_pair_sum']} > {self.pair_sums['limit']}): they would compute other "
+                       f"integers there; fix: export again with this version's portable scheme")
         if self.census is not None and not self.census["all_integer"]:
             out.append(f"float compute where an integer kernel was expected: {', '.join(self.census['float_compute'])}")
         for r in self.runtimes.values():
@@ -101,8 +125,8 @@ class GateResult:
         return {"gate": self.gate.to_dict(), "reference": self.reference,
                 "runtimes": {k: v.to_dict() for k, v in self.runtimes.items()},
                 "layers": None if self.layers is None else self.layers.to_dict(),
-                "census": self.census, "skipped": dict(self.skipped), "failures": self.failures(),
-                "passed": bool(self)}
+                "census": self.census, "skipped": dict(self.skipped), "pair_sums": self.pair_sums,
+                "portable": self.portable, "cpu": dict(self.cpu), "failures": self.failures(), "passed": bool(self)}
 
 
 def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], data, onnx_path: Path,
@@ -112,6 +136,8 @@ def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, 
     layer-local check of the graph (reference: ``student``, else the graph unoptimised) and the integer census."""
     from ..export import ort_kernel_census
     from ..export.inspect import output_quant_step
+    from ..export.load import load_onnx_safely
+    from ..export.pair_sums import check_pair_sums, scheme_portable
     from .local import check_layers
     from .parity import compare_logits
 
@@ -131,7 +157,24 @@ def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, 
     census = None
     if profile == "onnxruntime" and "onnxruntime" in outputs:
         census = ort_kernel_census(onnx_path).to_dict()
-    return GateResult(gate, reference_name, rows, layers, census, dict(skipped or {}))
+    model = load_onnx_safely(onnx_path)
+    return GateResult(gate, reference_name, rows, layers, census, dict(skipped or {}),
+                      check_pair_sums(model).to_dict(), scheme_portable(model), cpu_info())
+
+
+
+def portability_text(pair_sums: dict | None, portable: bool | None) -> str:
+    """One line on whether the model computes the same integers on every CPU (its static pair-sum bound)."""
+    if pair_sums is None:
+        return "not checked"
+    if pair_sums["exact_without_vnni"]:
+        return (f"same integers on every CPU: worst 16-bit pair sum {pair_sums['worst_pair_sum']} <= "
+                f"{pair_sums['limit']} in {pair_sums['checked']} integer Conv/Gemm")
+    names = pair_sums["saturating"]
+    how = ("exported as portable: FAILS" if portable else
+           "exported with --vnni-only" if portable is False else "no portable claim in its metadata")
+    return (f"exact only on CPUs with VNNI / AMX, ARM and GPUs: {len(names)} layer(s) can saturate a 16-bit pair sum "
+            f"on x86 without VNNI (worst {pair_sums['worst_pair_sum']}; {how})")
 
 
 def failure_message(report: dict, html_path: Path) -> str:

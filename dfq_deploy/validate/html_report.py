@@ -123,6 +123,19 @@ def render_html(report: dict, history: list[dict] | None = None) -> str:
                      f"Runtime, {len(census['float_compute'])} in float"
                      + (f": {html.escape(', '.join(census['float_compute']))}" if census["float_compute"] else "")
                      + ".</p>")
+    if report.get("pair_sums") is not None or report.get("cpu"):
+        from ..isa import describe
+        from .gate import portability_text
+
+        parts.append("<h2>Where parity was proven</h2><p>"
+                     + (f"Checked on {html.escape(describe(report['cpu']))}.<br>" if report.get("cpu") else "")
+                     + (f"Portability: {html.escape(portability_text(report['pair_sums'], report.get('portable')))}."
+                        if report.get("pair_sums") is not None else "") + "</p>")
+        pairs = [d for d in (report.get("pair_sums") or {}).get("layers", []) if not d["exact_without_vnni"]]
+        if pairs:
+            parts.append(_table(["integer layer", "input codes", "weight codes", "worst 16-bit pair sum"],
+                                [[d["node"], d["input_codes"], d["weight_codes"], d["worst_pair_sum"]]
+                                 for d in pairs]))
     layers = report.get("layers")
     if layers:
         first = layers["first_failure"]
@@ -139,7 +152,7 @@ def render_html(report: dict, history: list[dict] | None = None) -> str:
                             [[d["index"], d["node"], d["module"], d["shape"], f"{d['max_steps']:g}",
                               f"{d['mismatched']:.4%}", f"{d.get('unexplained', 0.0):.4%}",
                               f"{d.get('code_range')} / {d.get('expected_range') or '-'}",
-                              "pass" if d["passed"] else "FAIL"]
+                              "pass" if d["passed"] else f"FAIL ({d['cause']})" if d.get("cause") else "FAIL"]
                              for d in layers["layers"]]))
     figs = _figures(report, history or [])
     parts.append("<h2>Figures</h2>")
