@@ -16,7 +16,10 @@ Per model, five variants of the same network:
   ratios);
 - ``ort-quantize_static-int8``: ONNX Runtime's own ``quantize_static`` (QDQ, per-channel int8 weights, uint8
   activations, MinMax calibration): what a user without dfq-deploy would pick;
-- ``dfq-W8A8`` and ``dfq-W4A4``: dfq-deploy's onnxruntime-profile exports (first and last layer 8-bit).
+- ``dfq-W8A8`` and ``dfq-W4A4``: dfq-deploy's onnxruntime-profile exports (first and last layer 8-bit), portable
+  (the default: the same integers on every CPU);
+- ``dfq-W8A8-vnni-only`` and ``dfq-W4A4-vnni-only``: the same with ``--vnni-only`` (full 8-bit int8 weights
+  everywhere, exact only on CPUs with VNNI), the form before the portable scheme.
 
 Speed does not depend on the weights' values, so the quantized variants are calibrated on a few random batches, not
 trained. Models: the shipped ResNet-20 (1x28x28) and torchvision's ResNet-18 at 3x224x224 (random weights).
@@ -115,6 +118,12 @@ def build_variants(name: str, work: Path, ablate: str | None = None) -> dict[str
     for tag in ("W8A8", "W4A4"):
         path = work / f"{name}-dfq-{tag}.onnx"
         without = work / f"{name}-dfq-{tag}-no-{ablate}.onnx"
+        vnni = work / f"{name}-dfq-{tag}-vnni-only.onnx"
+        if not vnni.exists():  # full 8-bit weights as int8: the form before the portable scheme
+            q = quantize_model(model, QuantScheme.from_tag(tag, portable=False))
+            calibrate(q, calib)
+            export_onnx(q.eval(), vnni, shape, profile="onnxruntime", portable=False)
+        out[f"dfq-{tag}-vnni-only"] = vnni
         if not path.exists() or (ablate and not without.exists()):
             q = quantize_model(model, QuantScheme.from_tag(tag))
             calibrate(q, calib)
@@ -188,7 +197,9 @@ def machine() -> dict:
     if cpuinfo.exists():  # Linux: the model name tells the machine kinds apart (the VM's CPU differs between runs)
         cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                     if line.startswith("model name")), cpu)
-    return {"cpu": cpu, "cores": os.cpu_count(),
+    from dfq_deploy.isa import cpu_info
+
+    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_info": cpu_info(),
             "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 

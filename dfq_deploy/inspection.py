@@ -103,7 +103,8 @@ def inspect_text(r: dict) -> str:
         verdict = "same integers on every CPU" if ps["exact_without_vnni"] else "exact only with VNNI / AMX, ARM, GPUs"
         lines.append(f"portability ({claim}): {verdict}; worst 16-bit pair sum per integer layer (x86 without VNNI "
                      f"saturates past {ps['limit']}):")
-        lines += [f"  {'exact' if d['exact_without_vnni'] else 'SATURATES':<9} {d['worst_pair_sum']:>7}  input codes "
+        lines += [f"  {'exact' if d['exact_without_vnni'] else 'SATURATES':<9} "
+                  f"{'u8 x u8' if d['worst_pair_sum'] is None else d['worst_pair_sum']:>7}  input codes "
                   f"{d['input_codes']}  weight codes {d['weight_codes']}  {d['node']}" for d in ps["layers"]]
     lines += [f"warning: {p}" for p in r.get("metadata_problems", [])]
     if "onnxruntime" in r:

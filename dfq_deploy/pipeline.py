@@ -148,7 +148,7 @@ def summary_text(r: dict) -> str:
         f"  parity gate               {'pass' if g['passed'] else 'FAIL: ' + '; '.join(g['failures'])}",
     ]
     if r.get("portability"):
-        lines.append(f"  portability               {portability_text(r['portability'], r['scheme'].get('portable'))}")
+        lines.append(f"  portability               {portability_text(r['portability'], r['portability'].get('portable'))}")
     if r["machine"].get("cpu_info"):
         lines.append(f"  checked on                {describe(r['machine']['cpu_info'])}")
     if r.get("tensorrt"):
@@ -264,7 +264,8 @@ def _export(cfg: TrainExportConfig, inp: _Inputs, student: torch.nn.Module, run_
         "dfq_deploy.student_sha256": sha256(run_dir / "student.safetensors"),
     }
     profile = inp.target.profile
-    exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=profile, metadata=metadata)
+    exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=profile, metadata=metadata,
+                      portable=inp.scheme.portable)
     timings["export"] = time.time() - t
     census = ort_kernel_census(onnx_path)
     trt_check = check_tensorrt_rules(str(onnx_path)) if profile == "tensorrt" else None
@@ -323,7 +324,8 @@ def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, 
         "eval": {"name": inp.eval_set.name, "samples": len(inp.eval_set)},
         "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},
         "census": census.to_dict(), "parity": {k: v for k, v in parity.items() if k != "confusion"},
-        "portability": {k: v for k, v in validation["pair_sums"].items() if k != "layers"},
+        "portability": {**{k: v for k, v in validation["pair_sums"].items() if k != "layers"},
+                        "portable": validation["portable"]},
         "gate": {"passed": validation["passed"], "failures": validation["failures"], **validation["gate"],
                  "layers": {k: v for k, v in validation["layers"].items() if k != "layers"}},
         "history": history,
@@ -589,9 +591,11 @@ def export_run(run_dir: str | Path, profile: str, out: str | Path | None = None)
     run_dir = Path(run_dir)
     out = check_output_file(out, "--out") if out else run_dir / f"model.{profile}.onnx"  # before any work
     verify_run(run_dir)
-    student, card, _ = load_run(run_dir)
+    student, card, report = load_run(run_dir)
     metadata = {}
     if (run_dir / "model.onnx").is_file():
         metadata = {p.key: p.value for p in load_onnx_safely(run_dir / "model.onnx").metadata_props
                     if p.key not in ("dfq_deploy.profile", "dfq_deploy.layer_bits")}
-    return export_onnx(student.eval(), out, tuple(card.input_shape), profile=profile, metadata=metadata)
+    portable = report["scheme"].get("portable", False)  # runs from before the portable scheme: not portable
+    return export_onnx(student.eval(), out, tuple(card.input_shape), profile=profile, metadata=metadata,
+                       portable=portable)

@@ -29,22 +29,26 @@ from ..errors import ConfigError, ExportError
 from .inspect import layer_bits
 from .graph import set_metadata
 from .ort_passes import (pad_conv_input_channels, quantize_pool_outputs, relu_int8_to_uint8,
-                         shift_signed_activations_to_uint8)
+                         shift_signed_activations_to_uint8, unsigned_weights_where_pairs_saturate)
+from .pair_sums import check_pair_sums
 from .passes import requantize_grid_preserving_ops
 from .trt_passes import (UnrepresentableActivation, activations_to_signed_float_clip, fold_weight_clips_to_float_qdq,
                          int32_bias_to_float)
 
 
-def _onnxruntime_profile(model: onnx.ModelProto) -> dict:
+def _onnxruntime_profile(model: onnx.ModelProto, portable: bool) -> dict:
     done = {"maxpool_outputs_requantized": requantize_grid_preserving_ops(model),
             "relu_int8_to_uint8": relu_int8_to_uint8(model)}
     done["signed_activations_moved_to_uint8"] = shift_signed_activations_to_uint8(model)
     done["pool_outputs_quantized"] = quantize_pool_outputs(model)  # after the shift: it copies the final Q
+    # after the shift (the pair sums are bounded on the uint8 codes), before the padding (which keeps only
+    # int8-weight convolutions on MLAS' symmetric path, and pads with each weight's own zero point)
+    done["weights_moved_to_uint8"] = unsigned_weights_where_pairs_saturate(model) if portable else 0
     done["conv_input_channels_padded"] = pad_conv_input_channels(model)  # after the shift: pads with the uint8 zp
     return done
 
 
-def _tensorrt_profile(model: onnx.ModelProto) -> dict:
+def _tensorrt_profile(model: onnx.ModelProto, portable: bool) -> dict:
     from .trt_rules import check_tensorrt_rules
 
     done = {"maxpool_outputs_requantized": requantize_grid_preserving_ops(model)}
@@ -65,9 +69,9 @@ def _tensorrt_profile(model: onnx.ModelProto) -> dict:
     return done
 
 
-# profile name -> graph passes applied after the Brevitas export; returns a dict of what each pass changed
-PROFILES: dict[str, Callable[[onnx.ModelProto], dict]] = {"onnxruntime": _onnxruntime_profile,
-                                                           "tensorrt": _tensorrt_profile}
+# profile name -> graph passes applied after the Brevitas export (model, portable); returns what each pass changed
+PROFILES: dict[str, Callable[[onnx.ModelProto, bool], dict]] = {"onnxruntime": _onnxruntime_profile,
+                                                                 "tensorrt": _tensorrt_profile}
 
 
 @dataclass
@@ -79,7 +83,7 @@ class ExportResult:
 
 
 def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[int, ...], profile: str = "onnxruntime",
-                metadata: dict[str, str] | None = None, opset: int = 13) -> ExportResult:
+                metadata: dict[str, str] | None = None, opset: int = 13, portable: bool = True) -> ExportResult:
     """Export ``qmodel`` (a Brevitas fake-quant model) as QDQ ONNX with a dynamic batch axis.
 
     Args:
@@ -88,6 +92,11 @@ def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[in
         input_shape: ``(C, H, W)`` of one input.
         profile: runtime profile (see :data:`PROFILES`).
         metadata: key/value strings stored in the model's ``metadata_props``.
+        portable: the model must compute the same integers on every CPU (``QuantScheme.portable``): the onnxruntime
+            profile stores the weights of a layer whose 16-bit pair sums could saturate as uint8 codes. Recorded as
+            ``dfq_deploy.portable``, which the parity gate holds the graph to. The tensorrt profile has no uint8
+            weights (TensorRT wants symmetric int8): where its graph could saturate an x86 CPU without VNNI it is
+            recorded as not portable (TensorRT's GPU kernels accumulate in int32; ONNX Runtime there stands in).
 
     Raises:
         ConfigError: unknown profile.
@@ -113,9 +122,12 @@ def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[in
                 raise ExportError(f"Brevitas QCDQ export failed: {type(e).__name__}: {e}") from e
         model = onnx.load(tmp)
         bits = layer_bits(model)  # read before the profile's rewrites (the tensorrt one moves the Clips)
-        passes = PROFILES[profile](model)
-        set_metadata(model, {"dfq_deploy.profile": profile, "dfq_deploy.version": __version__,
-                             "dfq_deploy.layer_bits": json.dumps(bits), **(metadata or {})})
+        passes = PROFILES[profile](model, portable)
+        if profile == "tensorrt":
+            portable = portable and bool(check_pair_sums(model))
+        set_metadata(model, {**(metadata or {}), "dfq_deploy.profile": profile, "dfq_deploy.version": __version__,
+                             "dfq_deploy.layer_bits": json.dumps(bits),
+                             "dfq_deploy.portable": json.dumps(bool(portable))})
         try:
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as e:

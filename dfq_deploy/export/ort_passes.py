@@ -192,6 +192,8 @@ def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_C
         w = G.const(w_name)
         if w is None or w.ndim != 4 or w.shape[1] % multiple == 0 or int(np.prod(w.shape[1:])) >= max_reduction:
             continue
+        if w.dtype != np.int8:
+            continue  # uint8 weights never take the symmetric path the padding is for (no gain measured either)
         w_zp = G.const(dq_w.input[2]) if len(dq_w.input) > 2 and dq_w.input[2] else np.zeros((), w.dtype)
         x_scale = G.const(dq_x.input[1])
         x_zp = G.const(dq_x.input[2]) if len(dq_x.input) > 2 and dq_x.input[2] else None
@@ -221,6 +223,55 @@ def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_C
         G.g.node.insert(at + 1, dq)
         if not any(dq_x.output[0] in n.input for n in G.g.node) and dq_x.output[0] not in outputs:
             G.g.node.remove(dq_x)  # it fed only this Conv
+        count += 1
+    drop_unused_constants(model)
+    return count
+
+
+def unsigned_weights_where_pairs_saturate(model: onnx.ModelProto, layers: set[str] | None = None) -> int:
+    """Store the weights of every integer Conv/Gemm whose 16-bit pair sums can saturate (:mod:`.pair_sums`) as
+    uint8 codes with zero point 128 instead of int8 codes with zero point 0: ``(w + 128) - 128 == w``, so every
+    weight dequantizes to the same float and the layer computes the same function.
+
+    Why: with uint8 weights ONNX Runtime's x86 kernels multiply uint8 x uint8 in 16-bit words summed into 32 bits
+    (no saturating 16-bit pair sum), so the layer is exact on CPUs without VNNI too, at full 8-bit weight precision.
+    It costs speed where the layer is large (a non-zero weight zero point leaves MLAS' symmetric convolution), so
+    only the layers named in ``layers`` (default: every saturating one) are rewritten. Returns the count.
+    """
+    from .pair_sums import check_pair_sums
+
+    if layers is None:
+        layers = {layer.node for layer in check_pair_sums(model).saturating}
+    G = Graph(model)
+    count = 0
+    for n in G.g.node:
+        if (n.name or n.output[0]) not in layers or len(n.input) < 2:
+            continue
+        dq = G.producer.get(n.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear" or len(G.consumers.get(dq.output[0], [])) != 1:
+            continue
+        clip = G.producer.get(dq.input[0])
+        clip = clip if clip is not None and clip.op_type == "Clip" else None
+        src = clip.input[0] if clip is not None else dq.input[0]
+        w = G.const(src)
+        zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.int8)
+        if w is None or w.dtype != np.int8 or zp is None or zp.dtype != np.int8 or np.any(zp != 0):
+            continue
+        if len(G.consumers.get(src, [])) != 1:
+            continue  # a weight shared with another node is left alone
+        shifted = (w.astype(np.int16) + 128).astype(np.uint8)
+        if clip is not None:
+            clip.input[0] = G.add_const(src + "_u8", shifted)
+            for k in (1, 2):
+                bound = G.const(clip.input[k])
+                clip.input[k] = G.add_const(clip.input[k] + "_u8", (bound.astype(np.int16) + 128).astype(np.uint8))
+        else:
+            dq.input[0] = G.add_const(src + "_u8", shifted)
+        zero = G.add_const((dq.input[2] or dq.name) + "_u8", np.full(zp.shape, 128, np.uint8))
+        if len(dq.input) > 2:
+            dq.input[2] = zero
+        else:
+            dq.input.append(zero)
         count += 1
     drop_unused_constants(model)
     return count

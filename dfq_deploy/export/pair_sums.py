@@ -6,6 +6,10 @@ x86 CPUs without VNNI (AVX2, and AVX-512 without VNNI) multiply uint8 activation
 CPUs, ARM CPUs and GPUs, which accumulate in 32 bits (:mod:`dfq_deploy.isa`). The emulator shows the
 AVX2 kernels; this check covers every CPU, including those no emulator here runs, from the graph alone.
 
+Weights stored as uint8 (the onnxruntime profile's form for a layer that keeps full 8-bit weights after an 8-bit
+input, ``ort_passes.unsigned_weights_where_pairs_saturate``) take ONNX Runtime's uint8 x uint8 kernels, which
+widen both sides to 16-bit words and add pairs in 32 bits: exact on every CPU, whatever the codes.
+
 The bound is taken over every pair of one output channel's weights (the kernels' packing decides which products are
 neighbours, so any two may be) with each activation code anywhere in the input's integer range: what the codes can
 reach, not what one data set happens to give. The codes are the ones the kernel multiplies: the activation's uint8
@@ -34,8 +38,9 @@ class LayerPairSum:
     op: str
     input_codes: list[int]     # [low, high] of the uint8 activation codes the kernel multiplies
     weight_codes: list[int]    # [low, high] of the stored weight codes
-    worst_pair_sum: int        # the pair sum furthest from zero that any input in range can give
-    exact_without_vnni: bool   # the worst pair sum fits a signed 16-bit lane
+    worst_pair_sum: int | None  # the pair sum furthest from zero that any input can give (None: uint8 weights)
+    exact_without_vnni: bool   # the worst pair sum fits a signed 16-bit lane (uint8 weights: always)
+    weights: str = "int8"      # how the weight codes are stored: int8 (uint8 x int8 kernels) or uint8 (u8 x u8)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,7 +60,8 @@ class PairSumCheck:
         return not self.saturating
 
     def to_dict(self) -> dict:
-        worst = max((abs(layer.worst_pair_sum) for layer in self.layers), default=0)
+        worst = max((abs(layer.worst_pair_sum) for layer in self.layers if layer.worst_pair_sum is not None),
+                    default=0)
         return {"exact_without_vnni": bool(self), "limit": PAIR_SUM_LIMIT, "worst_pair_sum": worst,
                 "checked": len(self.layers),
                 "saturating": [layer.node for layer in self.saturating],
@@ -84,8 +90,9 @@ def _activation_codes(G: Graph, tensor: str) -> tuple[int, int] | None:
     return low + shift, high + shift
 
 
-def _weight_codes(G: Graph, tensor: str) -> np.ndarray | None:
-    """The integer weight codes behind the ``DequantizeLinear`` that produces ``tensor`` (through a Clip)."""
+def _weight_codes(G: Graph, tensor: str) -> tuple[np.ndarray, str] | None:
+    """The integer weight codes behind the ``DequantizeLinear`` that produces ``tensor`` (through a Clip), and their
+    storage type (``"int8"`` / ``"uint8"``)."""
     dq = G.producer.get(tensor)
     if dq is None or dq.op_type != "DequantizeLinear":
         return None
@@ -93,14 +100,19 @@ def _weight_codes(G: Graph, tensor: str) -> np.ndarray | None:
     if clip is not None and clip.op_type == "Clip":
         src = clip.input[0]
     w = G.const(src)
-    if w is None or w.dtype.kind not in "iu":
+    if w is None or w.dtype not in (np.int8, np.uint8):
+        return None
+    zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), w.dtype)
+    if zp is None:
         return None
     w = w.astype(np.int64)
     if clip is not None and clip.op_type == "Clip":
         lo = G.const(clip.input[1]) if len(clip.input) > 1 and clip.input[1] else None
         hi = G.const(clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
         w = np.clip(w, None if lo is None else int(lo), None if hi is None else int(hi))
-    return w
+    if zp.dtype == np.uint8 and np.all(zp == 128):
+        return w - 128, "uint8"  # the signed codes they stand for, as the int8 form would store them
+    return w, "uint8" if zp.dtype == np.uint8 else "int8"
 
 
 def worst_pair_sum(rows: np.ndarray, low: int, high: int) -> tuple[int, int]:
@@ -125,30 +137,31 @@ def check_pair_sums(model: onnx.ModelProto) -> PairSumCheck:
         if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2:
             continue
         codes = _activation_codes(G, n.input[0])
-        w = _weight_codes(G, n.input[1])
-        if codes is None or w is None:
+        weights = _weight_codes(G, n.input[1])
+        if codes is None or weights is None:
             continue
+        w, stored = weights
         if n.op_type == "Gemm" and not attr(n, "transB", 0) or n.op_type == "MatMul":
             w = w.reshape(w.shape[0], -1).T  # [K, N]: one output per column
         elif n.op_type == "ConvTranspose":
             w = np.moveaxis(w, 1, 0)  # [C_in, C_out/g, ...]: one output channel per second axis
         hi, lo = worst_pair_sum(w, *codes)
         worst = hi if hi >= -lo else lo
+        exact = stored == "uint8" or (hi <= PAIR_SUM_LIMIT and lo >= _PAIR_SUM_MIN)
+        worst = None if stored == "uint8" else worst
         result.layers.append(LayerPairSum(n.name or n.output[0], n.op_type, list(codes),
-                                          [int(w.min(initial=0)), int(w.max(initial=0))], worst,
-                                          hi <= PAIR_SUM_LIMIT and lo >= _PAIR_SUM_MIN))
+                                          [int(w.min(initial=0)), int(w.max(initial=0))], worst, exact, stored))
     return result
 
 
-def scheme_portable(model) -> bool | None:
-    """Whether the model's dfq-deploy metadata says it was exported with the portable scheme (None: it does not say;
-    models from before the portable scheme, or from another tool)."""
+def scheme_portable(model: onnx.ModelProto) -> bool | None:
+    """What the model's ``dfq_deploy.portable`` metadata claims: exported to compute the same integers on every CPU
+    (None: it does not say; models from before the portable scheme, or from another tool)."""
     import json
 
     meta = {p.key: p.value for p in model.metadata_props}
     try:
-        scheme = json.loads(meta.get("dfq_deploy.scheme", "null"))
+        value = json.loads(meta.get("dfq_deploy.portable", "null"))
     except json.JSONDecodeError:
         return None
-    value = scheme.get("portable") if isinstance(scheme, dict) else None
     return value if isinstance(value, bool) else None

@@ -41,7 +41,7 @@ def _export(tmp_path, tag, portable, name=None):
     torch.manual_seed(0)
     calibrate(q, [torch.randn(32, *card.input_shape)])
     path = tmp_path / (name or f"{tag}_{portable}.onnx")
-    export_onnx(q, path, tuple(card.input_shape))
+    export_onnx(q, path, tuple(card.input_shape), portable=portable)
     return path
 
 
@@ -52,9 +52,14 @@ def test_full_8bit_weights_after_8bit_inputs_are_flagged_and_the_portable_scheme
     assert planted.to_dict()["worst_pair_sum"] > PAIR_SUM_LIMIT
     portable = check_pair_sums(onnx.load(_export(tmp_path, tag, portable=True)))
     assert portable and len(portable.layers) == 22
-    assert all(abs(layer.worst_pair_sum) <= PAIR_SUM_LIMIT for layer in portable.layers)
-    first = portable.layers[0]
-    assert first.input_codes == [0, 255] and -64 < first.weight_codes[0] and first.weight_codes[1] < 64
+    # the first and last layers keep 8-bit weights, stored as uint8 (u8 x u8 kernels: no 16-bit pair sums)
+    edges = [portable.layers[0], portable.layers[-1]]
+    assert [layer.weights for layer in edges] == ["uint8", "uint8"]
+    assert all(layer.input_codes == [0, 255] and max(map(abs, layer.weight_codes)) == 127 for layer in edges)
+    inner = portable.layers[1:-1]
+    assert all(layer.weights == "int8" and abs(layer.worst_pair_sum) <= PAIR_SUM_LIMIT for layer in inner)
+    if tag == "W8A8":  # 8-bit inputs everywhere: 7-bit weights inside
+        assert all(layer.input_codes == [0, 255] and max(map(abs, layer.weight_codes)) == 63 for layer in inner)
 
 
 def test_signed_sub_8bit_activations_start_at_code_0(tmp_path):

@@ -25,7 +25,7 @@ def _export(tmp_path, tag, portable):
     q = quantize_model(teacher, QuantScheme.from_tag(tag, portable=portable))
     calibrate(q, [_images()])
     path = tmp_path / f"{tag}_{portable}.onnx"
-    export_onnx(q, path, tuple(card.input_shape))
+    export_onnx(q, path, tuple(card.input_shape), portable=portable)
     return path
 
 
