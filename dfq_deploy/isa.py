@@ -87,4 +87,5 @@ def describe(info: dict) -> str:
             "int16-pairs": "16-bit int8 pair sums, no VNNI"}.get(info.get("int8_dot"), info.get("int8_dot"))
     feats = " ".join(info.get("features") or []) or "no int8 features"
     ort = f", ONNX Runtime {info['onnxruntime']}" if info.get("onnxruntime") else ""
-    return f"{info.get('model')} ({info.get('machine')}; {feats}): {kind}{ort}"
+    host = f" emulated by {info['emulated_by']} on" if info.get("emulated_by") else ""
+    return f"{host.strip() + ' ' if host else ''}{info.get('model')} ({info.get('machine')}; {feats}): {kind}{ort}"

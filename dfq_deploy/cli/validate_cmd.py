@@ -20,10 +20,14 @@ from ._common import gate_options, handle_errors
 @click.option("--engine", default=None, metavar="PLAN",
               help="A TensorRT plan from `dfq-deploy compile` for the tensorrt runtime (checked against this GPU and "
               "TensorRT; default: build the .onnx's engine, cached).")
+@click.option("--emulate-cpu", default=None, type=click.Choice(["Haswell"]),
+              help="Run ONNX Runtime (end to end and layer by layer) on qemu's emulated CPU, x86 hosts only: "
+              "Haswell is AVX2 without VNNI, whose integer kernels add int8 products in saturating 16-bit pairs "
+              "(needs qemu-user-static; slow: use --limit).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @gate_options
 @handle_errors
-def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, engine, quiet):
+def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, engine, emulate_cpu, quiet):
     """Run TARGET (a train-export run directory or an .onnx) in every runtime and gate on parity.
 
     Exits 0 when the gate passes, 7 when it fails (the reports are written either way): every quantized activation
@@ -33,7 +37,7 @@ def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, e
 
     cfg = ValidateConfig(target=target, runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
                          data=data, limit=limit, data_root=data_root, gate=gate, out=out, threads=threads,
-                         progress=not quiet, engine=engine)
+                         progress=not quiet, engine=engine, emulate_cpu=emulate_cpu)
     report = validate(cfg)
     click.echo(summary(report))
 

@@ -63,7 +63,7 @@ class PairSumCheck:
         worst = max((abs(layer.worst_pair_sum) for layer in self.layers if layer.worst_pair_sum is not None),
                     default=0)
         return {"exact_without_vnni": bool(self), "limit": PAIR_SUM_LIMIT, "worst_pair_sum": worst,
-                "checked": len(self.layers),
+                "checked": len(self.layers), "uint8_weights": sum(layer.weights == "uint8" for layer in self.layers),
                 "saturating": [layer.node for layer in self.saturating],
                 "layers": [layer.to_dict() for layer in self.layers]}
 

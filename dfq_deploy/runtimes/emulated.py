@@ -2,9 +2,10 @@
 
 Integer kernels are chosen by the CPU they run on, so a machine with VNNI never runs the AVX2 kernels that a CPU
 without it would (:mod:`dfq_deploy.isa`). Debian's ``qemu-user-static`` runs one process on an emulated CPU:
-``qemu-x86_64-static -cpu Haswell python ...`` makes ONNX Runtime pick its AVX2 kernels on any x86 host. This runner
-starts such a process (:mod:`._ort_child`, which imports only numpy and onnxruntime: torch would take minutes to
-start under emulation) and returns its outputs, and the CPU features the emulated process saw.
+``qemu-x86_64-static -cpu Haswell python ...`` makes ONNX Runtime pick its AVX2 kernels on any x86 host.
+:class:`EmulatedCPU` starts one such process (:mod:`._ort_child`, which imports only numpy and onnxruntime) and
+hands out sessions that run in it, with ``InferenceSession.run``'s signature, so the parity gate's layer-local
+check and end-to-end run can use them unchanged; :class:`EmulatedOnnxRuntime` is the runtime built on it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,8 @@ import numpy as np
 from ..errors import RuntimeUnavailableError
 from .base import Runtime
 
-# qemu's CPU model -> what it stands for: Haswell has AVX2 and FMA, no AVX-512 and no VNNI
-EMULATED_CPUS = {"Haswell": "x86-64 AVX2 without VNNI"}
+# qemu's CPU models this project uses, and what each stands for
+EMULATED_CPUS = {"Haswell": "x86-64 AVX2 without AVX-512 or VNNI"}
 
 
 def emulator() -> str | None:
@@ -34,18 +34,89 @@ def emulator() -> str | None:
     return shutil.which("qemu-x86_64-static")
 
 
+def _unavailable() -> RuntimeUnavailableError:
+    return RuntimeUnavailableError("qemu-x86_64-static is not installed (or this is not an x86 machine)",
+                                   hint="apt-get install qemu-user-static (`make test` installs it)")
+
+
+class EmulatedSession:
+    """One ONNX Runtime session inside an :class:`EmulatedCPU`'s process."""
+
+    def __init__(self, cpu: "EmulatedCPU", sid: int):
+        self.cpu, self.sid = cpu, sid
+
+    def run(self, output_names, feeds: dict) -> list[np.ndarray]:
+        reply = self.cpu._call({"op": np.array("run"), "id": np.array(self.sid),
+                                "outputs": np.array(list(output_names or []), dtype=str),
+                                **{f"in:{k}": np.ascontiguousarray(v) for k, v in feeds.items()}})
+        return [reply[k] for k in reply if k.startswith("out:")]
+
+
+class EmulatedCPU:
+    """A child Python on qemu's ``model`` CPU serving ONNX Runtime sessions (a context manager)."""
+
+    def __init__(self, model: str = "Haswell", threads: int = 1):
+        self.model, self.threads = model, threads
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "EmulatedCPU":
+        qemu = emulator()
+        if qemu is None:
+            raise _unavailable()
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        self.proc = subprocess.Popen([qemu, "-cpu", self.model, sys.executable, "-m", "dfq_deploy.runtimes._ort_child",
+                                      str(self.threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, env=env)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+            self.proc = None
+
+    def _call(self, request: dict) -> dict:
+        from ._ort_child import read_message, write_message
+
+        assert self.proc is not None, "use EmulatedCPU as a context manager"
+        try:
+            write_message(self.proc.stdin, request)
+            reply = read_message(self.proc.stdout)
+        except (BrokenPipeError, OSError):
+            reply = None
+        if reply is None:
+            raise RuntimeError(f"ONNX Runtime under qemu -cpu {self.model} exited ({self.proc.poll()})")
+        if "error" in reply:
+            raise RuntimeError(f"ONNX Runtime under qemu -cpu {self.model}: {reply['error']}")
+        return reply
+
+    def session(self, model, optimize: bool = True) -> EmulatedSession:
+        """A session for ``model`` (an ``onnx.ModelProto``, serialized bytes or a path) at level ALL or none."""
+        data = (Path(model).read_bytes() if isinstance(model, (str, Path)) else
+                model if isinstance(model, bytes) else model.SerializeToString())
+        reply = self._call({"op": np.array("load"), "model": np.frombuffer(data, np.uint8),
+                            "optimize": np.array(int(optimize))})
+        return EmulatedSession(self, int(reply["id"]))
+
+    def cpu_info(self) -> dict:
+        """:func:`dfq_deploy.isa.cpu_info` as the emulated process sees it."""
+        return json.loads(str(self._call({"op": np.array("cpu")})["cpu"]))
+
+
 class EmulatedOnnxRuntime(Runtime):
-    """ONNX Runtime (CPU, optimisation level ALL) in a child process on qemu's ``cpu`` model."""
+    """ONNX Runtime (CPU, optimisation level ALL) on qemu's ``cpu`` model."""
 
     name = "onnxruntime-emulated"
 
-    def __init__(self, onnx_path: str | Path, cpu: str = "Haswell", threads: int = 1, timeout_s: float = 900):
+    def __init__(self, onnx_path: str | Path, cpu: str = "Haswell", threads: int = 1):
         super().__init__()
         self.onnx_path = Path(onnx_path)
-        self.cpu = cpu
-        self.threads = threads
-        self.timeout_s = timeout_s
+        self.cpu = EmulatedCPU(cpu, threads)
         self.child_cpu: dict | None = None   # cpu_info() as the emulated process saw it
+        self.session = None
 
     @classmethod
     def is_available(cls) -> bool:
@@ -53,23 +124,20 @@ class EmulatedOnnxRuntime(Runtime):
 
     @classmethod
     def unavailable_reason(cls) -> tuple[str, str]:
-        return ("qemu-x86_64-static is not installed (or this is not an x86 machine)",
-                "apt-get install qemu-user-static (`make test` installs it)")
+        e = _unavailable()
+        return str(e), e.hint
+
+    def _activate(self) -> None:
+        from ..onnx_file import load_onnx_safely
+
+        self.input_name = load_onnx_safely(self.onnx_path).graph.input[0].name
+        self.cpu.__enter__()
+        self.child_cpu = self.cpu.cpu_info()
+        self.session = self.cpu.session(self.onnx_path)
+
+    def _deactivate(self) -> None:
+        self.cpu.__exit__(None, None, None)
+        self.session = None
 
     def _infer(self, x: np.ndarray) -> np.ndarray:
-        qemu = emulator()
-        if qemu is None:
-            raise RuntimeUnavailableError(*self.unavailable_reason())
-        with tempfile.TemporaryDirectory(prefix="dfq-emulated-") as tmp:
-            inp, out = Path(tmp) / "input.npy", Path(tmp) / "output.npz"
-            np.save(inp, np.ascontiguousarray(x, dtype=np.float32))
-            cmd = [qemu, "-cpu", self.cpu, sys.executable, "-m", "dfq_deploy.runtimes._ort_child",
-                   str(self.onnx_path), str(inp), str(out), str(self.threads)]
-            env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s, env=env)
-            if proc.returncode != 0 or not out.is_file():
-                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
-                raise RuntimeError(f"ONNX Runtime under {qemu} -cpu {self.cpu} exited {proc.returncode}: {tail[0]}")
-            with np.load(out) as z:
-                self.child_cpu = json.loads(str(z["cpu"]))
-                return z["logits"]
+        return self.session.run([], {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]

@@ -101,8 +101,7 @@ class GateResult:
                 if f.cause == "integer kernels":
                     line += (f"; the same sub-graph as float QDQ (ONNX Runtime's graph optimisations off) agrees "
                              f"({f.float_qdq['max_steps']:g} step): the export is right and ONNX Runtime's integer "
-                             f"kernels are inexact on this CPU, {describe(self.cpu)}; fix: export with the portable "
-                             f"scheme (the default, not --vnni-only), or deploy to CPUs with VNNI only")
+                             f"kernels are inexact on this CPU, {describe(self.cpu)}")
                 elif f.cause == "export":
                     line += "; float QDQ differs too: the export does not compute what the model computes"
                 out.append(line)
@@ -111,7 +110,7 @@ class GateResult:
             out.append(f"{len(names)} integer layer(s) of a model exported as portable can saturate a 16-bit pair sum "
                        f"on x86 CPUs without VNNI ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}; worst "
                        f"{self.pair_sums['worst_pair_sum']} > {self.pair_sums['limit']}): they would compute other "
-                       f"integers there; fix: export again with this version's portable scheme")
+                       f"integers there")
         if self.census is not None and not self.census["all_integer"]:
             out.append(f"float compute where an integer kernel was expected: {', '.join(self.census['float_compute'])}")
         for r in self.runtimes.values():
@@ -131,9 +130,11 @@ class GateResult:
 
 def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], data, onnx_path: Path,
                  gate: Gate, *, student=None, profile: str | None = None, skipped: dict | None = None,
-                 threads: int | None = None, progress: bool = False) -> GateResult:
+                 threads: int | None = None, progress: bool = False, emulated=None) -> GateResult:
     """The comparator: ``outputs`` (runtime name -> logits on ``data``) against ``reference``, plus the
-    layer-local check of the graph (reference: ``student``, else the graph unoptimised) and the integer census."""
+    layer-local check of the graph (reference: ``student``, else the graph unoptimised) and the integer census.
+    ``emulated``: a :class:`dfq_deploy.runtimes.emulated.EmulatedCPU` to run the layer-local check on (the outputs
+    then come from the same emulated CPU), whose CPU is the one reported."""
     from ..export import ort_kernel_census
     from ..export.inspect import output_quant_step
     from ..export.load import load_onnx_safely
@@ -153,13 +154,16 @@ def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, 
                  default=np.zeros(len(reference)))
     pick = np.sort(np.argsort(-spread, kind="stable")[:gate.layer_samples])
     layers = check_layers(onnx_path, data.images[pick].numpy(), student, max_steps=gate.layer_max_steps,
-                          max_mismatch=gate.layer_max_mismatch, threads=threads, progress=progress)
+                          max_mismatch=gate.layer_max_mismatch, threads=threads, progress=progress,
+                          session=None if emulated is None else emulated.session)
     census = None
     if profile == "onnxruntime" and "onnxruntime" in outputs:
         census = ort_kernel_census(onnx_path).to_dict()
     model = load_onnx_safely(onnx_path)
     return GateResult(gate, reference_name, rows, layers, census, dict(skipped or {}),
-                      check_pair_sums(model).to_dict(), scheme_portable(model), cpu_info())
+                      check_pair_sums(model).to_dict(), scheme_portable(model),
+                      cpu_info() if emulated is None else {**emulated.cpu_info(), "emulated_by": f"qemu -cpu "
+                                                                                               f"{emulated.model}"})
 
 
 
@@ -168,8 +172,10 @@ def portability_text(pair_sums: dict | None, portable: bool | None) -> str:
     if pair_sums is None:
         return "not checked"
     if pair_sums["exact_without_vnni"]:
+        u8 = pair_sums.get("uint8_weights", 0)
         return (f"same integers on every CPU: worst 16-bit pair sum {pair_sums['worst_pair_sum']} <= "
-                f"{pair_sums['limit']} in {pair_sums['checked']} integer Conv/Gemm")
+                f"{pair_sums['limit']} in {pair_sums['checked'] - u8} int8-weight Conv/Gemm"
+                + (f", {u8} with uint8 weights (u8 x u8 kernels)" if u8 else ""))
     names = pair_sums["saturating"]
     how = ("exported as portable: FAILS" if portable else
            "exported with --vnni-only" if portable is False else "no portable claim in its metadata")
@@ -185,6 +191,15 @@ def failure_message(report: dict, html_path: Path) -> str:
 
 
 def raise_for_gate(report: dict, html_path: Path, hint: str) -> None:
-    """Raise the ``ParityError`` of a failed report (the one place that raises it)."""
+    """Raise the ``ParityError`` of a failed report (the one place that raises it). ``hint`` is the caller's fix,
+    replaced by the CPU's when the first faulty layer is exact as float QDQ and inexact only in integer kernels, or
+    by the export's when a model exported as portable can saturate."""
     if not report["passed"]:
+        first = (report.get("layers") or {}).get("first_failure") or {}
+        pairs = report.get("pair_sums") or {}
+        if first.get("cause") == "integer kernels":
+            hint = ("export with the portable scheme (the default: drop --vnni-only; runs from before it: train "
+                    "again), or deploy only to CPUs with VNNI / AMX")
+        elif report.get("portable") and not pairs.get("exact_without_vnni", True):
+            hint = "export the run again (`dfq-deploy export RUN_DIR`) with this version's portable scheme"
         raise ParityError(failure_message(report, html_path), hint=hint)

@@ -358,7 +358,7 @@ class _Tally:
 
 def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps: float = 1.0,
                  max_mismatch: float = 0.001, threads: int | None = None, runtime: str = "onnxruntime",
-                 batch_size: int = 32, progress: bool = False) -> LocalResult:
+                 batch_size: int = 32, progress: bool = False, session=None) -> LocalResult:
     """Check every quantized activation of ``onnx_path`` locally (module docstring) on the images ``x``.
 
     Args:
@@ -366,6 +366,9 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
         max_steps: largest allowed difference of one element, in quantization steps (a tie: exactly one).
         max_mismatch: largest allowed share of an activation's elements on another code.
         batch_size: images per pass (the reference's activations of a batch are held in memory at once).
+        session: ``session(sub_model, optimize)`` returns an object with ``InferenceSession.run``'s signature that
+            runs the sub-graphs (default: ONNX Runtime in this process; ``runtimes.emulated.EmulatedCPU.session``
+            runs them on an emulated CPU).
 
     Raises:
         ModelError: the graph does not have the PyTorch model's activation quantizers (not an export of it).
@@ -385,7 +388,8 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
     ref_name = "torch" if qmodel is not None else "onnx (unoptimised reference)"
 
     def compare(which: list[int], optimize: bool, tally: _Tally, desc: str) -> None:
-        sessions = {k: _session(subs[k][0], threads, optimize=optimize) for k in which}
+        make = session or (lambda sub, optimize: _session(sub, threads, optimize=optimize))
+        sessions = {k: make(subs[k][0], optimize) for k in which}
         chunks = range(0, int(x.shape[0]), batch_size)
         for lo in tqdm(chunks, desc=desc, disable=not progress, leave=False):
             xb = x[lo:lo + batch_size]

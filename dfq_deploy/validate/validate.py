@@ -9,6 +9,7 @@ and a self-contained ``validation.html`` (figures embedded).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -35,12 +36,19 @@ class ValidateConfig:
     threads: int | None = None
     progress: bool = True
     engine: str | None = None                     # TensorRT plan (dfq-deploy compile) for the tensorrt runtime
+    emulate_cpu: str | None = None                # qemu CPU model (Haswell) that ONNX Runtime runs on, x86 hosts
 
     def __post_init__(self):
         for name in ("limit", "threads"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"{name}={v!r} must be a whole number >= 1", hint=f"e.g. --{name} 1000")
+        if self.emulate_cpu is not None:
+            from ..runtimes.emulated import EMULATED_CPUS
+
+            if self.emulate_cpu not in EMULATED_CPUS:
+                raise ConfigError(f"emulate_cpu={self.emulate_cpu!r} is not a CPU model this tool emulates",
+                                  hint=f"use one of {', '.join(EMULATED_CPUS)}")
         bad = [r for r in self.runtimes if r not in RUNTIME_NAMES]
         if bad or not self.runtimes:
             raise ConfigError(f"unknown runtime(s) {bad}", hint=f"use a comma-separated subset of {RUNTIME_NAMES}")
@@ -153,14 +161,23 @@ def validate(cfg: ValidateConfig) -> dict:
     outputs = {}
     if cfg.engine:
         _check_engine_belongs(Path(cfg.engine), onnx_path)
-    for name, cls in available:
-        if name == "onnxruntime":
-            rt = cls(onnx_path, threads=cfg.threads)
-        else:
-            rt = cls(cfg.engine if name == "tensorrt" and cfg.engine else onnx_path)
-        outputs[name] = run_logits(rt, data, progress=cfg.progress)
-    report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, cfg.gate, student=student,
-                          profile=meta.get("profile"), threads=cfg.threads, progress=cfg.progress)
+    with contextlib.ExitStack() as stack:
+        emulated = None
+        if cfg.emulate_cpu is not None:  # ONNX Runtime, end to end and layer by layer, on the emulated CPU
+            from ..runtimes.emulated import EmulatedCPU, EmulatedOnnxRuntime
+
+            emulated = stack.enter_context(EmulatedCPU(cfg.emulate_cpu, cfg.threads or 1))
+        for name, cls in available:
+            if name == "onnxruntime" and emulated is not None:
+                rt = EmulatedOnnxRuntime(onnx_path, cpu=cfg.emulate_cpu, threads=cfg.threads or 1)
+            elif name == "onnxruntime":
+                rt = cls(onnx_path, threads=cfg.threads)
+            else:
+                rt = cls(cfg.engine if name == "tensorrt" and cfg.engine else onnx_path)
+            outputs[name] = run_logits(rt, data, progress=cfg.progress)
+        report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, cfg.gate,
+                              student=student, profile=meta.get("profile"), threads=cfg.threads,
+                              progress=cfg.progress, emulated=emulated)
     report["changed_since_run"] = changed  # files that differ from the run's manifest.json (reported, not gated)
     write_reports(out_dir, report, history)
     raise_for_gate(report, out_dir / "validation.html",
@@ -171,12 +188,12 @@ def validate(cfg: ValidateConfig) -> dict:
 
 def build_report(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], skipped: dict,
                  data, onnx_path: Path, gate: Gate, *, student=None, profile: str | None = None,
-                 threads: int | None = None, progress: bool = False) -> dict:
+                 threads: int | None = None, progress: bool = False, emulated=None) -> dict:
     """The validation report (a plain dict, written as ``validation.json``) of logits already computed."""
     from ..export.inspect import output_quant_step
 
     result = check_parity(reference_name, reference, outputs, data, onnx_path, gate, student=student,
-                          profile=profile, skipped=skipped, threads=threads, progress=progress)
+                          profile=profile, skipped=skipped, threads=threads, progress=progress, emulated=emulated)
     labels = data.labels.numpy() if data.labelled else None
     return {
         "model": str(onnx_path), "profile": profile, "data": data.name, "samples": len(data),

@@ -54,7 +54,10 @@ def test_shift_is_exact_with_clip():
     onnx.checker.check_model(m, full_check=True)
     q = next(n for n in m.graph.node if n.op_type == "QuantizeLinear")
     zp = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}[q.input[2]]
-    assert zp.dtype == np.uint8 and int(zp) == 128
+    assert zp.dtype == np.uint8 and int(zp) == 8  # shifted by the Clip's floor: 4-bit codes [-8, 7] -> [0, 15]
+    clip = next(n for n in m.graph.node if n.op_type == "Clip")
+    bounds = [int(numpy_helper.to_array(t)) for name in clip.input[1:] for t in m.graph.initializer if t.name == name]
+    assert bounds == [0, 15]
     np.testing.assert_array_equal(_run(m, x)[0], before)
     np.testing.assert_allclose(_run(m, x, optimize=True)[0], before, atol=1e-5)
 
