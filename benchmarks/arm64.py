@@ -8,8 +8,9 @@
     .venv/bin/python benchmarks/arm64.py --table     # print the table from the JSON only
 
 An arm64 CPython 3.11 (Debian bookworm's packages), numpy and ``onnxruntime==1.31.1`` (the aarch64 wheels) run
-under ``qemu-aarch64-static -cpu M``: each CPU model gets the int8 kernels ONNX Runtime picks for its features
-(plain NEON on cortex-a57, the dot-product kernels on cortex-a76 / neoverse-n1, i8mm / SVE on ``max``).
+under ``qemu-aarch64-static -cpu M``. The CPU models differ in the int8 features ONNX Runtime chooses its kernels
+by: cortex-a57 has plain NEON only, cortex-a76 / neoverse-n1 add the dot product (``asimddp``), ``max`` adds i8mm,
+SVE2 and SME as well.
 
 ``--setup`` builds the arm64 root under ``--cache-dir`` once (what exists is skipped): the .deb files are fetched
 with ``apt-get download`` under a private apt configuration (``APT_CONFIG``: its own state, cache and sources.list,
@@ -107,7 +108,8 @@ for _ in range(runs):
     assert np.array_equal(again, logits), "two runs of one session differ"
 np.save(out_dir + "/logits.npy", logits)
 try:
-    features = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo") if l.startswith(("Features", "flags"))), [])
+    features = next((l.split(":", 1)[1].split() for l in open("/proc/cpuinfo")
+                     if l.startswith(("Features", "flags"))), [])
 except OSError:
     features = []
 try:
@@ -276,7 +278,7 @@ def setup(cache: Path, cpus: list[str], qemu: str, numpy_version: str) -> None:
     record = json.loads(record_file.read_text()) if record_file.exists() else {}
     for model in cpus:
         root = cpu_root(cache, model, qemu)
-        check = "import numpy, onnxruntime, platform; print(platform.machine(), numpy.__version__, onnxruntime.__version__)"
+        check = "import numpy as n, onnxruntime as o, platform as p; print(p.machine(), n.__version__, o.__version__)"
         out = _run([*arm_python(qemu, root, model), "-c", check], env=clean_env()).stdout.strip()
         features = next(line.split(":", 1)[1].strip() for line in (root / "proc/cpuinfo").read_text().splitlines()
                         if line.startswith("Features"))
