@@ -1,6 +1,8 @@
 """Both export profiles for every model and bit width of issue 4, checked on real test images.
 
     .venv/bin/python benchmarks/export_matrix.py [--images 2000] [--out benchmarks/results/export_matrix.json]
+    .venv/bin/python benchmarks/export_matrix.py --emulate-cpu Haswell --images 256 \
+        --out benchmarks/results/export_matrix_avx2.json    # ONNX Runtime on an emulated AVX2 CPU without VNNI
 
 For each (model, bits): a student quantized with ``QuantScheme(trt_compatible=True)`` (the scheme that deploys to
 both runtimes) is exported with the onnxruntime and the tensorrt profile. Reported per export: how many
@@ -8,7 +10,9 @@ Conv/Gemm ONNX Runtime runs as integer kernels (optimisation level ALL), whether
 TensorRT Q/DQ rule check, how far ONNX Runtime's logits are from the PyTorch reference (output quantization steps,
 top-1 agreement), the layer-local check (:mod:`dfq_deploy.validate.local`: the worst activation, in steps and in
 share of elements on another code) and the **verdict of the default parity gate** (``dfq_deploy.validate.Gate()``,
-what ``train-export`` and ``validate`` apply), with its reasons when it fails.
+what ``train-export`` and ``validate`` apply), with its reasons when it fails. With ``--emulate-cpu`` every ONNX
+Runtime run (end to end and layer by layer) happens in one child process on qemu's emulated CPU (x86 hosts with
+``qemu-user-static``), PyTorch natively: the same gate for a CPU this machine is not.
 
 Models: the shipped ResNet-20 (Fashion-MNIST, 1x28x28) calibrated by noise PTQ (parity does not depend on how the
 weights were trained); torchvision resnet18 and mobilenet_v2 with random weights whose BatchNorm statistics are
@@ -71,14 +75,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/results/export_matrix.json")
+    ap.add_argument("--emulate-cpu", default=None, choices=["Haswell"],
+                    help="run ONNX Runtime on qemu's emulated CPU (Haswell: AVX2 without VNNI)")
     args = ap.parse_args(argv)
 
     from dfq_deploy.export import check_tensorrt_rules, export_onnx, ort_kernel_census
     from dfq_deploy.export.inspect import output_quant_step
     from dfq_deploy.quant import QuantScheme, calibrate, quantize_model
     from dfq_deploy.runtimes.ort import OnnxRuntime
+    from dfq_deploy.isa import cpu_info
+    from dfq_deploy.runtimes.emulated import EmulatedCPU
     from dfq_deploy.validate import Gate, check_parity
 
+    emulated = EmulatedCPU(args.emulate_cpu).__enter__() if args.emulate_cpu else None
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = []
@@ -100,12 +109,16 @@ def main(argv: list[str] | None = None) -> int:
             path = work / f"{name.replace(':', '_')}-{bits}-{profile}.onnx"
             export_onnx(q, path, shape, profile=profile)
             census = ort_kernel_census(path)
-            with OnnxRuntime(path, threads=args.threads) as rt:
-                out = np.concatenate([rt.infer(x[i:i + 250].numpy()) for i in range(0, len(x), 250)])
+            if emulated is not None:
+                sess = emulated.session(path)
+                out = np.concatenate([sess.run([], {"input": x[i:i + 250].numpy()})[0] for i in range(0, len(x), 250)])
+            else:
+                with OnnxRuntime(path, threads=args.threads) as rt:
+                    out = np.concatenate([rt.infer(x[i:i + 250].numpy()) for i in range(0, len(x), 250)])
             step = output_quant_step(path)
             diff = np.abs(out.astype(np.float64) - ref)
             gate = check_parity("torch", ref, {"onnxruntime": out}, data, path, Gate(), student=q, profile=profile,
-                                threads=args.threads)
+                                threads=args.threads, emulated=emulated)
             row = {"model": name, "bits": bits, "profile": profile,
                    "compute_layers": census.integer_compute + len(census.float_compute),
                    "integer_layers": census.integer_compute, "trt_rules_ok": check_tensorrt_rules(str(path)).ok,
@@ -117,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                    "layer_worst_mismatch": max(layer.mismatched for layer in gate.layers.layers),
                    "layer_worst_unexplained": max(layer.unexplained for layer in gate.layers.layers),
                    "layer_samples": gate.layers.samples, "gate": "pass" if gate else "FAIL",
+                   "portable": gate.portable, "exact_without_vnni": gate.pair_sums["exact_without_vnni"],
+                   "worst_pair_sum": gate.pair_sums["worst_pair_sum"],
                    "gate_failures": gate.failures()}
             rows.append(row)
             print(f"{name:<26} {bits} {profile:<11} int {row['integer_layers']}/{row['compute_layers']} "
@@ -127,7 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"rows": rows, "gate": Gate().to_dict(),
                                "machine": {"cpu": platform.processor() or platform.machine(),
+                                           "cpu_info": emulated.cpu_info() if emulated else cpu_info(),
+                                           "emulated_by": f"qemu -cpu {args.emulate_cpu}" if emulated else None,
                                            "torch": torch.__version__}}, indent=2) + "\n")
+    if emulated is not None:
+        emulated.__exit__(None, None, None)
     print_table(rows)
     return 0
 

@@ -148,7 +148,8 @@ def summary_text(r: dict) -> str:
         f"  parity gate               {'pass' if g['passed'] else 'FAIL: ' + '; '.join(g['failures'])}",
     ]
     if r.get("portability"):
-        lines.append(f"  portability               {portability_text(r['portability'], r['portability'].get('portable'))}")
+        text = portability_text(r["portability"], r["portability"].get("portable"))
+        lines.append(f"  portability               {text}")
     if r["machine"].get("cpu_info"):
         lines.append(f"  checked on                {describe(r['machine']['cpu_info'])}")
     if r.get("tensorrt"):

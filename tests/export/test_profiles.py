@@ -129,11 +129,11 @@ def test_first_conv_input_channels_are_padded_to_four_and_nothing_changes(tmp_pa
 
     from dfq_deploy.export import onnx_export
 
-    q = _student(QuantScheme.from_tag(tag))
-    res = export_onnx(q, tmp_path / "padded.onnx", (1, 28, 28), profile="onnxruntime")
+    q = _student(QuantScheme.from_tag(tag, portable=False))  # int8 weights everywhere: the symmetric kernel's form
+    res = export_onnx(q, tmp_path / "padded.onnx", (1, 28, 28), profile="onnxruntime", portable=False)
     assert res.passes["conv_input_channels_padded"] == 1
     monkeypatch.setattr(onnx_export, "pad_conv_input_channels", lambda model: 0)
-    plain = export_onnx(q, tmp_path / "plain.onnx", (1, 28, 28), profile="onnxruntime").path
+    plain = export_onnx(q, tmp_path / "plain.onnx", (1, 28, 28), profile="onnxruntime", portable=False).path
 
     model = onnx.load(str(res.path))
     G = Graph(model)
@@ -155,6 +155,20 @@ def test_first_conv_input_channels_are_padded_to_four_and_nothing_changes(tmp_pa
     for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
         padded, unpadded = _run_ort(res.path, x, level), _run_ort(plain, x, level)
         assert np.array_equal(padded, unpadded) and np.abs(unpadded).max() > 0
+
+
+def test_a_first_conv_with_uint8_weights_is_not_padded(tmp_path):
+    """The portable export stores the 8-bit first convolution's weights as uint8 (exact without VNNI); MLAS' symmetric
+    kernel, which the padding is for, takes int8 weights only, so that convolution is left unpadded."""
+    q = _student(QuantScheme.from_tag("W4A4"))
+    res = export_onnx(q, tmp_path / "portable.onnx", (1, 28, 28), profile="onnxruntime")
+    assert res.passes["weights_moved_to_uint8"] == 2 and res.passes["conv_input_channels_padded"] == 0
+    model = onnx.load(str(res.path))
+    G = Graph(model)
+    first = next(n for n in model.graph.node if n.op_type == "Conv")
+    w_dq = G.producer[first.input[1]]
+    assert G.const(w_dq.input[2]).dtype == np.uint8 and not any(n.op_type == "Pad" for n in model.graph.node)
+    assert ort_kernel_census(res.path).all_integer
 
 
 @pytest.mark.parametrize("zp_shape", [(), (1,)])
