@@ -92,9 +92,10 @@ def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[in
         input_shape: ``(C, H, W)`` of one input.
         profile: runtime profile (see :data:`PROFILES`).
         metadata: key/value strings stored in the model's ``metadata_props``.
-        portable: the model must compute the same integers on every CPU (``QuantScheme.portable``): the onnxruntime
-            profile stores the weights of a layer whose 16-bit pair sums could saturate as uint8 codes. Recorded as
-            ``dfq_deploy.portable``, which the parity gate holds the graph to. The tensorrt profile has no uint8
+        portable: the model must compute the same integers on every CPU (``QuantScheme.portable``, whose weights
+            leave no 16-bit pair sum that can saturate). Should a layer still be able to (a model the scheme's rule
+            does not foresee), the onnxruntime profile stores its weights as uint8 codes, exact everywhere. Recorded
+            as ``dfq_deploy.portable``, which the parity gate holds the graph to. The tensorrt profile has no uint8
             weights (TensorRT wants symmetric int8): where its graph could saturate an x86 CPU without VNNI it is
             recorded as not portable (TensorRT's GPU kernels accumulate in int32; ONNX Runtime there stands in).
 

@@ -235,8 +235,10 @@ def unsigned_weights_where_pairs_saturate(model: onnx.ModelProto, layers: set[st
 
     Why: with uint8 weights ONNX Runtime's x86 kernels multiply uint8 x uint8 in 16-bit words summed into 32 bits
     (no saturating 16-bit pair sum), so the layer is exact on CPUs without VNNI too, at full 8-bit weight precision.
-    It costs speed where the layer is large (a non-zero weight zero point leaves MLAS' symmetric convolution), so
-    only the layers named in ``layers`` (default: every saturating one) are rewritten. Returns the count.
+    It costs speed (a non-zero weight zero point leaves MLAS' symmetric convolution: docs/benchmarks.md), so the
+    portable scheme trains weights that never need it, and this pass is the safety net for a layer the scheme did
+    not foresee; only the layers named in ``layers`` (default: every saturating one) are rewritten. Returns the
+    count.
     """
     from .pair_sums import check_pair_sums
 

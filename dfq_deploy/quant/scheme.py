@@ -38,10 +38,10 @@ class QuantScheme:
             int8 gives a ReLU output anyway). The onnxruntime profile turns these back into uint8 exactly, so the
             same model runs integer kernels there too. ``train-export --target tensorrt`` sets it.
         portable: every integer Conv/Gemm computes the same integers on every CPU (:mod:`dfq_deploy.isa`): a layer
-            whose input activation has 8 bits gets 7-bit weights (:func:`portable_weight_bits`). The first and last
-            layers keep their full 8-bit weights unless ``trt_compatible``: the onnxruntime profile stores them as
-            uint8 codes, whose kernels are exact everywhere at no measured cost for these two small layers, and they
-            carry most of the quantization loss. False keeps full 8-bit weight codes everywhere, exact only where
+            whose input activation has 8 bits gets 7-bit weights (:func:`portable_weight_bits`), trained so, so the
+            exported model is the trained model in both profiles and keeps MLAS' fast symmetric kernels. (Storing
+            8-bit weights as uint8 instead is exact too, but took the first convolution off the symmetric kernel:
+            docs/benchmarks.md#same-integers-on-every-cpu.) False keeps full 8-bit weight codes, exact only where
             int8 dot products accumulate in 32 bits (x86 VNNI / AMX, ARM, GPUs): ONNX Runtime's kernels saturate on
             x86 CPUs without VNNI (``train-export --vnni-only``; recorded in the model's metadata).
     """
@@ -137,9 +137,7 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
         bits = fl if name in edge else scheme.weight_bits
         # an edge layer's input has first_last_bits, or the scheme's bits when its quantizer is shared: the larger
         input_bits = max(fl, a) if name in edge else a
-        # the first and last layers stay exact with 8-bit weights through uint8 weight codes (see QuantScheme.portable)
-        constrained = scheme.portable and (name not in edge or scheme.trt_compatible)
-        return portable_weight_bits(bits, input_bits) if constrained else bits
+        return portable_weight_bits(bits, input_bits) if scheme.portable else bits
 
     # Brevitas evaluates a value that is a *lambda* (checked by name) of (module, name) per layer
     wbits = lambda module, name: weight_bits(name)  # noqa: E731

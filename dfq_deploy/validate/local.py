@@ -9,16 +9,17 @@ channel scales, a wrong residual scale) moves many elements, or some by more tha
 
 How: the exported graph is cut at its activation quantizers. Every activation ``QuantizeLinear -> [Clip] ->
 DequantizeLinear`` chain of the QCDQ export is one quantized activation of the Brevitas model (the export is a trace,
-so the i-th chain of the graph and the i-th activation quantizer call of the forward are the same tensor). For each
-chain, the sub-graph that computes its integer codes from the chains it depends on is extracted (the same nodes,
-weights and Q/DQ pairs as the deployed model, the upstream chains' own ``QuantizeLinear`` included) and run by ONNX
-Runtime with full optimisation, so it is fused into the same integer kernels (QLinearConv, QLinearAdd, QGemm) as the
-whole model: ONNX Runtime's rewrites start from ``Q -> DQ`` pairs (an int8 pair becomes uint8 on x86, for one), so a
-sub-graph fed bare integer codes would run other kernels than the model. Its inputs are the *reference's* values of
-the upstream activations, on their grid (teacher forcing); its output, dequantized with the chain's own
-DequantizeLinear parameters, is compared with the reference's activation in the reference's quantization steps.
+so the i-th chain of the graph and the i-th activation quantizer call of the forward are the same tensor). The whole
+graph is *teacher-forced* (:func:`forced_model`): each chain is still computed from the graph and read out, while
+the layers after it read a copy of the chain whose ``QuantizeLinear`` is fed the *reference's* value of that
+activation. So every quantized activation is computed from the reference's own inputs to its layer, and by the
+kernels ONNX Runtime (full optimisation) picks for the whole model: the graph keeps every node, ``Q -> DQ`` pair
+and shared DQ of the deployed one, and ONNX Runtime's rewrites depend on those (in the tensorrt profile it turns
+int8 pairs into uint8 and fuses the convolutions around them into QLinearConv, which a sub-graph cut around one
+layer did differently). Each activation, dequantized with the chain's own DequantizeLinear parameters, is compared
+with the reference's activation in the reference's quantization steps.
 
-Where a layer differs, the same sub-graph is run again without graph optimisations (each QDQ pair in float, no
+Where a layer differs, the same forced graph is run again without graph optimisations (each QDQ pair in float, no
 integer kernel). If that agrees with the reference and the integer kernels do not, the export computes what was
 trained and this CPU's integer kernels do not (:mod:`dfq_deploy.isa`: 16-bit pair sums without VNNI); the verdict
 says so instead of blaming the export.
@@ -137,61 +138,77 @@ def activation_chains(model: onnx.ModelProto) -> list[Chain]:
     return chains
 
 
-def quantizer_input(G: Graph, chain: Chain) -> str | None:
-    """The float tensor that ``chain``'s ``QuantizeLinear`` reads, when only quantizers read it (so a sub-graph may
-    start there without skipping a float use of it), else None."""
-    t = chain.q.input[0]
-    users = G.consumers.get(t, [])
-    return t if users and all(u.op_type == "QuantizeLinear" for u in users) else None
+def sub_output(chain: Chain) -> str:
+    """What the check reads of a chain: its DequantizeLinear's float output where that reads the codes directly,
+    else the integer codes (the onnxruntime profile's channel padding sits between them)."""
+    return chain.dq.output[0] if chain.dq.input[0] == chain.codes else chain.codes
 
 
-def layer_submodel(model: onnx.ModelProto, chains: list[Chain], i: int) -> tuple[onnx.ModelProto, list[str]]:
-    """The part of ``model`` that computes chain ``i``'s codes from the other chains it depends on (and the graph
-    input). An upstream chain enters at its ``QuantizeLinear``'s float input, so the sub-graph holds the same
-    ``Q -> [Clip] -> DQ`` pairs as the model (module docstring).
+def forced_model(model: onnx.ModelProto, chains: list[Chain]) -> tuple[onnx.ModelProto, dict[str, Chain]]:
+    """The whole graph, teacher-forced at every quantized activation (module docstring).
 
-    Returns the sub-model and its input names (float inputs of other chains' quantizers, or the graph's input)."""
-    G = Graph(model)
-    boundary = {quantizer_input(G, c) or c.codes: c for c in chains if c.index != i}
-    graph_inputs = {v.name: v for v in model.graph.input}
-    order = {id(n): k for k, n in enumerate(model.graph.node)}
-    nodes: dict[int, onnx.NodeProto] = {}
-    inputs: list[str] = []
-    consts: set[str] = set()
-    stack = [chains[i].codes]
-    seen: set[str] = set()
-    while stack:
-        t = stack.pop()
-        if t in seen or not t:
-            continue
-        seen.add(t)
-        if t in boundary or t in graph_inputs:
-            inputs.append(t)
-        elif t in G.init:
-            consts.add(t)
-        elif t in G.producer:
-            node = G.producer[t]
-            if id(node) not in nodes:
-                nodes[id(node)] = node
-                stack.extend(node.input)
-        else:
-            raise ModelError(f"tensor {t!r} has no producer", hint="validate graphs exported by dfq-deploy")
-    value_infos = []
-    for t in inputs:
-        if t in graph_inputs:
-            value_infos.append(graph_inputs[t])
-        elif t == boundary[t].codes:
-            elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(boundary[t].dtype))
-            value_infos.append(onnx.helper.make_tensor_value_info(t, elem, None))
-        else:
-            value_infos.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-    out_elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(chains[i].dtype))
-    graph = onnx.helper.make_graph(
-        sorted(nodes.values(), key=lambda n: order[id(n)]), f"layer_{i}", value_infos,
-        [onnx.helper.make_tensor_value_info(chains[i].codes, out_elem, None)],
-        [G.init[c] for c in sorted(consts)])
-    sub = onnx.helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
-    return sub, inputs
+    Each chain keeps its own ``Q -> [Clip] -> DQ`` nodes, computed from the graph as before, and becomes an output
+    (:func:`sub_output`); its consumers read a copy of the chain instead, ``Q -> [Clip] -> [Pad] -> DQ`` with the
+    same constants, whose ``QuantizeLinear`` reads a new graph input: the reference's value of that activation.
+    So every layer is computed from the reference's inputs to it, by the kernels ONNX Runtime picks for the *whole*
+    model: node for node the same graph, the same ``Q -> DQ`` pairs and the same sharing of each DQ.
+
+    Returns the model and its forced inputs (input name -> chain)."""
+    forced = onnx.ModelProto()
+    forced.CopyFrom(model)
+    G = Graph(forced)
+    graph_inputs = {v.name for v in forced.graph.input}
+    copies: dict[int, list[onnx.NodeProto]] = {}   # index of a chain's Q -> its copied nodes, inserted after it
+    position = {id(n): k for k, n in enumerate(forced.graph.node)}
+    feeds: dict[str, Chain] = {}
+    for c in chains:
+        q = next(n for n in forced.graph.node if n.name == c.q.name and list(n.output) == list(c.q.output))
+        if q.input[0] in graph_inputs:
+            continue  # the network's input quantizer: already fed the images themselves
+        closure, frontier = [q], [q]
+        while frontier:  # Q -> [Clip] -> [Pad] -> DQ(s), stopping at the DQs
+            node = frontier.pop()
+            if node.op_type == "DequantizeLinear":
+                continue
+            for u in G.consumers.get(node.output[0], []):
+                if u.op_type in ("Clip", "Pad", "DequantizeLinear") and u not in closure:
+                    closure.append(u)
+                    frontier.append(u)
+        inside = {id(n) for n in closure}
+        users = [u for n in closure for o in n.output for u in G.consumers.get(o, []) if id(u) not in inside]
+        if not users:
+            continue  # nothing reads it (the logits): no copy needed
+        ref = G.fresh(q.input[0] + "_forced")
+        rename = {q.input[0]: ref, **{o: G.fresh(o + "_forced") for n in closure for o in n.output}}
+        copied = []
+        for n in sorted(closure, key=lambda n: position[id(n)]):
+            dup = onnx.NodeProto()
+            dup.CopyFrom(n)
+            dup.name = (n.name or n.output[0]) + "_forced"
+            dup.input[:] = [rename.get(t, t) for t in n.input]
+            dup.output[:] = [rename[t] for t in n.output]
+            copied.append(dup)
+        for u in users:
+            u.input[:] = [rename.get(t, t) if t != q.input[0] else t for t in u.input]
+        copies[position[id(q)]] = copied
+        feeds[ref] = c
+    nodes = []
+    for k, n in enumerate(forced.graph.node):
+        nodes.append(n)
+        nodes += copies.get(k, [])
+    del forced.graph.node[:]
+    forced.graph.node.extend(nodes)
+    outputs = list(dict.fromkeys(sub_output(c) for c in chains))
+    del forced.graph.output[:]
+    for c in chains:
+        t = sub_output(c)
+        if t in outputs:
+            elem = (onnx.TensorProto.FLOAT if t != c.codes else onnx.helper.np_dtype_to_tensor_dtype(np.dtype(c.dtype)))
+            forced.graph.output.append(onnx.helper.make_tensor_value_info(t, elem, None))
+            outputs.remove(t)
+    for ref in feeds:
+        forced.graph.input.append(onnx.helper.make_tensor_value_info(ref, onnx.TensorProto.FLOAT, None))
+    return forced, feeds
 
 
 @dataclass
@@ -366,9 +383,9 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
         max_steps: largest allowed difference of one element, in quantization steps (a tie: exactly one).
         max_mismatch: largest allowed share of an activation's elements on another code.
         batch_size: images per pass (the reference's activations of a batch are held in memory at once).
-        session: ``session(sub_model, optimize)`` returns an object with ``InferenceSession.run``'s signature that
-            runs the sub-graphs (default: ONNX Runtime in this process; ``runtimes.emulated.EmulatedCPU.session``
-            runs them on an emulated CPU).
+        session: ``session(model, optimize)`` returns an object with ``InferenceSession.run``'s signature that
+            runs the teacher-forced graph (default: ONNX Runtime in this process;
+            ``runtimes.emulated.EmulatedCPU.session`` runs it on an emulated CPU).
 
     Raises:
         ModelError: the graph does not have the PyTorch model's activation quantizers (not an export of it).
@@ -377,19 +394,17 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
 
     model = load_onnx_safely(onnx_path)
     chains = activation_chains(model)
-    G = Graph(model)
     input_name = model.graph.input[0].name
-    by_codes = {c.codes: c for c in chains}
-    by_float = {t: c for c in chains if (t := quantizer_input(G, c)) is not None}
-    subs = [layer_submodel(model, chains, c.index) for c in chains]
+    forced, feeds = forced_model(model, chains)
+    outputs = [o.name for o in forced.graph.output]
     shapes: list[list[int]] = [[] for _ in chains]
     modules = [c.name for c in chains]
     expected: list[tuple[int, int] | None] = [None] * len(chains)
     ref_name = "torch" if qmodel is not None else "onnx (unoptimised reference)"
+    make = session or (lambda m, optimize: _session(m, threads, optimize=optimize))
 
     def compare(which: list[int], optimize: bool, tally: _Tally, desc: str) -> None:
-        make = session or (lambda sub, optimize: _session(sub, threads, optimize=optimize))
-        sessions = {k: make(subs[k][0], optimize) for k in which}
+        sess = make(forced, optimize)
         chunks = range(0, int(x.shape[0]), batch_size)
         for lo in tqdm(chunks, desc=desc, disable=not progress, leave=False):
             xb = x[lo:lo + batch_size]
@@ -400,25 +415,21 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
                                      f"{len(ref)}", hint="compare a model with its own export")
             else:
                 ref = onnx_activations(model, chains, xb, threads)
-
-            def feed(t: str) -> np.ndarray:
-                if t == input_name:
-                    return xb
-                if t in by_codes:
-                    c = by_codes[t]
-                    return c.quantize(ref[c.index].value)
-                c = by_float[t]  # the reference's value on the chain's own grid, quantized again by the graph's Q
-                return c.dequantize(c.quantize(ref[c.index].value)).astype(np.float32)
-
+            # each forced input: the reference's value on the chain's own grid, quantized again by the graph's Q
+            inputs = {input_name: xb, **{t: c.dequantize(c.quantize(ref[c.index].value)).astype(np.float32)
+                                         for t, c in feeds.items()}}
+            got_all = dict(zip(outputs, sess.run(outputs, inputs), strict=True))
             for k in which:
                 c, a = chains[k], ref[k]
-                (got,) = sessions[k].run([c.codes], {t: feed(t) for t in subs[k][1]})
+                out = sub_output(c)
+                got = got_all[out]
+                value = got.astype(np.float64) if out != c.codes else c.dequantize(got)
                 if tuple(got.shape) != tuple(a.value.shape):
                     raise ModelError(f"quantized activation {c.index} ({c.name}) has shape {list(got.shape)} in the "
                                      f"graph and {list(a.value.shape)} in the reference ({a.module})",
                                      hint="compare a model with its own export")
                 step = broadcast(np.asarray(a.step, np.float64), got.ndim, c.axis)
-                tally.add(k, np.abs(c.dequantize(got) - a.value.astype(np.float64)) / step, a.at_tie)
+                tally.add(k, np.abs(value - a.value.astype(np.float64)) / step, a.at_tie)
                 shapes[k] = [int(x.shape[0]), *got.shape[1:]]
                 modules[k] = a.module
                 expected[k] = a.int_range

@@ -52,14 +52,36 @@ def test_full_8bit_weights_after_8bit_inputs_are_flagged_and_the_portable_scheme
     assert planted.to_dict()["worst_pair_sum"] > PAIR_SUM_LIMIT
     portable = check_pair_sums(onnx.load(_export(tmp_path, tag, portable=True)))
     assert portable and len(portable.layers) == 22
-    # the first and last layers keep 8-bit weights, stored as uint8 (u8 x u8 kernels: no 16-bit pair sums)
-    edges = [portable.layers[0], portable.layers[-1]]
-    assert [layer.weights for layer in edges] == ["uint8", "uint8"]
-    assert all(layer.input_codes == [0, 255] and max(map(abs, layer.weight_codes)) == 127 for layer in edges)
-    inner = portable.layers[1:-1]
-    assert all(layer.weights == "int8" and abs(layer.worst_pair_sum) <= PAIR_SUM_LIMIT for layer in inner)
-    if tag == "W8A8":  # 8-bit inputs everywhere: 7-bit weights inside
-        assert all(layer.input_codes == [0, 255] and max(map(abs, layer.weight_codes)) == 63 for layer in inner)
+    assert all(layer.weights == "int8" and abs(layer.worst_pair_sum) <= PAIR_SUM_LIMIT for layer in portable.layers)
+    eight_bit_inputs = [layer for layer in portable.layers if layer.input_codes == [0, 255]]
+    assert len(eight_bit_inputs) == (22 if tag == "W8A8" else 2)  # W4A4: the first conv and the classifier
+    assert all(max(map(abs, layer.weight_codes)) == 63 for layer in eight_bit_inputs)  # 7-bit weights
+
+
+def test_the_safety_net_stores_saturating_weights_as_uint8_and_keeps_the_function(tmp_path):
+    """A model trained with full 8-bit weights after 8-bit inputs, exported as portable: the onnxruntime profile
+    stores those layers' weights as uint8 codes with zero point 128; the graph is then exact without VNNI and
+    computes the same logits as the int8 form."""
+    import onnxruntime as ort
+
+    from dfq_deploy.models import SHIPPED_TEACHER, load_teacher
+
+    teacher, card = load_teacher(SHIPPED_TEACHER)
+    q = quantize_model(teacher, QuantScheme.from_tag("W4A4", portable=False))
+    torch.manual_seed(0)
+    calibrate(q, [torch.randn(32, *card.input_shape)])
+    paths = {p: tmp_path / f"{p}.onnx" for p in (False, True)}
+    for portable, path in paths.items():
+        res = export_onnx(q, path, tuple(card.input_shape), portable=portable)
+        assert res.passes["weights_moved_to_uint8"] == (2 if portable else 0)
+    check = check_pair_sums(onnx.load(paths[True]))
+    assert check and [layer.weights for layer in check.layers].count("uint8") == 2
+    assert [layer.node for layer in check.layers if layer.weights == "uint8"] == \
+        [layer.node for layer in check_pair_sums(onnx.load(paths[False])).saturating]
+    x = np.random.default_rng(0).standard_normal((16, *card.input_shape)).astype(np.float32)
+    outs = [ort.InferenceSession(str(paths[p]), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            for p in (False, True)]
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def test_signed_sub_8bit_activations_start_at_code_0(tmp_path):

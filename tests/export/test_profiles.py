@@ -72,7 +72,8 @@ def test_layer_bits_are_read_from_the_graph_and_stored(tmp_path):
     model = onnx.load(str(res.path))
     stored = json.loads({p.key: p.value for p in model.metadata_props}["dfq_deploy.layer_bits"])
     names = list(stored)
-    assert stored[names[0]] == {"weight": 8, "input": 8} and stored[names[-1]] == {"weight": 8, "input": 8}
+    # 8-bit inputs: 7-bit weights in the portable scheme (no 16-bit pair sum can saturate)
+    assert stored[names[0]] == {"weight": 7, "input": 8} and stored[names[-1]] == {"weight": 7, "input": 8}
     assert all(stored[n] == {"weight": 4, "input": 3} for n in names[1:-1])
     assert layer_bits(model) != stored  # the tensorrt rewrite moved the Clips: bits had to be read before it
 
@@ -129,11 +130,11 @@ def test_first_conv_input_channels_are_padded_to_four_and_nothing_changes(tmp_pa
 
     from dfq_deploy.export import onnx_export
 
-    q = _student(QuantScheme.from_tag(tag, portable=False))  # int8 weights everywhere: the symmetric kernel's form
-    res = export_onnx(q, tmp_path / "padded.onnx", (1, 28, 28), profile="onnxruntime", portable=False)
+    q = _student(QuantScheme.from_tag(tag))
+    res = export_onnx(q, tmp_path / "padded.onnx", (1, 28, 28), profile="onnxruntime")
     assert res.passes["conv_input_channels_padded"] == 1
     monkeypatch.setattr(onnx_export, "pad_conv_input_channels", lambda model: 0)
-    plain = export_onnx(q, tmp_path / "plain.onnx", (1, 28, 28), profile="onnxruntime", portable=False).path
+    plain = export_onnx(q, tmp_path / "plain.onnx", (1, 28, 28), profile="onnxruntime").path
 
     model = onnx.load(str(res.path))
     G = Graph(model)
@@ -158,10 +159,11 @@ def test_first_conv_input_channels_are_padded_to_four_and_nothing_changes(tmp_pa
 
 
 def test_a_first_conv_with_uint8_weights_is_not_padded(tmp_path):
-    """The portable export stores the 8-bit first convolution's weights as uint8 (exact without VNNI); MLAS' symmetric
-    kernel, which the padding is for, takes int8 weights only, so that convolution is left unpadded."""
-    q = _student(QuantScheme.from_tag("W4A4"))
-    res = export_onnx(q, tmp_path / "portable.onnx", (1, 28, 28), profile="onnxruntime")
+    """A portable export of a model trained with full 8-bit weights after 8-bit inputs stores those layers' weights
+    as uint8 (exact without VNNI; the safety net); MLAS' symmetric kernel, which the padding is for, takes int8
+    weights only, so that first convolution is left unpadded."""
+    q = _student(QuantScheme.from_tag("W4A4", portable=False))
+    res = export_onnx(q, tmp_path / "portable.onnx", (1, 28, 28), profile="onnxruntime", portable=True)
     assert res.passes["weights_moved_to_uint8"] == 2 and res.passes["conv_input_channels_padded"] == 0
     model = onnx.load(str(res.path))
     G = Graph(model)

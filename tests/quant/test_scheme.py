@@ -20,11 +20,13 @@ def test_scheme_tags():
             QuantScheme.from_tag(bad)
 
 
-def test_bits_per_layer_and_bn_merged(tiny_teacher):
-    q = quantize_model(tiny_teacher, QuantScheme(3, 4, first_last_bits=8))
+@pytest.mark.parametrize("portable", [True, False])
+def test_bits_per_layer_and_bn_merged(tiny_teacher, portable):
+    q = quantize_model(tiny_teacher, QuantScheme(3, 4, first_last_bits=8, portable=portable))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in q.modules())  # BN lives in the convs
     bits = _weight_bits(q)
-    assert bits.pop("conv1") == 8 and bits.pop("fc") == 8
+    edge = 7 if portable else 8  # 8-bit inputs: 7-bit weights keep every 16-bit pair sum in range
+    assert bits.pop("conv1") == edge and bits.pop("fc") == edge
     assert set(bits.values()) == {3}
     acts = {n: int(m.act_quant.bit_width().item()) for n, m in q.named_children()
             if isinstance(m, (qnn.QuantIdentity, qnn.QuantReLU))}
@@ -62,3 +64,15 @@ def test_torchvision_mobilenet_quantizes(tmp_path):
     q = quantize_model(m, QuantScheme(4, 4))
     calibrate(q, [torch.randn(2, 3, 32, 32)])
     assert q.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("portable, expected", [(True, {7}), (False, {8})])
+def test_w8a8_weights_are_7_bit_after_8_bit_inputs_when_portable(tiny_teacher, portable, expected):
+    q = quantize_model(tiny_teacher, QuantScheme(8, 8, portable=portable))
+    assert set(_weight_bits(q).values()) == expected
+
+
+@pytest.mark.parametrize("value", [1, "yes", None])
+def test_portable_must_be_a_bool(value):
+    with pytest.raises(ConfigError):
+        QuantScheme(portable=value)

@@ -12,7 +12,7 @@ from dfq_deploy.export import export_onnx
 from dfq_deploy.export.inspect import INTEGER_ADD_OPS, INTEGER_COMPUTE_OPS
 from dfq_deploy.quant import QuantScheme, calibrate, quantize_model
 from dfq_deploy.runtimes.emulated import EmulatedCPU, emulator
-from dfq_deploy.validate.local import activation_chains, check_layers, layer_submodel
+from dfq_deploy.validate.local import activation_chains, check_layers, forced_model
 
 INTEGER = INTEGER_COMPUTE_OPS | INTEGER_ADD_OPS
 
@@ -37,23 +37,22 @@ def _student(tag, **kw):
     return q.eval()
 
 
-@pytest.mark.parametrize("profile", ["onnxruntime", "tensorrt"])
-def test_sub_graphs_run_the_integer_kernels_of_the_whole_model(tmp_path, profile):
-    """Each integer kernel of the whole model appears in exactly one layer sub-graph (the one whose activation it
-    computes), so the sub-graphs' kernels add up to the model's: in the tensorrt profile ONNX Runtime fuses int8
-    ``Q -> DQ`` pairs that a sub-graph fed bare codes would not have."""
+@pytest.mark.parametrize("profile", ["onnxruntime", "tensorrt"], ids=["ort_profile", "trt_profile"])  # runs without TensorRT
+def test_the_forced_graph_runs_the_integer_kernels_of_the_whole_model(tmp_path, profile):
+    """The teacher-forced graph that the layer-local check runs is fused into the same integer kernels as the model:
+    in the tensorrt profile ONNX Runtime turns some int8 ``Q -> DQ`` pairs into uint8 and fuses the convolutions
+    around them, and which ones depends on the whole graph (a sub-graph cut around one layer fused others)."""
     q = _student("W8A8", trt_compatible=True)
     path = tmp_path / f"{profile}.onnx"
     export_onnx(q, path, (1, 28, 28), profile=profile)
     model = onnx.load(path)
     whole = _optimized_ops(model, tmp_path, "whole")
-    chains = activation_chains(model)
-    parts = Counter()
-    for c in chains:
-        parts += _optimized_ops(layer_submodel(model, chains, c.index)[0], tmp_path, f"sub{c.index}")
-    assert sum(whole[o] for o in INTEGER) > 0
-    assert {o: parts[o] for o in INTEGER if parts[o] or whole[o]} == {o: whole[o] for o in INTEGER
-                                                                         if parts[o] or whole[o]}
+    forced, feeds = forced_model(model, activation_chains(model))
+    assert len(feeds) == len(activation_chains(model)) - 2  # all but the input's and the logits' quantizers
+    ops = _optimized_ops(forced, tmp_path, "forced")
+    assert sum(whole[o] for o in INTEGER_COMPUTE_OPS) > 0
+    assert {o: ops[o] for o in INTEGER} == {o: whole[o] for o in INTEGER}
+    assert ops["Conv"] + ops["FusedConv"] == whole["Conv"] + whole["FusedConv"]  # the float ones stay float too
 
 
 needs_qemu = pytest.mark.skipif(emulator() is None and not os.environ.get("DFQ_REQUIRE_QEMU"),
@@ -98,3 +97,30 @@ def test_a_faulty_export_is_blamed_on_the_export(tmp_path):
     result = check_layers(path, x, q)
     first = result.first_failure
     assert first is not None and first.cause == "export" and not first.float_qdq["passed"]
+
+
+def test_a_model_exported_as_portable_that_can_saturate_fails_the_gate(tmp_path):
+    """The static bound is gated: full 8-bit weights after 8-bit inputs under a ``dfq_deploy.portable`` claim fail,
+    whatever this CPU computes; the same graph with an honest claim (``--vnni-only``) is reported, not failed."""
+    from dfq_deploy.data import EvalSet
+    from dfq_deploy.export.graph import set_metadata
+    from dfq_deploy.validate import Gate, check_parity
+
+    q = _student("W8A8", portable=False)
+    path = tmp_path / "m.onnx"
+    export_onnx(q, path, (1, 28, 28), portable=False)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((32, 1, 28, 28)).astype(np.float32))
+    data = EvalSet(x, torch.full((32,), -1), (), "noise")
+    with torch.no_grad():
+        out = q(x)
+        ref = getattr(out, "value", out).numpy()
+    verdicts = {}
+    for claim in ("false", "true"):
+        model = onnx.load(path)
+        meta = {p.key: p.value for p in model.metadata_props}
+        set_metadata(model, {**meta, "dfq_deploy.portable": claim})
+        onnx.save(model, path)
+        result = check_parity("torch", ref, {"onnxruntime": ref}, data, path, Gate(), student=q)
+        verdicts[claim] = [f for f in result.failures() if "16-bit pair sum" in f]
+        assert result.pair_sums["exact_without_vnni"] is False and result.cpu["int8_dot"] in ("int32", "int16-pairs")
+    assert verdicts["false"] == [] and len(verdicts["true"]) == 1 and "can saturate" in verdicts["true"][0]
