@@ -39,6 +39,8 @@ from pathlib import Path
 
 import torch
 
+from dfq_deploy.isa import cpu_info
+
 warnings.filterwarnings("ignore")
 
 # method -> (recipe, recipe option overrides, note). "ptq-*" and "ort-static" use the shared ZeroQ images directly.
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     fp_acc = evaluate(teacher, eval_set.images, eval_set.labels)
     results.update({"fp_accuracy": fp_acc, "eval": f"{eval_set.name} ({len(eval_set)} images)",
                     "budgets": {k: v or "the recipe defaults (what train-export runs)" for k, v in BUDGETS.items()},
-                    "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+                    "machine": {"cpu": platform.processor() or platform.machine(), "cpu_info": cpu_info(),
+                                "threads": torch.get_num_threads(),
                                 "torch": torch.__version__, "device": device_name(dev)}})
     print(f"teacher FP {fp_acc:.2f} % on {results['eval']}", flush=True)
     teacher = teacher.to(dev)

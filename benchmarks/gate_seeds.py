@@ -25,6 +25,8 @@ import time
 import warnings
 from pathlib import Path
 
+from dfq_deploy.isa import cpu_info
+
 warnings.filterwarnings("ignore")
 
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                 disk["rows"] = [r for r in disk["rows"] if (r["bits"], r["seed"]) != (bits, seed)] + [row]
                 disk["rows"].sort(key=lambda r: (r["bits"], r["seed"]))
                 disk.update({"gate": Gate().to_dict(), "recipe": cfg.recipe,
-                             "machine": {"cpu": platform.processor() or platform.machine(),
+                             "machine": {"cpu": platform.processor() or platform.machine(), "cpu_info": cpu_info(),
                                          "threads": torch.get_num_threads(), "torch": torch.__version__}})
                 tmp_out = out.with_suffix(f".tmp{os.getpid()}")
                 tmp_out.write_text(json.dumps(disk, indent=2) + "\n")

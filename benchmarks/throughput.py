@@ -26,6 +26,8 @@ import time
 import warnings
 from pathlib import Path
 
+from dfq_deploy.isa import cpu_info
+
 warnings.filterwarnings("ignore")
 
 KD_RECIPES = ("dmkd", "gdfq", "dfqf", "adversarial", "lis")
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(out.read_text()) if out.exists() else {"rows": []}
     results["rows"] = [r for r in results["rows"] if r["device"] != where] + rows
     results.setdefault("machines", {})[where] = {
-        "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(), "cpu_info": cpu_info(), "torch": torch.__version__,
         "python": platform.python_version(), "steps": args.steps}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

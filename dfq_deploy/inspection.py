@@ -84,7 +84,7 @@ def inspect_text(r: dict) -> str:
     """The human-readable form of :func:`inspect_onnx`'s report."""
     meta = r["metadata"]
     lines = [f"model: {r['model']}"]
-    for key in ("profile", "version", "recipe", "scheme", "input_shape", "mean", "std", "class_names",
+    for key in ("profile", "version", "recipe", "scheme", "portable", "input_shape", "mean", "std", "class_names",
                 "teacher_sha256", "student_sha256"):
         if f"dfq_deploy.{key}" in meta:
             lines.append(f"  {key:<16}{meta[f'dfq_deploy.{key}']}")
