@@ -74,6 +74,16 @@ def int_range(dtype: np.dtype) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
+def set_input(node: onnx.NodeProto, index: int, name: str) -> None:
+    """Set ``node``'s input ``index`` to ``name``, appending it where the node leaves that optional input out."""
+    while len(node.input) < index:
+        node.input.append("")
+    if len(node.input) > index:
+        node.input[index] = name
+    else:
+        node.input.append(name)
+
+
 def drop_unused_constants(model: onnx.ModelProto) -> None:
     used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
     keep = [t for t in model.graph.initializer if t.name in used]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .graph import Graph, attr, broadcast, drop_unused_constants
+from .graph import Graph, attr, broadcast, drop_unused_constants, set_input
 from .passes import REQUANT_SUFFIX
 
 
@@ -269,11 +269,7 @@ def unsigned_weights_where_pairs_saturate(model: onnx.ModelProto, layers: set[st
                 clip.input[k] = G.add_const(clip.input[k] + "_u8", (bound.astype(np.int16) + 128).astype(np.uint8))
         else:
             dq.input[0] = G.add_const(src + "_u8", shifted)
-        zero = G.add_const((dq.input[2] or dq.name) + "_u8", np.full(zp.shape, 128, np.uint8))
-        if len(dq.input) > 2:
-            dq.input[2] = zero
-        else:
-            dq.input.append(zero)
+        set_input(dq, 2, G.add_const(dq.name + "_zero_point_u8", np.full(zp.shape, 128, np.uint8)))
         count += 1
     drop_unused_constants(model)
     return count

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from ..errors import ExportError
-from .graph import Graph, attr, broadcast, drop_unused_constants, int_range
+from .graph import Graph, attr, broadcast, drop_unused_constants, int_range, set_input
 
 
 def fold_weight_clips_to_float_qdq(model: onnx.ModelProto) -> int:
@@ -142,11 +142,7 @@ def activations_to_signed_float_clip(model: onnx.ModelProto) -> dict:
             moved += 1
         if zp.dtype != np.int8:
             for node in [q, *dqs]:
-                name = G.add_const("zero_point", np.zeros(zp.shape, np.int8))
-                if len(node.input) > 2:
-                    node.input[2] = name
-                else:
-                    node.input.append(name)
+                set_input(node, 2, G.add_const("zero_point", np.zeros(zp.shape, np.int8)))
             retyped += 1
     drop_unused_constants(model)
     return {"activation_clips_moved_to_float": moved, "unsigned_activations_to_int8": retyped}
