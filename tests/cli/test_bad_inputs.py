@@ -369,6 +369,19 @@ def test_bad_input(shared, tmp_path, case, build, code, text):
     assert _snapshot(run.parent) == before
 
 
+def test_validate_on_an_emulated_cpu_without_qemu_is_exit_6(shared, tmp_path, monkeypatch):
+    """``--emulate-cpu`` where qemu-user-static is missing (or off x86): one error line naming the package, exit 6,
+    no report folder."""
+    monkeypatch.setattr("dfq_deploy.runtimes.emulated.emulator", lambda: None)
+    _, run = shared
+    out = tmp_path / "reports"
+    r = CliRunner().invoke(main, ["validate", str(run), "--emulate-cpu", "Haswell", "--limit", "8", "--quiet",
+                                  "--out", str(out)])
+    assert r.exit_code == 6, r.output
+    assert re.search(r"^error: qemu-x86_64-static is not installed", r.output, re.M) and "fix:" in r.output
+    assert "Traceback" not in r.output and not out.exists()
+
+
 def test_docs_list_every_case():
     """docs/errors.md is the matrix's table: one row per case, with the same exit code."""
     text = (Path(__file__).parents[2] / "docs" / "errors.md").read_text()
