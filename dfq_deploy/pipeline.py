@@ -155,8 +155,8 @@ def summary_text(r: dict) -> str:
     if r.get("tensorrt"):
         t = r["tensorrt"]
         if p["runtime"] != "tensorrt":
-            lines.append(f"  {p['runtime']} stands in       for TensorRT on this machine: it checks the tensorrt "
-                         "profile's integer semantics with CPU kernels; TensorRT's GPU kernels accumulate in int32")
+            lines.append(f"  stand-in                  {p['runtime']} (CPU) for TensorRT, which is not here: it checks "
+                         "the tensorrt profile's integers with CPU kernels; TensorRT's GPU kernels add in int32")
         lines += [f"  TensorRT Q/DQ rules       {'pass' if t['rule_check']['ok'] else 'FAIL'} "
                   f"({t['rule_check']['quantized_compute']} quantized Conv/Gemm, static check)",
                   f"  TensorRT engine           {t['engine']}"]

@@ -45,6 +45,17 @@ def test_train_export_writes_the_validation_reports(run_dir):
     v = json.loads((run_dir / "validation.json").read_text())
     assert v["passed"] and v["reference"] == "torch" and list(v["runtimes"]) == ["onnxruntime"]
     assert (run_dir / "validation.html").stat().st_size > 10_000
+    # where parity was proven: the CPU, its int8 instructions, ONNX Runtime's version; the model is portable
+    from dfq_deploy.isa import cpu_info
+
+    assert v["cpu"]["features"] == cpu_info()["features"] and v["cpu"]["int8_dot"] in ("int32", "int16-pairs")
+    assert v["cpu"]["onnxruntime"] and v["portable"] is True and v["pair_sums"]["exact_without_vnni"]
+    page = (run_dir / "validation.html").read_text()
+    assert "Where parity was proven" in page and v["cpu"]["model"] in page
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["machine"]["cpu_info"] == v["cpu"] and report["portability"]["portable"] is True
+    summary = (run_dir / "summary.txt").read_text()
+    assert "same integers on every CPU" in summary and "checked on" in summary
 
 
 def test_validate_a_run_passes_and_reports_every_measure(run_dir, tmp_path):
