@@ -38,7 +38,7 @@ def _images(n=32):
 
 
 @needs_qemu
-@pytest.mark.parametrize("tag", ["W8A8", "W4A4"])
+@pytest.mark.parametrize("tag", ["W8A8", "W4A4", "W3A3"])
 def test_default_export_gives_the_same_logits_on_emulated_avx2(tmp_path, tag):
     assert emulator() is not None, "qemu-x86_64-static is required here (make test installs it)"
     x = _images().numpy()
