@@ -13,7 +13,7 @@ A runtime passes when
    Conv/Gemm whose 16-bit pair sums can saturate on x86 CPUs without VNNI (:mod:`dfq_deploy.export.pair_sums`), so
    it computes the same integers on every CPU. A ``--vnni-only`` export is reported, not gated.
 
-Where a layer fails only with ONNX Runtime's integer kernels and agrees when the same sub-graph runs as float QDQ, the
+Where a layer fails only with ONNX Runtime's integer kernels and agrees when the same layer runs as float QDQ, the
 verdict names this CPU's kernels (and the CPU, :func:`dfq_deploy.isa.cpu_info`), not the export.
 
 The defaults come from measurements (docs/validate.md, "How the defaults were chosen").
@@ -99,7 +99,7 @@ class GateResult:
                         f"on another code without a rounding tie (gate <= {self.gate.layer_max_steps:g} step, "
                         f"<= {self.gate.layer_max_mismatch:.3%})")
                 if f.cause == "integer kernels":
-                    line += (f"; the same sub-graph as float QDQ (ONNX Runtime's graph optimisations off) agrees "
+                    line += (f"; the same layer as float QDQ (ONNX Runtime's graph optimisations off) agrees "
                              f"({f.float_qdq['max_steps']:g} step): the export is right and ONNX Runtime's integer "
                              f"kernels are inexact on this CPU, {describe(self.cpu)}")
                 elif f.cause == "export":
