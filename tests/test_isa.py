@@ -36,3 +36,16 @@ def test_the_host_as_it_is(monkeypatch):
     assert info["features"] == ["amx_int8", "avx2", "avx512_vnni", "avx512bw", "avx512f"]
     assert info["int8_dot"] == "int32" and not info["emulated_or_masked"]
     assert isa.describe({**info, "emulated_by": "qemu -cpu Haswell"}).startswith("emulated by qemu -cpu Haswell on Xeon")
+
+
+def test_numpy_still_reads_cpuid_for_us():
+    """Contract test for the one private numpy name used (``__cpu_features__``): on x86 and ARM64 it answers for
+    the features the verdict depends on; if a numpy release drops it, this fails rather than the reports going
+    quietly by /proc/cpuinfo alone."""
+    import platform
+
+    seen = isa._process_features()
+    wanted = {"x86_64": {"avx2", "avx512f", "avx512_vnni"}, "aarch64": {"asimd", "asimddp"}}.get(platform.machine())
+    if wanted is None:
+        pytest.skip(f"no int8 feature list for {platform.machine()}")
+    assert wanted <= set(seen) and all(isinstance(v, bool) for v in seen.values())

@@ -1,13 +1,12 @@
 """Same integers on every CPU: the exported model natively and on an emulated AVX2 CPU without VNNI.
 
-`make test` installs qemu-user-static on x86 hosts (DFQ_REQUIRE_QEMU=1 there: a missing emulator fails, not skips).
+`make test` installs qemu-user-static on x86 hosts (with DFQ_REQUIRE_QEMU set there: a missing emulator fails, not skips).
 """
 
 import os
 
 import numpy as np
 import pytest
-import torch
 
 from dfq_deploy.runtimes.emulated import EmulatedOnnxRuntime, emulator
 from dfq_deploy.runtimes.ort import OnnxRuntime
