@@ -82,10 +82,10 @@ def cpu_info() -> dict:
 
 
 def describe(info: dict) -> str:
-    """One line: ``AMD EPYC (x86_64; avx2 avx512_vnni ...): int8 dot products in int32``."""
+    """One line: ``AMD EPYC (x86_64; avx2 avx512_vnni ...): 32-bit int8 dot products, ONNX Runtime 1.31.1``."""
     kind = {"int32": "32-bit int8 dot products",
             "int16-pairs": "16-bit int8 pair sums, no VNNI"}.get(info.get("int8_dot"), info.get("int8_dot"))
     feats = " ".join(info.get("features") or []) or "no int8 features"
     ort = f", ONNX Runtime {info['onnxruntime']}" if info.get("onnxruntime") else ""
-    host = f" emulated by {info['emulated_by']} on" if info.get("emulated_by") else ""
-    return f"{host.strip() + ' ' if host else ''}{info.get('model')} ({info.get('machine')}; {feats}): {kind}{ort}"
+    emulated = f"emulated by {info['emulated_by']} on " if info.get("emulated_by") else ""
+    return f"{emulated}{info.get('model')} ({info.get('machine')}; {feats}): {kind}{ort}"

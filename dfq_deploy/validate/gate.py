@@ -160,11 +160,9 @@ def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, 
     if profile == "onnxruntime" and "onnxruntime" in outputs:
         census = ort_kernel_census(onnx_path).to_dict()
     model = load_onnx_safely(onnx_path)
+    cpu = cpu_info() if emulated is None else {**emulated.cpu_info(), "emulated_by": f"qemu -cpu {emulated.model}"}
     return GateResult(gate, reference_name, rows, layers, census, dict(skipped or {}),
-                      check_pair_sums(model).to_dict(), scheme_portable(model),
-                      cpu_info() if emulated is None else {**emulated.cpu_info(), "emulated_by": f"qemu -cpu "
-                                                                                               f"{emulated.model}"})
-
+                      check_pair_sums(model).to_dict(), scheme_portable(model), cpu)
 
 
 def portability_text(pair_sums: dict | None, portable: bool | None) -> str:
