@@ -125,7 +125,7 @@ class EmulatedOnnxRuntime(Runtime):
     @classmethod
     def unavailable_reason(cls) -> tuple[str, str]:
         e = _unavailable()
-        return str(e), e.hint
+        return e.args[0], e.hint  # the message alone (str() appends the fix line)
 
     def _activate(self) -> None:
         from ..onnx_file import load_onnx_safely

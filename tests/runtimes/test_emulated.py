@@ -69,3 +69,5 @@ def test_planted_non_portable_export_differs_on_emulated_avx2(tmp_path):
 def test_emulator_is_reported_missing_off_x86(monkeypatch):
     monkeypatch.setattr("platform.machine", lambda: "aarch64")
     assert emulator() is None and not EmulatedOnnxRuntime.is_available()
+    why, fix = EmulatedOnnxRuntime.unavailable_reason()
+    assert "qemu-x86_64-static" in why and "\n" not in why and "qemu-user-static" in fix
