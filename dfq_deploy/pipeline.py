@@ -21,7 +21,7 @@ import yaml
 from . import __version__, distributed
 from .checkpoint import NO_CHECKPOINT, Checkpointer, RunInterrupted
 from .config import check_output_file, config_from_dict
-from .errors import ConfigError, DfqDeployError, TrainingError
+from .errors import ConfigError, DfqDeployError, ModelError, TrainingError
 from .quant import QuantScheme
 from .rundir import (RunDir, check_run_dir_free, create_run_dir, load_run, read_run_config, reopen_run_dir, sha256,
                      verify_run, write_run_config)
@@ -39,7 +39,9 @@ class TrainExportConfig:
     recipe: str = "ptq"                    # data-free recipe name (dfq_deploy.recipes.RECIPES; DEFAULT_RECIPE)
     recipe_options: dict = field(default_factory=dict)   # overrides of the recipe's config fields
     scheme: QuantScheme = QuantScheme()    # bit widths of the student
-    eval_data: str = "fashion-mnist"       # labelled evaluation set (never used for training)
+    eval_data: str = "fashion-mnist"       # evaluation set, never used for training: fashion-mnist, imagefolder:PATH
+                                           # (labelled when its folders are the card's classes) or synthetic (no
+                                           # labels: parity is checked, accuracy is not measured)
     eval_limit: int | None = None          # evaluate on the first N images only (quick checks)
     data_root: str | None = None           # folder of the evaluation files (default: Debian's)
     out: str | None = None                 # run directory; default runs/<time>-<recipe>-<bits>
@@ -126,6 +128,10 @@ def _plain(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+def _pct(v: float | None) -> str:
+    return "not measured" if v is None else f"{v:.2f} %"
+
+
 def summary_text(r: dict) -> str:
     """The short human summary of a run report."""
     from .isa import describe
@@ -134,11 +140,11 @@ def summary_text(r: dict) -> str:
     p, c, g = r["parity"], r["census"], r["gate"]
     lines = [
         f"dfq-deploy {r['dfq_deploy_version']}  target={r['target']}  recipe={r['recipe']}  scheme={r['scheme_tag']}",
-        f"  teacher FP accuracy       {r['teacher']['accuracy']:.2f} %",
-        f"  {'student ' + r['scheme_tag'] + ' PyTorch':<26}{p['reference_accuracy']:.2f} %",
-        f"  {'student ' + r['scheme_tag'] + ' ' + p['runtime']:<26}{p['accuracy']:.2f} %",
-        f"  top-1 agreement           {p['top1_agreement']:.3f} %  (gate >= {p['min_agreement']} %, accuracy "
-        f"within {p['max_accuracy_diff']} pt)",
+        f"  teacher FP accuracy       {_pct(r['teacher']['accuracy'])}",
+        f"  {'student ' + r['scheme_tag'] + ' PyTorch':<26}{_pct(p['reference_accuracy'])}",
+        f"  {'student ' + r['scheme_tag'] + ' ' + p['runtime']:<26}{_pct(p['accuracy'])}",
+        f"  top-1 agreement           {p['top1_agreement']:.3f} %  (gate >= {p['min_agreement']} %"
+        + (f", accuracy within {p['max_accuracy_diff']} pt)" if p["accuracy"] is not None else ")"),
         f"  max |logit diff|          {p['max_abs_diff']:.3g}"
         + (f"  = {p['max_diff_steps']} output steps (reported, not gated)" if p["max_diff_steps"] is not None
            else ""),
@@ -165,7 +171,9 @@ def summary_text(r: dict) -> str:
                      f"{len(c['float_compute'])} "
                      f"float  ({', '.join(f'{k} {v}' for k, v in c['op_counts'].items() if k.startswith('Q'))})")
     lines += [
-        f"  evaluated on              {r['eval']['name']} ({r['eval']['samples']} images)",
+        f"  evaluated on              {r['eval']['name']} ({r['eval']['samples']} images)"
+        + ("" if r["eval"].get("labelled", True) else ": unlabelled, so accuracy was not measured; the gate "
+           "checked parity only (layer-local, agreement, integer kernels)"),
         f"  wall time                 {r['timings_s']['total']:.0f} s",
     ]
     if r["scheme"]["act_bits"] < 8 or r["scheme"]["weight_bits"] < 8:
@@ -206,14 +214,34 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     recipe_cfg = config_from_dict(recipe_cls, cfg.recipe_options, where=f"recipe {cfg.recipe}")
     card_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
     teacher, card = load_teacher(card_path)
+    recipe_cfg = _without_batchnorm(teacher, cfg.recipe, recipe_cfg)
     if "pixel_mean" in recipe_cls.__dataclass_fields__ and not recipe_cfg.pixel_mean:
         # inverted images are kept inside the range a real normalised image can take (see recipes/lis.py)
         recipe_cfg = replace(recipe_cfg, pixel_mean=tuple(card.mean), pixel_std=tuple(card.std))
-    eval_set = load_eval_set(cfg.eval_data, card.mean, card.std, limit=cfg.eval_limit, root=cfg.data_root)
+    eval_set = load_eval_set(cfg.eval_data, card.mean, card.std, limit=cfg.eval_limit, root=cfg.data_root,
+                             input_shape=card.input_shape, class_names=card.class_names)
     if tuple(eval_set.images.shape[1:]) != tuple(card.input_shape):
-        raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} but the teacher expects "
-                          f"{tuple(card.input_shape)}", hint="pick evaluation data that matches the teacher")
+        raise ConfigError(f"evaluation images are {tuple(eval_set.images.shape[1:])} ({cfg.eval_data}) but the "
+                          f"teacher expects {tuple(card.input_shape)}",
+                          hint="pick evaluation data of the teacher's size: --eval-data imagefolder:PATH (resized "
+                               "and centre-cropped to the card's input_shape) or --eval-data synthetic")
     return _Inputs(target, scheme, recipe_cfg, recipe_fn, runtime, teacher, card, card_path, eval_set, device)
+
+
+def _without_batchnorm(teacher: torch.nn.Module, recipe: str, recipe_cfg):
+    """A teacher without BatchNorm (VGG, SqueezeNet, AlexNet) stores no statistics of its training data, which is
+    what every data-free recipe inverts, except ``ptq`` calibrating on noise: ``ptq`` switches to that source (said
+    in the log and in recipe.yaml); the others are refused before any work."""
+    if any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in teacher.modules()):
+        return recipe_cfg
+    if recipe == "ptq":
+        if recipe_cfg.source != "noise":
+            log.warning("the teacher has no BatchNorm layer, so there are no statistics to invert images from: "
+                        "ptq calibrates and reconstructs on noise images (source=noise)")
+            return replace(recipe_cfg, source="noise")
+        return recipe_cfg
+    raise ModelError(f"recipe {recipe} synthesises images from the teacher's BatchNorm statistics, and this teacher "
+                     "has no BatchNorm layer", hint="use --recipe ptq (it calibrates such a model on noise images)")
 
 
 def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path | None, timings: dict, ck: Checkpointer
@@ -228,9 +256,11 @@ def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path | None, timings: 
 
     t = time.time()
     teacher = inp.teacher.to(inp.device)
-    teacher_acc = evaluate(teacher, inp.eval_set.images, inp.eval_set.labels) if run_dir is not None else float("nan")
+    # unlabelled evaluation data (synthetic, or folders that are not the card's classes): no accuracy
+    teacher_acc = evaluate(teacher, inp.eval_set.images, inp.eval_set.labels) \
+        if run_dir is not None and inp.eval_set.labelled else None
     timings["teacher_eval"] = time.time() - t
-    log.info("teacher FP accuracy %.2f%% on %s; training on %s", teacher_acc, inp.eval_set.name,
+    log.info("teacher FP accuracy %s on %s; training on %s", _pct(teacher_acc), inp.eval_set.name,
              device_name(inp.device))
     student = quantize_model(teacher, inp.scheme)
     t = time.time()
@@ -300,8 +330,8 @@ def _check_parity(cfg: TrainExportConfig, inp: _Inputs, student, onnx_path: Path
     validation["model"] = str(final_dir / "model.onnx")  # where it will be once the run is complete
     parity = validation["runtimes"][rt_name]
     layers = validation["layers"]
-    log.info("parity: torch %.2f%%, %s %.2f%%, agreement %.3f%%, max diff %.3g (%s steps); layer-local worst %.3g "
-             "steps, %.4f%% elements: %s", parity["reference_accuracy"], rt_name, parity["accuracy"],
+    log.info("parity: torch %s, %s %s, agreement %.3f%%, max diff %.3g (%s steps); layer-local worst %.3g "
+             "steps, %.4f%% elements: %s", _pct(parity["reference_accuracy"]), rt_name, _pct(parity["accuracy"]),
              parity["top1_agreement"], parity["max_abs_diff"], parity["max_diff_steps"], layers["worst_steps"],
              100 * layers["worst_mismatch"], "pass" if validation["passed"] else "FAIL: " +
              "; ".join(validation["failures"]))
@@ -322,7 +352,8 @@ def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, 
         "scheme": inp.scheme.to_dict(), "scheme_tag": inp.scheme.tag,
         "teacher": {"card": str(inp.card_path), "arch": inp.card.arch, "accuracy": teacher_acc,
                     "card_accuracy": inp.card.test_accuracy},
-        "eval": {"name": inp.eval_set.name, "samples": len(inp.eval_set)},
+        "eval": {"name": inp.eval_set.name, "samples": len(inp.eval_set), "labelled": inp.eval_set.labelled,
+                 "input_shape": list(inp.card.input_shape)},
         "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},
         "census": census.to_dict(), "parity": {k: v for k, v in parity.items() if k != "confusion"},
         "portability": {**{k: v for k, v in validation["pair_sums"].items() if k != "layers"},

@@ -33,6 +33,10 @@ from ._common import gate_options, handle_errors
 @click.option("--seed", type=int, default=None, help="Random seed of the recipe.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any recipe config field, e.g. --set student_lr=0.002 (repeatable).")
+@click.option("--eval-data", default="fashion-mnist", show_default=True,
+              help="Evaluation data (never used for training), as `validate --data`: fashion-mnist, imagefolder:PATH "
+              "(one folder per class, resized and centre-cropped to the card's input_shape) or synthetic (random "
+              "inputs of the card's shape: parity is checked, accuracy is not measured).")
 @click.option("--eval-limit", type=int, default=None, help="Evaluate on the first N test images only.")
 @click.option("--data-root", default=None, help="Folder with the evaluation files (default: Debian's install).")
 @click.option("--out", default=None, help="Run directory (default runs/<time>-<recipe>-<bits>); must not exist.")
@@ -57,7 +61,7 @@ from ._common import gate_options, handle_errors
 def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, vnni_only, steps,
                  warmup_steps,
                  batch_size, seed,
-                 overrides, eval_limit, data_root, out, gate, threads, device, checkpoint_every, resume_dir, nproc,
+                 overrides, eval_data, eval_limit, data_root, out, gate, threads, device, checkpoint_every, resume_dir, nproc,
                  dry_run, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     import os
@@ -111,7 +115,7 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor,
                                   portable=not vnni_only)
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
-                            eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,
+                            eval_data=eval_data, eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,
                             threads=threads, device=device, progress=not quiet,
                             checkpoint_every=50 if checkpoint_every is None else checkpoint_every)
     if dry_run:

@@ -50,7 +50,7 @@ def load_eval_set(name: str, mean: Sequence[float], std: Sequence[float], limit:
     """Load evaluation images by name and normalise them with the model's statistics.
 
     ``fashion-mnist``: the Debian test split. ``imagefolder:PATH``: one sub-folder per class (torchvision
-    ``ImageFolder``), resized to ``input_shape``; labelled when every folder name is one of ``class_names``.
+    ``ImageFolder``), resized and centre-cropped to ``input_shape`` as torchvision's evaluation transforms do; labelled when every folder name is one of ``class_names``.
     ``synthetic``: standard-normal inputs of ``input_shape`` (``limit`` of them, default 512), unlabelled.
     """
     if name == "fashion-mnist":
@@ -81,7 +81,8 @@ def _image_folder(path: str, mean, std, limit, input_shape, class_names) -> Eval
         raise DataError(f"image folder {path} not found", hint="give a folder with one sub-folder of images per class")
     c, h, w = input_shape
     tf = transforms.Compose([transforms.Grayscale(1) if c == 1 else transforms.Lambda(lambda im: im.convert("RGB")),
-                             transforms.Resize((h, w)), transforms.ToTensor(), transforms.Normalize(mean, std)])
+                             transforms.Lambda(lambda im: _resize_crop(im, h, w)), transforms.ToTensor(),
+                             transforms.Normalize(mean, std)])
     try:
         ds = datasets.ImageFolder(path, transform=tf)
     except (FileNotFoundError, RuntimeError) as e:
@@ -104,6 +105,18 @@ def _image_folder(path: str, mean, std, limit, input_shape, class_names) -> Eval
     tag = "" if labelled else ", unlabelled: folder names are not the model's classes"
     return EvalSet(torch.stack(images), torch.tensor(labels, dtype=torch.long), list(class_names or ds.classes),
                    f"imagefolder:{path}[{n}{tag}]")
+
+
+def _resize_crop(image, h: int, w: int):
+    """torchvision's classification evaluation transform at any size: the shorter side resized to 8/7 of the crop
+    (256 for a 224 crop), then the centre ``h x w`` cropped. An image that already has the model's size is kept as it
+    is (cropping it would cut a border the model was trained to see)."""
+    from torchvision.transforms import functional as TF
+
+    if image.size == (w, h):
+        return image
+    image = TF.resize(image, round(max(h, w) * 8 / 7))
+    return TF.center_crop(image, [h, w])
 
 
 @torch.no_grad()

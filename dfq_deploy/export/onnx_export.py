@@ -28,8 +28,8 @@ from .. import __version__
 from ..errors import ConfigError, ExportError
 from .inspect import layer_bits
 from .graph import set_metadata
-from .ort_passes import (pad_conv_input_channels, quantize_pool_outputs, relu_int8_to_uint8,
-                         shift_signed_activations_to_uint8, unsigned_weights_where_pairs_saturate)
+from .ort_passes import (pad_conv_input_channels, pools_outside_integer_range, quantize_pool_outputs,
+                         relu_int8_to_uint8, shift_signed_activations_to_uint8, unsigned_weights_where_pairs_saturate)
 from .pair_sums import check_pair_sums
 from .passes import requantize_grid_preserving_ops
 from .trt_passes import (UnrepresentableActivation, activations_to_signed_float_clip, fold_weight_clips_to_float_qdq,
@@ -37,10 +37,11 @@ from .trt_passes import (UnrepresentableActivation, activations_to_signed_float_
 
 
 def _onnxruntime_profile(model: onnx.ModelProto, portable: bool) -> dict:
-    done = {"maxpool_outputs_requantized": requantize_grid_preserving_ops(model),
+    done = {"grid_preserving_outputs_requantized": requantize_grid_preserving_ops(model),
             "relu_int8_to_uint8": relu_int8_to_uint8(model)}
     done["signed_activations_moved_to_uint8"] = shift_signed_activations_to_uint8(model)
     done["pool_outputs_quantized"] = quantize_pool_outputs(model)  # after the shift: it copies the final Q
+    done["pools_kept_float"] = pools_outside_integer_range(model)
     # after the shift (the pair sums are bounded on the uint8 codes), before the padding (which keeps only
     # int8-weight convolutions on MLAS' symmetric path, and pads with each weight's own zero point)
     done["weights_moved_to_uint8"] = unsigned_weights_where_pairs_saturate(model) if portable else 0
@@ -51,7 +52,7 @@ def _onnxruntime_profile(model: onnx.ModelProto, portable: bool) -> dict:
 def _tensorrt_profile(model: onnx.ModelProto, portable: bool) -> dict:
     from .trt_rules import check_tensorrt_rules
 
-    done = {"maxpool_outputs_requantized": requantize_grid_preserving_ops(model)}
+    done = {"grid_preserving_outputs_requantized": requantize_grid_preserving_ops(model)}
     try:
         done.update(activations_to_signed_float_clip(model))
     except UnrepresentableActivation as e:

@@ -109,6 +109,57 @@ def shift_signed_activations_to_uint8(model: onnx.ModelProto) -> int:
 _RESHAPES = ("Flatten", "Reshape", "Squeeze")
 
 
+# MLAS' integer global average pool (``QLinearGlobalAveragePool``, which ONNX Runtime fuses from
+# ``DQ -> GlobalAveragePool -> Q``) computes with one fixed-point multiplier and refuses, when the session runs, a
+# ratio ``x_scale / (y_scale * pixels)`` outside ``[2**-32, 256)`` ("parameter out of computation range"; read in
+# onnxruntime/core/mlas/lib/qlgavgpool.cpp, ``MlasCalculateParametersForGloabalAveragePool``)
+POOL_RATIO_RANGE = (2.0 ** -32, 256.0)
+
+
+def _pool_pixels(model: onnx.ModelProto) -> dict[str, int]:
+    """Pixels per channel of every GlobalAveragePool's input, by input name, where shape inference knows them."""
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 0 for d in v.type.tensor_type.shape.dim]
+              for v in (*inferred.graph.value_info, *inferred.graph.input)}
+    out = {}
+    for n in model.graph.node:
+        dims = shapes.get(n.input[0]) if n.op_type == "GlobalAveragePool" else None
+        if dims and len(dims) > 2 and all(d > 0 for d in dims[2:]):
+            out[n.input[0]] = int(np.prod(dims[2:]))
+    return out
+
+
+def _pool_ratio_ok(G: Graph, dq: onnx.NodeProto, q: onnx.NodeProto, pixels: int | None) -> bool:
+    x_scale, y_scale = G.const(dq.input[1]), G.const(q.input[1])
+    if pixels is None or x_scale is None or y_scale is None or x_scale.size != 1 or y_scale.size != 1:
+        return False
+    ratio = float(x_scale.reshape(())) / (float(y_scale.reshape(())) * pixels)
+    return POOL_RATIO_RANGE[0] <= ratio < POOL_RATIO_RANGE[1]
+
+
+def pools_outside_integer_range(model: onnx.ModelProto) -> int:
+    """A ``DQ -> GlobalAveragePool -> Q`` whose scales MLAS' integer pool cannot represent (:data:`POOL_RATIO_RANGE`:
+    a 1x1 feature map pooled into a much finer grid, as MobileNetV2 at 28x28 gets) becomes ``ReduceMean`` over the
+    same axes: the same mean in float, which ONNX Runtime does not fuse, instead of a session that fails when it
+    runs. Returns the number of pools rewritten."""
+    G = Graph(model)
+    pixels = _pool_pixels(model)
+    count = 0
+    for n in [n for n in G.g.node if n.op_type == "GlobalAveragePool"]:
+        src = G.producer.get(n.input[0])
+        users = G.consumers.get(n.output[0], [])
+        qs = [u for u in users if u.op_type == "QuantizeLinear"]
+        if src is None or src.op_type != "DequantizeLinear" or not qs:
+            continue
+        if all(_pool_ratio_ok(G, src, q, pixels.get(n.input[0])) for q in qs):
+            continue
+        n.op_type = "ReduceMean"
+        del n.attribute[:]
+        n.attribute.extend([onnx.helper.make_attribute("axes", [2, 3]), onnx.helper.make_attribute("keepdims", 1)])
+        count += 1
+    return count
+
+
 def quantize_pool_outputs(model: onnx.ModelProto) -> int:
     """``DQ -> GlobalAveragePool -> Flatten|Reshape|Squeeze -> Q`` gets the same ``Q -> DQ`` right after the pool.
 
@@ -121,6 +172,7 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
     The added ``Q`` is named like every requantization without a PyTorch counterpart (``REQUANT_SUFFIX``), so the
     layer-local parity check skips it. Returns the number of pools rewritten."""
     G = Graph(model)
+    pixels = _pool_pixels(model)
     count = 0
     for n in [n for n in G.g.node if n.op_type == "GlobalAveragePool"]:
         src = G.producer.get(n.input[0])
@@ -134,6 +186,8 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
         scale = G.const(q.input[1])
         if scale is None or scale.size != 1 or (len(q.input) > 2 and not G.is_const(q.input[2])):
             continue
+        if not _pool_ratio_ok(G, src, q, pixels.get(n.input[0])):
+            continue  # MLAS' integer pool could not run it: the pool stays in float
         base = n.name or n.output[0]
         quant = onnx.helper.make_node("QuantizeLinear", [n.output[0], *q.input[1:]], [G.fresh(n.output[0] + "_q")],
                                       name=base + REQUANT_SUFFIX)

@@ -79,6 +79,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     """Load a state dict into ``model``; every key must match (a mismatch is a user error, not a warning)."""
     sd = read_state_dict(path)
+    if getattr(sd, "_metadata", None) is None:
+        # safetensors keeps no per-module version numbers, and a module whose loading depends on its version
+        # (torchvision's MNASNet) refuses a state dict without one: the weights are this code's own version's
+        from collections import OrderedDict
+
+        sd = OrderedDict(sd)
+        sd._metadata = {name: {"version": m._version} for name, m in model.named_modules()  # type: ignore[attr-defined]
+                        if getattr(m, "_version", None) is not None}
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:

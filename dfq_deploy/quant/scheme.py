@@ -97,6 +97,54 @@ def portable_weight_bits(weight_bits: int, input_bits: int) -> int:
     return bits
 
 
+def _no_inplace(model: nn.Module) -> None:
+    """Make every in-place activation of ``model`` (torchvision's ``Hardswish(inplace=True)``, ``SiLU``, ``ReLU``...)
+    compute out of place. In the student such an activation follows a quantizer whose output is also read elsewhere:
+    by the parity check's hooks, by block reconstruction's cached activations, by a residual branch. Written in
+    place, it changes what the quantizer is seen to output, so the exported graph (which cannot write in place) and
+    the recorded PyTorch values no longer describe the same network."""
+    for m in model.modules():
+        if isinstance(getattr(m, "inplace", None), bool):
+            m.inplace = False
+
+
+def _functional_no_inplace(gm: torch.fx.GraphModule) -> None:
+    """The same for functional calls in a traced graph (``F.relu(x, inplace=True)`` in GoogLeNet's blocks)."""
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+            changed = True
+    if changed:
+        gm.recompile()
+
+
+def plain_value(x):
+    """``x`` as a plain tensor: a Brevitas QuantTensor's value (the same numbers), anything else unchanged."""
+    from brevitas.quant_tensor import QuantTensor
+
+    return x.value if isinstance(x, QuantTensor) else x
+
+
+def _unwrap_for_tensor_methods(gm: torch.fx.GraphModule) -> None:
+    """Feed a plain tensor to every tensor method a Brevitas QuantTensor does not have (``chunk`` in ShuffleNet's
+    channel split, ``mean``, ``unsqueeze``...): the method then runs on the same values in float, and the quantizer
+    Brevitas put after it requantizes, in PyTorch as in the exported graph. (Function calls need no help: QuantTensor
+    passes the functions it does not implement its plain value.)"""
+    from brevitas.quant_tensor import IntQuantTensor
+
+    changed = False
+    for node in list(gm.graph.nodes):
+        if node.op != "call_method" or hasattr(IntQuantTensor, node.target) or not node.args:
+            continue
+        with gm.graph.inserting_before(node):
+            plain = gm.graph.call_function(plain_value, (node.args[0],))
+        node.args = (plain, *node.args[1:])
+        changed = True
+    if changed:
+        gm.recompile()
+
+
 def _compute_layer_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, _COMPUTE)]
 
@@ -120,12 +168,15 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
                                 Uint8ActPerTensorFloatMaxInit)
 
     model = copy.deepcopy(model).eval()
+    _no_inplace(model)
     try:
         # relu6_to_relu=False: keep the teacher's function (ReLU6 keeps its 6.0 ceiling as the initial range)
         graph = preprocess_for_quantize(model, relu6_to_relu=False, equalize_iters=0, merge_bn=True)
     except Exception as e:  # torch.fx raises many types for untraceable code
         raise ModelError(f"cannot trace the model with torch.fx: {type(e).__name__}: {e}",
                          hint="models must be traceable (no data-dependent Python control flow)") from e
+    _no_inplace(graph)  # Brevitas turns functional activations into modules, keeping their inplace flag
+    _functional_no_inplace(graph)
     names = _compute_layer_names(graph)
     if not names:
         raise ModelError("the model has no Conv or Linear layer to quantize")
@@ -161,6 +212,7 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
     }
     qmodel = quantize(graph, quant_identity_map=ident_map, compute_layer_map=compute_map, quant_act_map=act_map,
                       unsigned_act_tuple=(nn.ReLU, nn.ReLU6))
+    _unwrap_for_tensor_methods(qmodel)
     if fl != a:
         _set_edge_input_bits(qmodel, names[0], names[-1], fl, signed_8bit=scheme.trt_compatible)
     # Brevitas creates its quantizers' parameters on the CPU: follow the float model (GPU training)

@@ -1,0 +1,164 @@
+"""Every torchvision classifier through `dfq-deploy train-export`, as a user with their own model runs it.
+
+    .venv/bin/python benchmarks/model_zoo.py [--models resnet18,mobilenet_v2] [--out benchmarks/results/model_zoo.json]
+        [--settings tiny|default] [--timeout 1800] [--docs docs/models.md]
+
+For each model of ``torchvision.models.list_models(module=torchvision.models)`` (or ``--models``): the model is built
+with ``num_classes=10`` and random weights, its BatchNorm statistics are re-estimated on noise images (so that the
+BatchNorm folded into each convolution is not the identity), it is saved as safetensors with a model card at the
+model's smallest sensible input (:data:`INPUT_SIZE`), and the CLI runs on it in a child process:
+
+    dfq-deploy train-export --teacher CARD --eval-data synthetic --eval-limit 64 --quiet [settings]
+
+``tiny`` settings (the default): 1 batch of 32 ZeroQ images, 10 inversion steps, 5 reconstruction steps per block
+(what the gate is about is the export, which does not depend on how long the student trained). Recorded per model:
+the exit code, the error line when it failed, the integer Conv/Gemm count and the float ones, the layer-local worst
+step, top-1 agreement, wall time and peak memory of the child. Results are appended per model to ``--out`` and a
+model already there is skipped (the run resumes). ``--docs`` rewrites the table of docs/models.md from the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# the smallest input each model family takes: 64x64 keeps five stride-2 stages at 2x2; a model whose adaptive pooling
+# must be the identity for ONNX (VGG, AlexNet: 7x7 / 6x6 feature maps) or whose design needs it (Inception v3: >= 75;
+# the vision transformers: their patch grid) gets its native size
+INPUT_SIZE = {"vgg": 224, "alexnet": 224, "inception_v3": 96, "vit": 224, "swin": 224, "maxvit": 224}
+SETTINGS = {
+    "tiny": ["--set", "calib_batches=1", "--set", "batch_size=32", "--set", "zeroq_steps=10", "--set",
+             "recon_iters=5", "--eval-limit", "64"],
+    "default": [],
+}
+
+
+def input_size(name: str) -> int:
+    return next((s for prefix, s in INPUT_SIZE.items() if name.startswith(prefix)), 64)
+
+
+def build_teacher(name: str, folder: Path, size: int) -> Path:
+    """Random-weight ``torchvision:name`` with BatchNorm statistics of noise, saved with its card; returns the card."""
+    import torch
+    from safetensors.torch import save_file
+
+    from dfq_deploy.models import ModelCard, build_model
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 10}
+    if name in ("googlenet", "inception_v3"):
+        kwargs["aux_logits"] = False  # torchvision's default with weights; its auxiliary heads only train
+        kwargs["init_weights"] = True
+    model = build_model(f"torchvision:{name}", **kwargs)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the noise batches
+    model.train()
+    with torch.no_grad():
+        for i in range(4):
+            model(torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(i)))
+    model.eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / f"{name}.safetensors"))
+    card = ModelCard(arch=f"torchvision:{name}", arch_kwargs=kwargs, input_shape=(3, size, size),
+                     mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                     class_names=tuple(f"class{i}" for i in range(10)), weights=f"{name}.safetensors")
+    path = folder / f"{name}.json"
+    path.write_text(card.to_json())
+    return path
+
+
+def _run_measured(cmd: list[str], timeout: int) -> tuple[int | str, str, float]:
+    """(exit code or "timeout", stderr, peak resident memory of the child in MiB, from its own rusage)."""
+    import threading
+
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, cwd=ROOT)
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        code = "timeout" if proc.returncode == -9 else proc.returncode
+        return code, err.read(), usage.ru_maxrss / 1024
+
+
+def run_one(name: str, settings: str, timeout: int, threads: int | None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="zoo-") as tmp:
+        tmp = Path(tmp)
+        size = input_size(name)
+        t0 = time.time()
+        card = build_teacher(name, tmp, size)
+        out = tmp / "run"
+        cmd = [sys.executable, "-m", "dfq_deploy", "train-export", "--teacher", str(card), "--eval-data", "synthetic",
+               "--quiet", "--out", str(out), *SETTINGS[settings]]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        t1 = time.time()
+        code, stderr, peak_mib = _run_measured(cmd, timeout)
+        wall = time.time() - t1
+        row = {"model": name, "input": [3, size, size], "exit_code": code, "wall_s": round(wall, 1),
+               "build_s": round(t1 - t0, 1), "peak_rss_mib": round(peak_mib)}
+        report = out / "report.json"
+        if report.is_file():
+            r = json.loads(report.read_text())
+            row.update(passed=r["gate"]["passed"], failures=r["gate"]["failures"],
+                       integer_compute=r["census"]["integer_compute"],
+                       float_compute=len(r["census"]["float_compute"]),
+                       layer_worst_steps=r["gate"]["layers"]["worst_steps"],
+                       agreement=r["parity"]["top1_agreement"], timings_s=r["timings_s"])
+        else:
+            row["passed"] = False
+        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if ln.startswith("error") or "Error" in ln or "error:" in ln]
+        row["error"] = (errors[-1] if errors else (lines[-1] if lines else ""))[:400] if code else ""
+        if code:
+            row["stderr_tail"] = "\n".join(lines[-8:])[-2000:]
+        return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torchvision
+
+    from dfq_deploy.isa import cpu_info
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=None, help="comma-separated torchvision names (default: all classifiers)")
+    ap.add_argument("--settings", choices=sorted(SETTINGS), default="tiny")
+    ap.add_argument("--timeout", type=int, default=1800)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="benchmarks/results/model_zoo.json")
+    ap.add_argument("--docs", default=None, help="write the table to this markdown file (e.g. docs/models.md)")
+    ap.add_argument("--redo", action="store_true", help="run models that are in --out already again")
+    args = ap.parse_args(argv)
+    names = args.models.split(",") if args.models else torchvision.models.list_models(module=torchvision.models)
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {"cpu_info": cpu_info(), "rows": {}}
+    results.update(cpu_info=cpu_info(), python=platform.python_version(), settings=args.settings,
+                   command=" ".join(["benchmarks/model_zoo.py", *(argv if argv is not None else sys.argv[1:])]))
+    for name in names:
+        if name in results["rows"] and not args.redo:
+            continue
+        row = run_one(name, args.settings, args.timeout, args.threads)
+        results["rows"][name] = row
+        print(f"{name:<22} exit {row['exit_code']!s:<7} {'pass' if row['passed'] else 'FAIL'}  "
+              f"{row['wall_s']:7.1f} s  {row.get('integer_compute', '-')} int / {row.get('float_compute', '-')} float"
+              f"  {row['error'][:150]}", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
