@@ -8,7 +8,7 @@ with ``num_classes=10`` and random weights, its BatchNorm statistics are re-esti
 BatchNorm folded into each convolution is not the identity), it is saved as safetensors with a model card at the
 model's smallest sensible input (:data:`INPUT_SIZE`), and the CLI runs on it in a child process:
 
-    dfq-deploy train-export --teacher CARD --eval-data synthetic --eval-limit 64 --quiet [settings]
+    dfq-deploy train-export --teacher CARD --eval-data synthetic --eval-limit 256 --quiet [settings]
 
 ``tiny`` settings (the default): 1 batch of 32 ZeroQ images, 10 inversion steps, 5 reconstruction steps per block
 (what the gate is about is the export, which does not depend on how long the student trained). Recorded per model:
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 INPUT_SIZE = {"vgg": 224, "alexnet": 224, "inception_v3": 96, "vit": 224, "swin": 224, "maxvit": 224}
 SETTINGS = {
     "tiny": ["--set", "calib_batches=1", "--set", "batch_size=32", "--set", "zeroq_steps=10", "--set",
-             "recon_iters=5", "--eval-limit", "64"],
+             "recon_iters=5", "--eval-limit", "256"],
     "default": [],
 }
 
@@ -128,6 +128,46 @@ def run_one(name: str, settings: str, timeout: int, threads: int | None) -> dict
         return row
 
 
+# the most expensive models run last (an interrupted matrix keeps the cheap majority); the rest in name order
+_EXPENSIVE = ("regnet_y_128gf", "regnet_y_32gf", "regnet_x_32gf", "regnet_y_16gf", "regnet_x_16gf", "efficientnet_b7",
+              "efficientnet_b6", "efficientnet_v2_l", "convnext_large", "vit_h_14", "vit_l_16", "vit_l_32", "alexnet",
+              "vgg")
+
+
+def _cost_order(name: str) -> tuple[int, str]:
+    return next((i + 1 for i, p in enumerate(_EXPENSIVE) if name.startswith(p)), 0), name
+
+
+def _result(row: dict) -> str:
+    if row.get("passed"):
+        return "pass"
+    if row["exit_code"] == "timeout":
+        return "timeout"
+    first = row.get("error", "").split("  fix:")[0].removeprefix("error: ")
+    kind = "refused" if row["exit_code"] in (2, 3, 4, 5) else "FAIL"
+    return f"{kind} (exit {row['exit_code']}): {first[:160]}"
+
+
+def write_table(results: dict, path: Path) -> None:
+    """The support matrix as a markdown table between the markers of ``path`` (the rest of the page is prose)."""
+    rows = results["rows"]
+    passed = sum(1 for r in rows.values() if r.get("passed"))
+    lines = [f"{passed} of {len(rows)} pass; settings `{results['settings']}`; "
+             f"{results['cpu_info'].get('model', '?')}; command `{results['command']}`.", "",
+             "| model | input | result | integer Conv/Gemm | float Conv/Gemm | agreement | wall time | peak memory |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in sorted(rows):
+        r = rows[name]
+        agreement = f"{r['agreement']:.1f} %" if r.get("agreement") is not None else "-"
+        lines.append(f"| {name} | {'x'.join(map(str, r['input']))} | {_result(r)} | {r.get('integer_compute', '-')} "
+                     f"| {r.get('float_compute', '-')} | {agreement} | {r['wall_s']:.0f} s | {r['peak_rss_mib']} MiB |")
+    begin, end = "<!-- model_zoo table begin -->", "<!-- model_zoo table end -->"
+    text = path.read_text() if path.is_file() else f"{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    path.write_text(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+
+
 def main(argv: list[str] | None = None) -> int:
     import torchvision
 
@@ -142,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--docs", default=None, help="write the table to this markdown file (e.g. docs/models.md)")
     ap.add_argument("--redo", action="store_true", help="run models that are in --out already again")
     args = ap.parse_args(argv)
-    names = args.models.split(",") if args.models else torchvision.models.list_models(module=torchvision.models)
+    names = args.models.split(",") if args.models else \
+        sorted(torchvision.models.list_models(module=torchvision.models), key=_cost_order)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {"cpu_info": cpu_info(), "rows": {}}
     results.update(cpu_info=cpu_info(), python=platform.python_version(), settings=args.settings,
@@ -157,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
               f"  {row['error'][:150]}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.docs:
+        write_table(results, Path(args.docs))
     return 0
 
 

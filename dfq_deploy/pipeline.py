@@ -192,6 +192,7 @@ class _Inputs:
     recipe_fn: Any
     runtime: tuple[type, str, str | None]   # (runtime class that checks parity, its report name, engine note)
     teacher: torch.nn.Module
+    student: torch.nn.Module                # the quantized student, untrained (quantize_model of the teacher)
     card: Any
     card_path: Path
     eval_set: Any
@@ -202,6 +203,7 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     """Stage 1: check the target, the recipe and its options, the teacher and the evaluation data."""
     from .data import load_eval_set
     from .models import SHIPPED_TEACHER, load_teacher
+    from .quant import quantize_model
     from .recipes import RECIPES
 
     target = get_target(cfg.target)
@@ -214,7 +216,10 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     recipe_cfg = config_from_dict(recipe_cls, cfg.recipe_options, where=f"recipe {cfg.recipe}")
     card_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
     teacher, card = load_teacher(card_path)
+    _runs_at_its_size(teacher, card, card_path)
     recipe_cfg = _without_batchnorm(teacher, cfg.recipe, recipe_cfg)
+    # quantized here, before any work: a model the quantizer cannot take (untraceable, attention) is refused now
+    student = quantize_model(teacher, scheme)
     if "pixel_mean" in recipe_cls.__dataclass_fields__ and not recipe_cfg.pixel_mean:
         # inverted images are kept inside the range a real normalised image can take (see recipes/lis.py)
         recipe_cfg = replace(recipe_cfg, pixel_mean=tuple(card.mean), pixel_std=tuple(card.std))
@@ -225,7 +230,21 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
                           f"teacher expects {tuple(card.input_shape)}",
                           hint="pick evaluation data of the teacher's size: --eval-data imagefolder:PATH (resized "
                                "and centre-cropped to the card's input_shape) or --eval-data synthetic")
-    return _Inputs(target, scheme, recipe_cfg, recipe_fn, runtime, teacher, card, card_path, eval_set, device)
+    return _Inputs(target, scheme, recipe_cfg, recipe_fn, runtime, teacher, student, card, card_path, eval_set,
+                   device)
+
+
+def _runs_at_its_size(teacher: torch.nn.Module, card, card_path: Path) -> None:
+    """The float teacher must run on one input of its card's shape (a 28x28 image shrinks below a DenseNet's or
+    VGG's kernels): said before any work, with the size to use."""
+    try:
+        with torch.no_grad():
+            teacher(torch.zeros(1, *card.input_shape))
+    except (RuntimeError, ValueError) as e:
+        raise ModelError(f"the teacher does not run on its card's input_shape {list(card.input_shape)}: "
+                         f"{str(e).splitlines()[0][:200]}",
+                         hint=f"set input_shape in {card_path} to the size the model was trained at (torchvision's "
+                              "classifiers: [3, 224, 224]; most take [3, 64, 64] or more)") from e
 
 
 def _without_batchnorm(teacher: torch.nn.Module, recipe: str, recipe_cfg):
@@ -252,7 +271,6 @@ def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path | None, timings: 
     from safetensors.torch import save_file
 
     from .data import evaluate
-    from .quant import quantize_model
 
     t = time.time()
     teacher = inp.teacher.to(inp.device)
@@ -262,7 +280,7 @@ def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path | None, timings: 
     timings["teacher_eval"] = time.time() - t
     log.info("teacher FP accuracy %s on %s; training on %s", _pct(teacher_acc), inp.eval_set.name,
              device_name(inp.device))
-    student = quantize_model(teacher, inp.scheme)
+    student = inp.student.to(inp.device)
     t = time.time()
     try:
         with ck.stop_on_signals():

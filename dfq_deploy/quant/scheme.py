@@ -145,6 +145,21 @@ def _unwrap_for_tensor_methods(gm: torch.fx.GraphModule) -> None:
         gm.recompile()
 
 
+def _activation_products(gm: torch.fx.GraphModule) -> list[str]:
+    """Where ``gm`` multiplies two activations as matrices (attention: ``MultiheadAttention``, ``matmul``,
+    ``einsum``...), which no Conv/Gemm integer kernel with constant weights computes."""
+    import operator
+
+    functions = {torch.matmul, torch.bmm, torch.baddbmm, torch.einsum, operator.matmul,
+                 nn.functional.scaled_dot_product_attention}
+    found = [name for name, m in gm.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in functions or \
+                node.op == "call_method" and node.target in ("matmul", "bmm", "baddbmm"):
+            found.append(f"{node.name} ({getattr(node.target, '__name__', node.target)})")
+    return found
+
+
 def _compute_layer_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, _COMPUTE)]
 
@@ -177,6 +192,12 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
                          hint="models must be traceable (no data-dependent Python control flow)") from e
     _no_inplace(graph)  # Brevitas turns functional activations into modules, keeping their inplace flag
     _functional_no_inplace(graph)
+    attention = _activation_products(graph)
+    if attention:
+        raise ModelError(f"the model multiplies activations with each other (attention: {', '.join(attention[:3])}"
+                         f"{', ...' if len(attention) > 3 else ''}), which cannot run as an integer Conv/Gemm with "
+                         "constant weights", hint="quantize a convolutional model (ResNet, RegNet, MobileNet, "
+                         "EfficientNet, ConvNeXt...; docs/models.md lists what passes)")
     names = _compute_layer_names(graph)
     if not names:
         raise ModelError("the model has no Conv or Linear layer to quantize")
@@ -264,10 +285,18 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Initialise activation scales from float statistics on ``batches`` (Brevitas ``calibration_mode``)."""
     from brevitas.graph.calibrate import calibration_mode
 
+    # Brevitas' calibration_mode records and restores each module's quantizer state, module by module; a quantizer
+    # shared by two modules (a concatenation's aligned inputs, as in DenseNet) is restored from the second module's
+    # record, taken after the first had switched it to observing: it stayed an observer, passing its input through
+    # unquantized while the export quantized it. Every quantizer's own state is put back here.
+    quantizers = {id(m): m for m in qmodel.modules() if hasattr(m, "observer_only")}
+    before = {key: m.observer_only for key, m in quantizers.items()}
     qmodel.eval()
     with torch.no_grad(), calibration_mode(qmodel):
         for x in batches:
             qmodel(x)
+    for key, m in quantizers.items():
+        m.observer_only = before[key]
 
 
 def load_quantized_state(qmodel: nn.Module, state: dict) -> None:
