@@ -30,10 +30,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# the smallest input each model family takes: 64x64 keeps five stride-2 stages at 2x2; a model whose adaptive pooling
-# must be the identity for ONNX (VGG, AlexNet: 7x7 / 6x6 feature maps) or whose design needs it (Inception v3: >= 75;
-# the vision transformers: their patch grid) gets its native size
+# the smallest input each model family takes: 32x32 (CIFAR's size) leaves torchvision's five stride-2 stages a 1x1
+# map; a model whose adaptive pooling must be the identity for ONNX (VGG, AlexNet: 7x7 / 6x6 feature maps) or whose
+# design needs it (Inception v3: >= 75; the vision transformers: their patch grid) gets its native size
 INPUT_SIZE = {"vgg": 224, "alexnet": 224, "inception_v3": 96, "vit": 224, "swin": 224, "maxvit": 224}
+DEFAULT_SIZE = 32
 SETTINGS = {
     "tiny": ["--set", "calib_batches=1", "--set", "batch_size=32", "--set", "zeroq_steps=10", "--set",
              "recon_iters=5", "--eval-limit", "256"],
@@ -42,7 +43,7 @@ SETTINGS = {
 
 
 def input_size(name: str) -> int:
-    return next((s for prefix, s in INPUT_SIZE.items() if name.startswith(prefix)), 64)
+    return next((s for prefix, s in INPUT_SIZE.items() if name.startswith(prefix)), DEFAULT_SIZE)
 
 
 def build_teacher(name: str, folder: Path, size: int) -> Path:
@@ -120,12 +121,20 @@ def run_one(name: str, settings: str, timeout: int, threads: int | None) -> dict
                        agreement=r["parity"]["top1_agreement"], timings_s=r["timings_s"])
         else:
             row["passed"] = False
-        lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("error") or "Error" in ln or "error:" in ln]
-        row["error"] = (errors[-1] if errors else (lines[-1] if lines else ""))[:400] if code else ""
+        row["error"] = _error_line(stderr) if code else ""
         if code:
-            row["stderr_tail"] = "\n".join(lines[-8:])[-2000:]
+            row["stderr_tail"] = "\n".join(stderr.strip().splitlines()[-8:])[-2000:]
         return row
+
+
+def _error_line(stderr: str) -> str:
+    """The CLI's ``error:`` / ``internal error:`` line (with its ``fix:``), else the last line."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith(("error:", "internal error:")):
+            fix = lines[i + 1] if i + 1 < len(lines) and lines[i + 1].startswith("fix:") else ""
+            return (lines[i] + ("  " + fix if fix else ""))[:400]
+    return lines[-1][:400] if lines else ""
 
 
 # the most expensive models run last (an interrupted matrix keeps the cheap majority); the rest in name order
@@ -143,7 +152,8 @@ def _result(row: dict) -> str:
         return "pass"
     if row["exit_code"] == "timeout":
         return "timeout"
-    first = row.get("error", "").split("  fix:")[0].removeprefix("error: ")
+    first = _error_line(row.get("stderr_tail", "")) or row.get("error", "")
+    first = first.split("  fix:")[0].removeprefix("error: ")
     kind = "refused" if row["exit_code"] in (2, 3, 4, 5) else "FAIL"
     return f"{kind} (exit {row['exit_code']}): {first[:160]}"
 

@@ -275,7 +275,7 @@ def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path | None, timings: 
     t = time.time()
     teacher = inp.teacher.to(inp.device)
     # unlabelled evaluation data (synthetic, or folders that are not the card's classes): no accuracy
-    teacher_acc = evaluate(teacher, inp.eval_set.images, inp.eval_set.labels) \
+    teacher_acc = evaluate(teacher, inp.eval_set.images, inp.eval_set.labels, progress=cfg.progress) \
         if run_dir is not None and inp.eval_set.labelled else None
     timings["teacher_eval"] = time.time() - t
     log.info("teacher FP accuracy %s on %s; training on %s", _pct(teacher_acc), inp.eval_set.name,
@@ -299,6 +299,8 @@ def _train(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path | None, timings: 
 
 def _export(cfg: TrainExportConfig, inp: _Inputs, student: torch.nn.Module, run_dir: Path, timings: dict):
     """Stage 3: QDQ ONNX for the target's profile, with the run's metadata; kernel census and TensorRT rules."""
+    from tqdm.auto import tqdm
+
     from .export import check_tensorrt_rules, export_onnx, ort_kernel_census
 
     t = time.time()
@@ -313,11 +315,15 @@ def _export(cfg: TrainExportConfig, inp: _Inputs, student: torch.nn.Module, run_
         "dfq_deploy.student_sha256": sha256(run_dir / "student.safetensors"),
     }
     profile = inp.target.profile
-    exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=profile, metadata=metadata,
-                      portable=inp.scheme.portable)
-    timings["export"] = time.time() - t
-    census = ort_kernel_census(onnx_path)
-    trt_check = check_tensorrt_rules(str(onnx_path)) if profile == "tensorrt" else None
+    with tqdm(total=3, desc=f"export ({profile} profile)", disable=not cfg.progress, leave=False) as bar:
+        exp = export_onnx(student, onnx_path, tuple(card.input_shape), profile=profile, metadata=metadata,
+                          portable=inp.scheme.portable)
+        timings["export"] = time.time() - t
+        bar.update()
+        census = ort_kernel_census(onnx_path)
+        bar.update()
+        trt_check = check_tensorrt_rules(str(onnx_path)) if profile == "tensorrt" else None
+        bar.update()
     log.info("export (%s profile): %s; ONNX Runtime runs %d Conv/Gemm as integer kernels, %d float", cfg.target,
              exp.passes, census.integer_compute, len(census.float_compute))
     if trt_check is not None:

@@ -120,15 +120,18 @@ def _resize_crop(image, h: int, w: int):
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy (%) of ``model`` on normalised images."""
+def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000,
+             progress: bool = False, desc: str = "evaluate teacher") -> float:
+    """Top-1 accuracy (%) of ``model`` on normalised images (a progress bar with ``progress``)."""
+    from tqdm.auto import tqdm
+
     from ..device import module_device
 
     model.eval()
     dev = module_device(model)
     correct = 0
     with torch.no_grad():
-        for i in range(0, len(labels), batch_size):
+        for i in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress, leave=False):
             logits = model(images[i : i + batch_size].to(dev))
             correct += (logits.argmax(1).cpu() == labels[i : i + batch_size]).sum().item()
     return 100.0 * correct / max(1, len(labels))

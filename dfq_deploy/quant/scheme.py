@@ -281,9 +281,11 @@ def _set_edge_input_bits(gm: torch.fx.GraphModule, first: str, last: str, bits: 
         gm.add_submodule(node.target, qnn.QuantIdentity(act_quant=quant, return_quant_tensor=old.return_quant_tensor))
 
 
-def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-    """Initialise activation scales from float statistics on ``batches`` (Brevitas ``calibration_mode``)."""
+def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor], progress: bool = False) -> None:
+    """Initialise activation scales from float statistics on ``batches`` (Brevitas ``calibration_mode``; a progress
+    bar with ``progress``)."""
     from brevitas.graph.calibrate import calibration_mode
+    from tqdm.auto import tqdm
 
     # Brevitas' calibration_mode records and restores each module's quantizer state, module by module; a quantizer
     # shared by two modules (a concatenation's aligned inputs, as in DenseNet) is restored from the second module's
@@ -292,8 +294,9 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     quantizers = {id(m): m for m in qmodel.modules() if hasattr(m, "observer_only")}
     before = {key: m.observer_only for key, m in quantizers.items()}
     qmodel.eval()
+    batches = list(batches)
     with torch.no_grad(), calibration_mode(qmodel):
-        for x in batches:
+        for x in tqdm(batches, desc="calibration", disable=not progress, leave=False):
             qmodel(x)
     for key, m in quantizers.items():
         m.observer_only = before[key]

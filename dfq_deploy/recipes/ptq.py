@@ -101,7 +101,7 @@ def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig
     t0 = time.perf_counter()
     batches, history = calibration_images(teacher, cfg, img_shape, progress, checkpoint)
     t1 = time.perf_counter()
-    calibrate(student, batches)
+    calibrate(student, batches, progress=progress)
     t2 = time.perf_counter()
     history += reconstruct(student, batches, cfg.reconstruction(), progress, checkpoint)
     # the stage split of the default job (benchmarks/demo_time.py reads these lines from train.log)

@@ -71,3 +71,14 @@ def test_bad_card_is_a_model_error(tmp_path):
         ModelCard.from_json(tmp_path / "bad.json")
     with pytest.raises(ModelError):
         load_teacher(tmp_path / "missing.json")
+
+
+def test_safetensors_weights_of_a_versioned_module_load(tmp_path):
+    """torchvision's MNASNet refuses a state dict without its module version, which safetensors does not keep."""
+    from safetensors.torch import save_file
+
+    model = build_model("torchvision:mnasnet0_5", num_classes=10)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    fresh = build_model("torchvision:mnasnet0_5", num_classes=10)
+    load_weights(fresh, tmp_path / "m.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
