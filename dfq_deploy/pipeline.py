@@ -153,6 +153,10 @@ def summary_text(r: dict) -> str:
         f"{g['layer_max_steps']:g} step, <= {g['layer_max_mismatch']:.3%})",
         f"  parity gate               {'pass' if g['passed'] else 'FAIL: ' + '; '.join(g['failures'])}",
     ]
+    if (r.get("budget") or {}).get("scaled"):
+        b = r["budget"]
+        lines.append(f"  budget                    {b['gmac_per_image']:.3g} GMAC per image: scaled to fit "
+                     f"budget_gmac={b['budget_gmac']:g}: " + ", ".join(f"{k}={v}" for k, v in b["scaled"].items()))
     if r.get("portability"):
         text = portability_text(r["portability"], r["portability"].get("portable"))
         lines.append(f"  portability               {text}")
@@ -197,6 +201,7 @@ class _Inputs:
     card_path: Path
     eval_set: Any
     device: torch.device
+    budget: dict = field(default_factory=dict)  # the teacher's cost and what the recipe's budget scaled
 
 
 def _resolve(cfg: TrainExportConfig) -> _Inputs:
@@ -218,6 +223,18 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
     teacher, card = load_teacher(card_path)
     _runs_at_its_size(teacher, card, card_path)
     recipe_cfg = _without_batchnorm(teacher, cfg.recipe, recipe_cfg)
+    budget = {}
+    if hasattr(recipe_cfg, "budget_gmac"):
+        from .models import gmac_per_image
+        from .recipes.ptq import fit_budget
+
+        gmac = gmac_per_image(teacher, card.input_shape)
+        recipe_cfg, scaled = fit_budget(recipe_cfg, gmac, set(cfg.recipe_options))
+        budget = {"gmac_per_image": round(gmac, 4), "budget_gmac": recipe_cfg.budget_gmac, "scaled": scaled}
+        if scaled:
+            log.warning("the teacher costs %.3g GMAC per image: to fit budget_gmac=%g the recipe runs with %s "
+                        "(set them, or --set budget_gmac=0, to run more)", gmac, recipe_cfg.budget_gmac,
+                        ", ".join(f"{k}={v}" for k, v in scaled.items()))
     # quantized here, before any work: a model the quantizer cannot take (untraceable, attention) is refused now
     student = quantize_model(teacher, scheme)
     if "pixel_mean" in recipe_cls.__dataclass_fields__ and not recipe_cfg.pixel_mean:
@@ -231,7 +248,7 @@ def _resolve(cfg: TrainExportConfig) -> _Inputs:
                           hint="pick evaluation data of the teacher's size: --eval-data imagefolder:PATH (resized "
                                "and centre-cropped to the card's input_shape) or --eval-data synthetic")
     return _Inputs(target, scheme, recipe_cfg, recipe_fn, runtime, teacher, student, card, card_path, eval_set,
-                   device)
+                   device, budget)
 
 
 def _runs_at_its_size(teacher: torch.nn.Module, card, card_path: Path) -> None:
@@ -376,6 +393,7 @@ def _write_report(cfg: TrainExportConfig, inp: _Inputs, run_dir: Path, history, 
         "scheme": inp.scheme.to_dict(), "scheme_tag": inp.scheme.tag,
         "teacher": {"card": str(inp.card_path), "arch": inp.card.arch, "accuracy": teacher_acc,
                     "card_accuracy": inp.card.test_accuracy},
+        "budget": inp.budget or None,
         "eval": {"name": inp.eval_set.name, "samples": len(inp.eval_set), "labelled": inp.eval_set.labelled,
                  "input_shape": list(inp.card.input_shape)},
         "export": {"profile": exp.profile, "passes": exp.passes, "nodes": exp.num_nodes},

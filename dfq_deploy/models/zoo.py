@@ -101,6 +101,16 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+def gmac_per_image(model: nn.Module, input_shape) -> float:
+    """Multiply-accumulates of one forward pass on one input, in billions (torch's FLOP counter: convolutions and
+    matrix products)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    return counter.get_total_flops() / 2e9
+
+
 _ABSENT = object()
 
 

@@ -12,8 +12,9 @@ W4A4 and W3A3 of every recipe at the default budget, in a fraction of the time (
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -42,13 +43,51 @@ class PTQConfig(ReconstructionOptions):
     # teacher (3 seeds, full test split): W4A4 92.83 +- 0.52 -> 93.36 +- 0.05 %, W3A3 90.32 +- 0.32 -> 90.86 +- 0.32 %;
     # three copies or twice the steps per block measured no better (seed 0)
     recon_augment: int = 1
+    # the work the defaults may spend, in teacher GMACs: the ZeroQ inversion's (images x steps x GMAC per image) and
+    # the reconstruction's (steps x batch x GMAC per image). The defaults fit the shipped teacher with room to spare; a larger model keeps the recipe's proportions and scales the fields it was not
+    # given (calib_batches, zeroq_steps, recon_iters) down to fit, to no fewer than MIN_SCALED steps
+    # (fit_budget; docs/models.md#cost-at-real-sizes). 0 = never scale.
+    budget_gmac: float = 2000.0
 
     def __post_init__(self):
         super().__post_init__()
         if self.source not in ("noise", "zeroq"):
             raise ConfigError(f"ptq: source must be 'noise' or 'zeroq', not {self.source!r}")
+        if not self.budget_gmac >= 0:
+            raise ConfigError(f"ptq: budget_gmac={self.budget_gmac!r} must be >= 0 (0: never scale the defaults)")
         if self.calib_batches < 1 or self.batch_size < 2 or self.zeroq_steps < 1 or self.zeroq_lr <= 0:
             raise ConfigError("ptq: calib_batches and zeroq_steps must be >= 1, batch_size >= 2, zeroq_lr > 0")
+
+
+# the fewest ZeroQ / reconstruction steps the budget scales to: below this, inverted images and learned roundings
+# barely move from their start
+MIN_SCALED = 20
+
+
+def fit_budget(cfg: PTQConfig, gmac_per_image: float, given: set[str]) -> tuple[PTQConfig, dict]:
+    """``cfg`` with the fields not in ``given`` scaled so the work fits ``cfg.budget_gmac`` for a teacher of
+    ``gmac_per_image``; and what changed (empty when nothing did).
+
+    The ZeroQ work is ``images x steps x gmac``; both factors shrink by ``sqrt(budget / work)`` (whole batches, at
+    least one; at least :data:`MIN_SCALED` steps), so a model 100x the budget keeps a tenth of the images and a
+    tenth of the steps. The reconstruction's ``recon_iters x recon_batch x gmac`` shrinks through ``recon_iters``
+    alone (at least :data:`MIN_SCALED`), since every block needs the same images."""
+    if cfg.budget_gmac <= 0 or gmac_per_image <= 0:
+        return cfg, {}
+    changes: dict = {}
+    zeroq = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * gmac_per_image
+    if cfg.source == "zeroq" and zeroq > cfg.budget_gmac:
+        shrink = math.sqrt(cfg.budget_gmac / zeroq)
+        if "calib_batches" not in given:
+            changes["calib_batches"] = max(1, math.floor(cfg.calib_batches * shrink))
+        if "zeroq_steps" not in given:
+            changes["zeroq_steps"] = max(min(MIN_SCALED, cfg.zeroq_steps), math.floor(cfg.zeroq_steps * shrink))
+    recon = cfg.recon_iters * cfg.recon_batch * gmac_per_image
+    if recon > cfg.budget_gmac and "recon_iters" not in given:
+        changes["recon_iters"] = max(min(MIN_SCALED, cfg.recon_iters),
+                                     math.floor(cfg.recon_iters * cfg.budget_gmac / recon))
+    changes = {k: v for k, v in changes.items() if v != getattr(cfg, k)}
+    return (replace(cfg, **changes) if changes else cfg), changes
 
 
 class _InversionRecord:

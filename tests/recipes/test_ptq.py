@@ -45,3 +45,21 @@ def test_ptq_reconstruction_runs_after_calibration(tiny_teacher):
                      10, progress=False)
     rec = [h for h in hist if h["phase"] == "reconstruction"]
     assert [h["block"] for h in rec] == ["conv1", "layer1.0.conv1", "layer2.0.conv1", "layer3.0.conv1", "fc"]
+
+
+def test_the_budget_scales_only_what_was_not_given_and_keeps_small_models_as_they_are():
+    from dfq_deploy.recipes.ptq import MIN_SCALED, PTQConfig, fit_budget
+
+    cfg = PTQConfig(recon_iters=100)
+    same, changed = fit_budget(cfg, 0.031, set())  # the shipped teacher's cost: the defaults fit
+    assert same == cfg and changed == {}
+    scaled, changed = fit_budget(cfg, 1.8, set())  # ResNet-18 at 224x224
+    zeroq = scaled.calib_batches * scaled.batch_size * scaled.zeroq_steps * 1.8
+    full = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * 1.8
+    assert changed and zeroq < full / 10 and scaled.zeroq_steps >= MIN_SCALED and scaled.calib_batches >= 1
+    assert scaled.recon_iters * scaled.recon_batch * 1.8 <= cfg.budget_gmac or scaled.recon_iters == MIN_SCALED
+    given, changed = fit_budget(cfg, 1.8, {"zeroq_steps", "recon_iters"})  # what the user set is kept
+    assert given.zeroq_steps == cfg.zeroq_steps and given.recon_iters == cfg.recon_iters and "zeroq_steps" not in changed
+    assert fit_budget(PTQConfig(budget_gmac=0), 50.0, set())[1] == {}
+    huge, _ = fit_budget(cfg, 1000.0, set())
+    assert (huge.calib_batches, huge.zeroq_steps, huge.recon_iters) == (1, MIN_SCALED, MIN_SCALED)
