@@ -61,7 +61,8 @@ from ._common import gate_options, handle_errors
 def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, vnni_only, steps,
                  warmup_steps,
                  batch_size, seed,
-                 overrides, eval_data, eval_limit, data_root, out, gate, threads, device, checkpoint_every, resume_dir, nproc,
+                 overrides, eval_data, eval_limit, data_root, out, gate, threads, device, checkpoint_every, resume_dir,
+                 nproc,
                  dry_run, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     import os

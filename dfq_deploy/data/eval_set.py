@@ -50,7 +50,8 @@ def load_eval_set(name: str, mean: Sequence[float], std: Sequence[float], limit:
     """Load evaluation images by name and normalise them with the model's statistics.
 
     ``fashion-mnist``: the Debian test split. ``imagefolder:PATH``: one sub-folder per class (torchvision
-    ``ImageFolder``), resized and centre-cropped to ``input_shape`` as torchvision's evaluation transforms do; labelled when every folder name is one of ``class_names``.
+    ``ImageFolder``), resized and centre-cropped to ``input_shape`` as torchvision's evaluation transforms do;
+    labelled when every folder name is one of ``class_names``.
     ``synthetic``: standard-normal inputs of ``input_shape`` (``limit`` of them, default 512), unlabelled.
     """
     if name == "fashion-mnist":

@@ -231,13 +231,42 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
                                        "return_quant_tensor": True}),
         "unsigned": (qnn.QuantIdentity, {"act_quant": relu_quant.let(bit_width=a), "return_quant_tensor": True}),
     }
-    qmodel = quantize(graph, quant_identity_map=ident_map, compute_layer_map=compute_map, quant_act_map=act_map,
-                      unsigned_act_tuple=(nn.ReLU, nn.ReLU6))
+    qmodel = _quantize_graph(quantize, graph, quant_identity_map=ident_map, compute_layer_map=compute_map,
+                             quant_act_map=act_map, unsigned_act_tuple=(nn.ReLU, nn.ReLU6))
     _unwrap_for_tensor_methods(qmodel)
     if fl != a:
         _set_edge_input_bits(qmodel, names[0], names[-1], fl, signed_8bit=scheme.trt_compatible)
     # Brevitas creates its quantizers' parameters on the CPU: follow the float model (GPU training)
     return qmodel.to(module_device(model))
+
+
+def _quantize_graph(quantize, graph: torch.fx.GraphModule, **kw) -> torch.fx.GraphModule:
+    """Brevitas' ``quantize`` pass, with its search for one grid per residual Add and Concat bounded by the graph's
+    size. Each round of that search aligns one join, so a graph needs about as many rounds as it has joins; where
+    the search cannot settle (an add reached through a reshape of a concatenation: it re-aligns the concatenation's
+    inputs every round) Brevitas would go on for 9999 rounds of rebuilding the graph, hours on a small model. The
+    model is refused instead, naming the joins."""
+    import operator
+
+    from brevitas.graph import quantize_impl
+
+    joins = [n.name for n in graph.graph.nodes if n.op == "call_function" and n.target in
+             (torch.add, operator.add, operator.iadd, torch.cat) or n.op == "call_method" and n.target in ("add",
+                                                                                                       "add_")]
+    saved = quantize_impl.MAX_RESIDUAL_ITERS
+    quantize_impl.MAX_RESIDUAL_ITERS = 4 * len(joins) + 16
+    try:
+        return quantize(graph, **kw)
+    except RuntimeError as e:
+        if "Residual handler" not in str(e):
+            raise
+        raise ModelError(f"the quantizer found no common grid for the residual adds and concatenations of this model "
+                         f"({', '.join(joins[:4])}{', ...' if len(joins) > 4 else ''}): a residual add is reached "
+                         "through a reshape or transpose of a concatenation (a channel shuffle before an add)",
+                         hint="shuffle after the add instead, or pass the shuffled tensor through an activation "
+                              "before it is added") from e
+    finally:
+        quantize_impl.MAX_RESIDUAL_ITERS = saved
 
 
 def _input_quantizer(gm: torch.fx.GraphModule, layer: str):

@@ -44,9 +44,10 @@ class PTQConfig(ReconstructionOptions):
     # three copies or twice the steps per block measured no better (seed 0)
     recon_augment: int = 1
     # the work the defaults may spend, in teacher GMACs: the ZeroQ inversion's (images x steps x GMAC per image) and
-    # the reconstruction's (steps x batch x GMAC per image). The defaults fit the shipped teacher with room to spare; a larger model keeps the recipe's proportions and scales the fields it was not
-    # given (calib_batches, zeroq_steps, recon_iters) down to fit, to no fewer than MIN_SCALED steps
-    # (fit_budget; docs/models.md#cost-at-real-sizes). 0 = never scale.
+    # the reconstruction's (steps x batch x GMAC per image). The defaults fit the shipped teacher with room to spare;
+    # a larger model keeps the recipe's proportions and scales the fields it was not given (calib_batches,
+    # zeroq_steps, recon_iters) down to fit, to no fewer than MIN_SCALED steps (fit_budget; docs/models.md). 0 = never
+    # scale.
     budget_gmac: float = 2000.0
 
     def __post_init__(self):

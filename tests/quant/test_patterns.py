@@ -130,3 +130,34 @@ def test_attention_is_refused_by_name():
     with pytest.raises(ModelError, match="multiplies activations") as e:
         quantize_model(_Attention().eval(), QuantScheme())
     assert "matmul" in str(e.value) and e.value.hint
+
+
+class _ShuffleThenAdd(nn.Module):
+    """A concatenation, shuffled (view/transpose/reshape), then added to a branch of itself: Brevitas' search for
+    one grid per join does not settle on this graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.relu_a, self.relu_b = nn.ReLU(), nn.ReLU()
+        self.mix = nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.cat([self.relu_a(self.a(x)), self.relu_b(self.b(x))], 1)
+        n, c, h, w = y.shape
+        y = y.view(n, 2, c // 2, h, w).transpose(1, 2).reshape(n, c, h, w)
+        return self.fc((y + self.mix(y)).mean((2, 3)))
+
+
+def test_joins_brevitas_cannot_align_are_refused_by_name_within_a_bounded_search(monkeypatch):
+    from brevitas.graph import quantize_impl
+
+    rounds = []
+    original = quantize_impl.recursive_input_handler
+    monkeypatch.setattr(quantize_impl, "recursive_input_handler",
+                        lambda *a, **k: rounds.append(1) or original(*a, **k))
+    with pytest.raises(ModelError, match="channel shuffle before an add"):
+        quantize_model(_ShuffleThenAdd().eval(), QuantScheme())
+    assert len(rounds) < 1000  # Brevitas alone searches 9999 rounds, each rebuilding the graph
+    assert quantize_impl.MAX_RESIDUAL_ITERS == 9999  # its own bound is put back
