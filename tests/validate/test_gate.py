@@ -146,3 +146,41 @@ def test_a_graph_of_another_model_is_refused(exports):
 def test_bad_thresholds_are_config_errors(kw):
     with pytest.raises(ConfigError):
         Gate(**kw)
+
+
+class _RoundingDecides(torch.nn.Module):
+    """Two logits whose order float32 rounding decides: ``(x + 1e8) - 1e8`` is ``x`` in float64 but a multiple of
+    8 in float32, against ``x / 2``."""
+
+    def forward(self, x):
+        x = x.flatten(1)[:, :1] * 3
+        return torch.cat([(x + 1e8) - 1e8, x / 2], 1)
+
+
+def test_reference_stability_measures_how_far_rounding_decides_the_top1():
+    from dfq_deploy.validate.gate import reference_stability
+
+    data = EvalSet(torch.randn(200, 1, 2, 2, generator=torch.Generator().manual_seed(0)),
+                   torch.full((200,), -1), ["a", "b"], "noise")
+    model = _RoundingDecides()
+    with torch.no_grad():
+        reference = model(data.images).numpy()
+    assert reference_stability(model, data, reference) < 60.0
+    stable = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        assert reference_stability(stable, data, stable(data.images).numpy()) == 100.0
+
+
+def test_an_agreement_failure_names_rounding_when_the_reference_itself_is_that_unstable():
+    from dfq_deploy.validate.gate import GateResult
+    from dfq_deploy.validate.parity import compare_logits
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((100, 10)).astype(np.float32)
+    other = ref.copy()
+    other[:5] = other[:5, ::-1]  # 5 % of the top-1s moved
+    row = compare_logits(ref, other, runtime="onnxruntime")
+    unstable = GateResult(Gate(), "torch", {"onnxruntime": row}, float64_agreement=96.0)
+    assert not unstable and "decided by rounding" in unstable.failures()[0]
+    stable = GateResult(Gate(), "torch", {"onnxruntime": row}, float64_agreement=100.0)
+    assert not stable and "decided by rounding" not in stable.failures()[0]
