@@ -127,7 +127,7 @@ def run(name: str, images: int = 256) -> dict:
     try:
         student = quantize_model(teacher, QuantScheme())
     except ModelError as e:
-        return {"model": name, "input": list(shape), "passed": False, "refused": f"{e}  fix: {e.hint}",
+        return {"model": name, "input": list(shape), "passed": False, "refused": str(e).replace("\n", " "),
                 "failures": [], "wall_s": round(time.time() - t0, 1)}
     train_ptq(teacher, student, PTQConfig(calib_batches=1, batch_size=32, zeroq_steps=10, recon_iters=5), shape,
               classes, progress=False)

@@ -137,6 +137,17 @@ def _pool_ratio_ok(G: Graph, dq: onnx.NodeProto, q: onnx.NodeProto, pixels: int 
     return POOL_RATIO_RANGE[0] <= ratio < POOL_RATIO_RANGE[1]
 
 
+def _dequantized_pools(G: Graph) -> list[tuple[onnx.NodeProto, onnx.NodeProto, list[onnx.NodeProto]]]:
+    """``(pool, its DequantizeLinear input, its consumers)`` of every GlobalAveragePool that reads a dequantized
+    tensor."""
+    out = []
+    for n in [n for n in G.g.node if n.op_type == "GlobalAveragePool"]:
+        src = G.producer.get(n.input[0])
+        if src is not None and src.op_type == "DequantizeLinear":
+            out.append((n, src, G.consumers.get(n.output[0], [])))
+    return out
+
+
 def pools_outside_integer_range(model: onnx.ModelProto) -> int:
     """A ``DQ -> GlobalAveragePool -> Q`` whose scales MLAS' integer pool cannot represent (:data:`POOL_RATIO_RANGE`:
     a 1x1 feature map pooled into a much finer grid, as MobileNetV2 at 28x28 gets) becomes ``ReduceMean`` over the
@@ -145,11 +156,9 @@ def pools_outside_integer_range(model: onnx.ModelProto) -> int:
     G = Graph(model)
     pixels = _pool_pixels(model)
     count = 0
-    for n in [n for n in G.g.node if n.op_type == "GlobalAveragePool"]:
-        src = G.producer.get(n.input[0])
-        users = G.consumers.get(n.output[0], [])
+    for n, src, users in _dequantized_pools(G):
         qs = [u for u in users if u.op_type == "QuantizeLinear"]
-        if src is None or src.op_type != "DequantizeLinear" or not qs:
+        if not qs:
             continue
         if all(_pool_ratio_ok(G, src, q, pixels.get(n.input[0])) for q in qs):
             continue
@@ -174,10 +183,8 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
     G = Graph(model)
     pixels = _pool_pixels(model)
     count = 0
-    for n in [n for n in G.g.node if n.op_type == "GlobalAveragePool"]:
-        src = G.producer.get(n.input[0])
-        users = G.consumers.get(n.output[0], [])
-        if src is None or src.op_type != "DequantizeLinear" or len(users) != 1 or users[0].op_type not in _RESHAPES:
+    for n, src, users in _dequantized_pools(G):
+        if len(users) != 1 or users[0].op_type not in _RESHAPES:
             continue
         after = G.consumers.get(users[0].output[0], [])
         if len(after) != 1 or after[0].op_type != "QuantizeLinear":
