@@ -116,13 +116,20 @@ def test_a_vision_transformer_is_refused_before_any_work(tmp_path):
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "efficientnet_b0", "shufflenet_v2_x0_5", "googlenet"])
 def test_edge_families_pass_the_gate_with_every_conv_integer(tmp_path, name):
     """One model of each family that failed before (Hardswish, SiLU and squeeze-excitation; channel split; Inception
-    concatenations), end to end at 64x64 with tiny settings: the default gate passes and ONNX Runtime runs every
-    Conv/Gemm as an integer kernel."""
+    concatenations), end to end at 64x64 with tiny settings: every activation passes the layer-local check, ONNX
+    Runtime runs every Conv/Gemm as an integer kernel, and end to end the gate passes, or fails only where the
+    reference's own top-1 is decided by rounding (measured and named by the gate)."""
     extra = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
     card = write_torchvision_card(tmp_path, name, 64, **extra)
     r = _run(["--teacher", str(card), "--eval-data", "synthetic", "--eval-limit", "256", "--out",
               str(tmp_path / "run"), *TINY])
-    assert r.exit_code == 0, r.output
-    report = json.loads((tmp_path / "run" / "report.json").read_text())
-    assert report["gate"]["passed"] and report["census"]["float_compute"] == []
-    assert report["census"]["integer_compute"] > 20
+    assert r.exit_code in (0, 7), r.output
+    validation = json.loads((tmp_path / "run" / "validation.json").read_text())
+    assert validation["layers"]["passed"], validation["failures"]  # every activation within a rounding tie
+    assert validation["census"]["all_integer"] and validation["census"]["integer_compute"] > 20
+    if r.exit_code == 7:
+        # random weights fed noise: nearly tied logits, whose top-1 one rounding tie can move. The only failure
+        # allowed is that one, where the reference model itself flips as often between float32 and float64
+        assert validation["failures"] and all("decided by rounding" in f for f in validation["failures"]), \
+            validation["failures"]
+        assert validation["float64_agreement"] < validation["gate"]["min_agreement"]
