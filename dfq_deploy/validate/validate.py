@@ -129,7 +129,9 @@ def validate(cfg: ValidateConfig) -> dict:
                          root=cfg.data_root, input_shape=meta["input_shape"], class_names=meta.get("class_names"))
     if tuple(data.images.shape[1:]) != tuple(meta["input_shape"]):
         raise ConfigError(f"evaluation images are {tuple(data.images.shape[1:])} but the model expects "
-                          f"{tuple(meta['input_shape'])}", hint="pick evaluation data that matches the model")
+                          f"{tuple(meta['input_shape'])}",
+                          hint="pick evaluation data of the model's size: --data imagefolder:PATH (resized and "
+                               "centre-cropped to it) or --data synthetic")
     # nothing passes that compared nothing: at least one runtime must run against the reference (checked first)
     available, skipped = [], {}
     for name in cfg.runtimes:
