@@ -158,15 +158,33 @@ def _result(row: dict) -> str:
     return f"{kind} (exit {row['exit_code']}): {first[:160]}"
 
 
-def write_table(results: dict, path: Path) -> None:
-    """The support matrix as a markdown table between the markers of ``path`` (the rest of the page is prose)."""
+# the families the support matrix is judged on (the issue's list); the rest of torchvision's classifiers are run
+# and reported too
+FAMILIES = ("resnet", "resnext", "wide_resnet", "regnet", "mobilenet", "efficientnet", "mnasnet", "shufflenet",
+            "squeezenet", "googlenet", "inception", "densenet", "vgg", "convnext")
+
+
+def write_table(results: dict, path: Path, names: list[str]) -> None:
+    """The support matrix as a markdown table between the markers of ``path`` (the rest of the page is prose);
+    ``names`` not in the results yet are listed as not run."""
     rows = results["rows"]
-    passed = sum(1 for r in rows.values() if r.get("passed"))
-    lines = [f"{passed} of {len(rows)} pass; settings `{results['settings']}`; "
-             f"{results['cpu_info'].get('model', '?')}; command `{results['command']}`.", "",
+    ran = [n for n in names if n in rows]
+    family = [n for n in ran if n.startswith(FAMILIES)]
+    count = {k: sum(1 for n in family if _result(rows[n]).startswith(k)) for k in ("pass", "refused")}
+    count["FAIL"] = len(family) - count["pass"] - count["refused"]
+    internal = sum(1 for n in ran if rows[n]["exit_code"] == 1)
+    lines = [f"Run so far: {len(ran)} of {len(names)} classifiers ({len(names) - len(ran)} not run yet; the benchmark "
+             f"resumes from its results file). Of the {len(family)} run in the issue's families: {count['pass']} "
+             f"pass, {count['refused']} refused before training, {count['FAIL']} fail or time out. Internal errors: "
+             f"{internal}. Settings `{results['settings']}`; {results['cpu_info'].get('model', '?')} "
+             f"({', '.join(results['cpu_info'].get('features', []))}).", "",
              "| model | input | result | integer Conv/Gemm | float Conv/Gemm | agreement | wall time | peak memory |",
              "|---|---|---|---|---|---|---|---|"]
-    for name in sorted(rows):
+    for name in names:
+        if name not in rows:
+            lines.append(f"| {name} | {'x'.join(map(str, [3, input_size(name), input_size(name)]))} | not run yet "
+                         "| | | | | |")
+            continue
         r = rows[name]
         agreement = f"{r['agreement']:.1f} %" if r.get("agreement") is not None else "-"
         lines.append(f"| {name} | {'x'.join(map(str, r['input']))} | {_result(r)} | {r.get('integer_compute', '-')} "
@@ -191,14 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="benchmarks/results/model_zoo.json")
     ap.add_argument("--docs", default=None, help="write the table to this markdown file (e.g. docs/models.md)")
     ap.add_argument("--redo", action="store_true", help="run models that are in --out already again")
+    ap.add_argument("--docs-only", action="store_true", help="run nothing: write --docs from --out")
     args = ap.parse_args(argv)
     names = args.models.split(",") if args.models else \
         sorted(torchvision.models.list_models(module=torchvision.models), key=_cost_order)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {"cpu_info": cpu_info(), "rows": {}}
-    results.update(cpu_info=cpu_info(), python=platform.python_version(), settings=args.settings,
-                   command=" ".join(["benchmarks/model_zoo.py", *(argv if argv is not None else sys.argv[1:])]))
-    for name in names:
+    if not args.docs_only:
+        results.update(cpu_info=cpu_info(), python=platform.python_version(), settings=args.settings,
+                       command=" ".join(["benchmarks/model_zoo.py", *(argv if argv is not None else sys.argv[1:])]))
+    for name in names if not args.docs_only else []:
         if name in results["rows"] and not args.redo:
             continue
         row = run_one(name, args.settings, args.timeout, args.threads)
@@ -209,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n")
     if args.docs:
-        write_table(results, Path(args.docs))
+        every = sorted(torchvision.models.list_models(module=torchvision.models), key=_cost_order)
+        write_table(results, Path(args.docs), every + [n for n in results["rows"] if n not in every])
     return 0
 
 
