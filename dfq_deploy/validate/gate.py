@@ -222,8 +222,9 @@ def failure_message(report: dict, html_path: Path) -> str:
 
 def raise_for_gate(report: dict, html_path: Path, hint: str) -> None:
     """Raise the ``ParityError`` of a failed report (the one place that raises it). ``hint`` is the caller's fix,
-    replaced by the CPU's when the first faulty layer is exact as float QDQ and inexact only in integer kernels, or
-    by the export's when a model exported as portable can saturate."""
+    replaced by the CPU's when the first faulty layer is exact as float QDQ and inexact only in integer kernels, by
+    the export's when a model exported as portable can saturate, or by the data's when the reference's own top-1 is
+    decided by rounding."""
     if not report["passed"]:
         first = (report.get("layers") or {}).get("first_failure") or {}
         pairs = report.get("pair_sums") or {}
@@ -232,4 +233,7 @@ def raise_for_gate(report: dict, html_path: Path, hint: str) -> None:
                     "again), or deploy only to CPUs with VNNI / AMX")
         elif report.get("portable") and not pairs.get("exact_without_vnni", True):
             hint = "export the run again (`dfq-deploy export RUN_DIR`) with this version's portable scheme"
+        elif any("decided by rounding" in f for f in report["failures"]):
+            hint = ("evaluate on real images (--eval-data imagefolder:PATH, or validate --data imagefolder:PATH), on "
+                    "which a trained model's logits are not nearly tied; the run directory is kept")
         raise ParityError(failure_message(report, html_path), hint=hint)

@@ -1,6 +1,7 @@
 """The parity gate passes correct exports at every width and profile, and fails each planted fault naming its layer."""
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,9 @@ def test_an_agreement_failure_names_rounding_when_the_reference_itself_is_that_u
     assert not unstable and "decided by rounding" in unstable.failures()[0]
     stable = GateResult(Gate(), "torch", {"onnxruntime": row}, float64_agreement=100.0)
     assert not stable and "decided by rounding" not in stable.failures()[0]
+    from dfq_deploy.errors import ParityError
+    from dfq_deploy.validate.gate import raise_for_gate
+
+    with pytest.raises(ParityError) as e:
+        raise_for_gate(unstable.to_dict(), Path("v.html"), hint="the caller's hint")
+    assert "--eval-data imagefolder:PATH" in e.value.hint
