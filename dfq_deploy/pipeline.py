@@ -261,7 +261,8 @@ def _runs_at_its_size(teacher: torch.nn.Module, card, card_path: Path) -> None:
         raise ModelError(f"the teacher does not run on its card's input_shape {list(card.input_shape)}: "
                          f"{str(e).splitlines()[0][:200]}",
                          hint=f"set input_shape in {card_path} to the size the model was trained at (torchvision's "
-                              "classifiers: [3, 224, 224]; most take [3, 64, 64] or more)") from e
+                              "classifiers were trained at [3, 224, 224]; docs/models.md lists the smallest each "
+                              "takes)") from e
 
 
 def _without_batchnorm(teacher: torch.nn.Module, recipe: str, recipe_cfg):
