@@ -250,9 +250,11 @@ def _quantize_graph(quantize, graph: torch.fx.GraphModule, **kw) -> torch.fx.Gra
 
     from brevitas.graph import quantize_impl
 
-    joins = [n.name for n in graph.graph.nodes if n.op == "call_function" and n.target in
-             (torch.add, operator.add, operator.iadd, torch.cat) or n.op == "call_method" and n.target in ("add",
-                                                                                                       "add_")]
+    def is_join(n) -> bool:
+        return (n.op == "call_function" and n.target in (torch.add, operator.add, operator.iadd, torch.cat)
+                or n.op == "call_method" and n.target in ("add", "add_"))
+
+    joins = [n.name for n in graph.graph.nodes if is_join(n)]
     saved = quantize_impl.MAX_RESIDUAL_ITERS
     quantize_impl.MAX_RESIDUAL_ITERS = 4 * len(joins) + 16
     try:
