@@ -144,7 +144,9 @@ def summary_text(r: dict) -> str:
         f"  {'student ' + r['scheme_tag'] + ' PyTorch':<26}{_pct(p['reference_accuracy'])}",
         f"  {'student ' + r['scheme_tag'] + ' ' + p['runtime']:<26}{_pct(p['accuracy'])}",
         f"  top-1 agreement           {p['top1_agreement']:.3f} %  (gate >= {p['min_agreement']} %"
-        + (f", accuracy within {p['max_accuracy_diff']} pt)" if p["accuracy"] is not None else ")"),
+        + (f", accuracy within {p['max_accuracy_diff']} pt" if p["accuracy"] is not None else "")
+        + (f"; rounding-bound inputs: the reference agrees with its own float64 evaluation on "
+           f"{p['rounding_baseline']:.3f} %" if p.get("rounding_baseline") is not None else "") + ")",
         f"  max |logit diff|          {p['max_abs_diff']:.3g}"
         + (f"  = {p['max_diff_steps']} output steps (reported, not gated)" if p["max_diff_steps"] is not None
            else ""),

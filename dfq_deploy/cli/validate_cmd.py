@@ -51,7 +51,10 @@ def summary(report: dict) -> str:
              f"  {report['reference']:<28} accuracy {report['reference_accuracy'] if report['labelled'] else 'n/a'}"]
     for name, r in report["runtimes"].items():
         acc = f"{r['accuracy']:.2f} %" if r["accuracy"] is not None else "n/a"
-        lines.append(f"  {name:<28} accuracy {acc}  agreement {r['top1_agreement']:.3f} %  "
+        bound = ("" if r.get("rounding_baseline") is None else
+                 f" (gate >= {r['min_agreement']} %: the reference's own float64 agreement is "
+                 f"{r['rounding_baseline']:.3f} %)")
+        lines.append(f"  {name:<28} accuracy {acc}  agreement {r['top1_agreement']:.3f} %{bound}  "
                      f"max {r['max_diff_steps']} output steps (not gated)  {'pass' if r['passed'] else 'FAIL'}")
     layers = report["layers"]
     if layers is not None:

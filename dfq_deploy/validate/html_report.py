@@ -94,7 +94,10 @@ def render_html(report: dict, history: list[dict] | None = None) -> str:
     verdict = "PASS" if report["passed"] else "FAIL"
     rows = [[report["reference"], _fmt(report["reference_accuracy"], unit=" %"), "reference", "-", "-", "-"]]
     for name, r in report["runtimes"].items():
-        rows.append([name, _fmt(r["accuracy"], unit=" %"), _fmt(r["top1_agreement"], ".3f", " %"),
+        bound = ("" if r.get("rounding_baseline") is None else
+                 f" (gate ≥ {r['min_agreement']} %: the reference's own float64 agreement is "
+                 f"{r['rounding_baseline']:.3f} %)")
+        rows.append([name, _fmt(r["accuracy"], unit=" %"), _fmt(r["top1_agreement"], ".3f", " %") + bound,
                      _fmt(r["max_diff_steps"], "g"), _fmt(r["mean_diff_steps"], ".4f"),
                      "pass" if r["passed"] else "FAIL"])
     gate = report["gate"]

@@ -31,7 +31,11 @@ class ParityResult:
 
     Gated: top-1 agreement and (with labels) the accuracy difference. Reported, not gated unless ``max_steps`` is set:
     the logit differences in output quantization steps (rounding ties compound with depth, so a correct export can
-    be several output steps off; the layer-local check of :mod:`.local` is what tells a tie from a bug)."""
+    be several output steps off; the layer-local check of :mod:`.local` is what tells a tie from a bug).
+
+    ``rounding_baseline``: set by the gate where the reference's own top-1 moves with rounding on these inputs (its
+    agreement with its float64 evaluation, %); ``min_agreement`` and ``max_accuracy_diff`` are then that baseline's,
+    widened by the gate's tolerance (:func:`dfq_deploy.validate.gate.check_parity`)."""
 
     runtime: str
     reference: str
@@ -50,6 +54,7 @@ class ParityResult:
     step_histogram: dict[str, int] | None = None
     per_class_accuracy: dict[str, float] | None = None
     confusion: list[list[int]] | None = field(default=None, repr=False)
+    rounding_baseline: float | None = None
 
     @property
     def accuracy_diff(self) -> float | None:
@@ -60,12 +65,16 @@ class ParityResult:
     def failures(self) -> list[str]:
         """Why this runtime fails the gate (empty when it passes)."""
         out = []
+        beyond = ("" if self.rounding_baseline is None else
+                  f" (the reference agrees with its own float64 evaluation on only {self.rounding_baseline:.3f} % of "
+                  "these inputs; the threshold is that, less the gate's tolerance): more than rounding explains")
         if self.top1_agreement < self.min_agreement:
-            out.append(f"{self.runtime}: top-1 agreement {self.top1_agreement:.3f} % < {self.min_agreement} %")
+            out.append(f"{self.runtime}: top-1 agreement {self.top1_agreement:.3f} % < {self.min_agreement} %"
+                       + beyond)
         drop = self.accuracy_diff
         if drop is not None and drop > self.max_accuracy_diff:
-            out.append(f"{self.runtime}: accuracy {self.accuracy:.2f} % vs the reference's {self.reference_accuracy:.2f} % "
-                       f"(> {self.max_accuracy_diff} pt apart)")
+            out.append(f"{self.runtime}: accuracy {self.accuracy:.2f} % vs the reference's "
+                       f"{self.reference_accuracy:.2f} % (> {self.max_accuracy_diff} pt apart){beyond}")
         if self.max_steps is not None and self.max_diff_steps is not None and self.max_diff_steps > self.max_steps:
             out.append(f"{self.runtime}: logits {self.max_diff_steps} output steps off (> {self.max_steps})")
         return out
