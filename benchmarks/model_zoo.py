@@ -96,6 +96,8 @@ def _run_measured(cmd: list[str], timeout: int) -> tuple[int | str, str, float]:
 
 
 def run_one(name: str, settings: str, timeout: int, threads: int | None) -> dict:
+    from dfq_deploy.isa import cpu_info, describe
+
     with tempfile.TemporaryDirectory(prefix="zoo-") as tmp:
         tmp = Path(tmp)
         size = input_size(name)
@@ -110,7 +112,7 @@ def run_one(name: str, settings: str, timeout: int, threads: int | None) -> dict
         code, stderr, peak_mib = _run_measured(cmd, timeout)
         wall = time.time() - t1
         row = {"model": name, "input": [3, size, size], "exit_code": code, "wall_s": round(wall, 1),
-               "build_s": round(t1 - t0, 1), "peak_rss_mib": round(peak_mib)}
+               "build_s": round(t1 - t0, 1), "peak_rss_mib": round(peak_mib), "cpu": describe(cpu_info())}
         report = out / "report.json"
         if report.is_file():
             r = json.loads(report.read_text())

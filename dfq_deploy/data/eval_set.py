@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 
 from ..errors import DataError
+
+
+# Input values per evaluation batch at most. Evaluation holds a batch's activations at once, and at 224x224 a batch
+# of hundreds of images holds more of them in a VGG's first layers than a small machine has memory; bounding the
+# batch by input values leaves small inputs (28x28, 32x32) their full batches.
+BATCH_INPUT_VALUES = 1 << 22
+
+
+def fitting_batch(image_shape: Sequence[int], most: int) -> int:
+    """``most`` images per batch, fewer where images this large would exceed :data:`BATCH_INPUT_VALUES`."""
+    return max(1, min(most, BATCH_INPUT_VALUES // max(1, math.prod(image_shape))))
 
 
 @dataclass
@@ -27,6 +39,8 @@ class EvalSet:
         return len(self) > 0 and bool((self.labels >= 0).all())
 
     def batches(self, batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of at most ``batch_size`` images (fewer for large images: :func:`fitting_batch`)."""
+        batch_size = fitting_batch(self.images.shape[1:], batch_size)
         for i in range(0, len(self), batch_size):
             yield self.images[i : i + batch_size], self.labels[i : i + batch_size]
 
@@ -130,6 +144,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     model.eval()
     dev = module_device(model)
+    batch_size = fitting_batch(images.shape[1:], batch_size)
     correct = 0
     with torch.no_grad():
         for i in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress, leave=False):
