@@ -120,7 +120,9 @@ def run_one(name: str, settings: str, timeout: int, threads: int | None) -> dict
                        integer_compute=r["census"]["integer_compute"],
                        float_compute=len(r["census"]["float_compute"]),
                        layer_worst_steps=r["gate"]["layers"]["worst_steps"],
-                       agreement=r["parity"]["top1_agreement"], timings_s=r["timings_s"])
+                       agreement=r["parity"]["top1_agreement"], timings_s=r["timings_s"],
+                       float64_agreement=r["gate"].get("float64_agreement"),
+                       agreement_floor=r["parity"]["min_agreement"])
         else:
             row["passed"] = False
         row["error"] = _error_line(stderr) if code else ""
@@ -189,6 +191,8 @@ def write_table(results: dict, path: Path, names: list[str]) -> None:
             continue
         r = rows[name]
         agreement = f"{r['agreement']:.1f} %" if r.get("agreement") is not None else "-"
+        if r.get("float64_agreement") is not None:  # the gate measured how far rounding alone moves the top-1
+            agreement += f" (float64 self {r['float64_agreement']:.1f} %, gate >= {r['agreement_floor']:.1f} %)"
         lines.append(f"| {name} | {'x'.join(map(str, r['input']))} | {_result(r)} | {r.get('integer_compute', '-')} "
                      f"| {r.get('float_compute', '-')} | {agreement} | {r['wall_s']:.0f} s | {r['peak_rss_mib']} MiB |")
     begin, end = "<!-- model_zoo table begin -->", "<!-- model_zoo table end -->"
