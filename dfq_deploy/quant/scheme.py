@@ -17,7 +17,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..errors import ConfigError, ModelError
+from ..errors import ConfigError, ModelError, TrainingError
 from ..isa import PAIR_SUM_LIMIT
 
 _COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -331,6 +331,14 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor], progress: bool
             qmodel(x)
     for key, m in quantizers.items():
         m.observer_only = before[key]
+    # a non-finite step size would surface much later as Brevitas' "Scaling factors are different" (NaN != NaN)
+    bad = [name for name, t in qmodel.state_dict().items()
+           if "scaling_impl" in name and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise TrainingError(f"calibration gave {len(bad)} quantizer(s) a non-finite step size, first "
+                            f"{bad[0].split('.')[0]}: the calibration images or the model's activations overflow",
+                            hint="check that the calibration images are finite and the teacher's activations stay "
+                                 "in float32's range on them")
 
 
 def load_quantized_state(qmodel: nn.Module, state: dict) -> None:

@@ -4,6 +4,7 @@ layers see their stored statistics (ZeroQ without labels; DeepInversion/LIS with
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Callable, Sequence
 
@@ -13,8 +14,10 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import NO_CHECKPOINT, Checkpointer
 from ..device import module_device
+from ..errors import TrainingError
 from .bn_stats import BNStatsLoss, affine_batchnorm
 
+log = logging.getLogger("dfq_deploy")
 
 def tv_loss(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation (mean absolute difference of neighbouring pixels): a smoothness prior."""
@@ -38,6 +41,32 @@ def _no_weight_grads(models):
     finally:
         for p in frozen:
             p.requires_grad_(True)
+
+
+class _Lowest:
+    """The images of a batch at its lowest finite loss so far, kept so that a diverging inversion (a loss that
+    overflows to inf or NaN, as in a network whose BatchNorm statistics amplify a small step enormously) ends with
+    usable images instead of NaN ones. An inversion that never diverges returns its last images, as before."""
+
+    def __init__(self):
+        self.loss, self.x = math.inf, None
+
+    def offer(self, loss: float, x: torch.Tensor) -> bool:
+        """False when ``loss`` is not finite; otherwise keeps a copy of ``x`` if ``loss`` is the lowest so far."""
+        if not math.isfinite(loss):
+            return False
+        if loss < self.loss:
+            self.loss, self.x = loss, x.detach().clone()
+        return True
+
+    def images(self, step: int, batch: int, desc: str) -> torch.Tensor:
+        if self.x is None:
+            raise TrainingError(f"{desc}: the loss is not finite on the first step of batch {batch}: the teacher's "
+                                "BatchNorm statistics or activations overflow on noise images",
+                                hint="calibrate on noise instead (--set source=noise), or check the teacher's weights")
+        log.warning("%s: the loss overflowed at step %d of batch %d; the batch keeps its images of lowest loss "
+                    "(%.4g); a lower learning rate (zeroq_lr) may invert further", desc, step, batch, self.loss)
+        return self.x
 
 
 def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[int, int, int], steps: int, *,
@@ -103,6 +132,7 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
             y = torch.randint(0, num_classes, (n,), generator=rng).to(dev) if num_classes else None
             opt = torch.optim.Adam([x], lr=lr)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+            kept = _Lowest()
             for i in range(steps):
                 k = pick(i, steps, rng) if pick else 0
                 bns.reset()
@@ -117,6 +147,10 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
                     terms["ce"] = ce.item()
                 if tv_weight:
                     loss = loss + tv_weight * tv_loss(x)
+                if not kept.offer(loss.item(), x):  # diverged: the batch ends with its lowest-loss images
+                    x = kept.images(i, b, desc)
+                    bar.update(steps - i)
+                    break
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

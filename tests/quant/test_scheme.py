@@ -76,3 +76,15 @@ def test_w8a8_weights_are_7_bit_after_8_bit_inputs_when_portable(tiny_teacher, p
 def test_portable_must_be_a_bool(value):
     with pytest.raises(ConfigError):
         QuantScheme(portable=value)
+
+
+def test_calibration_that_gives_a_non_finite_step_size_is_a_training_error(tiny_teacher):
+    from dfq_deploy.errors import TrainingError
+
+    q = quantize_model(tiny_teacher, QuantScheme.from_tag("W4A4"))
+    calibrate(q, [torch.randn(8, 1, 28, 28)])  # finite images: no error
+    bad = torch.randn(8, 1, 28, 28)
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingError) as e:
+        calibrate(quantize_model(tiny_teacher, QuantScheme.from_tag("W4A4")), [bad])
+    assert "non-finite step size" in str(e.value)

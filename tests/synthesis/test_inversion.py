@@ -1,4 +1,7 @@
+import math
+
 import pytest
+import torch
 
 from dfq_deploy.synthesis import invert_images
 
@@ -91,3 +94,44 @@ def test_affine_batchnorm_is_eval_batchnorm_and_is_removed(tiny_teacher):
         tiny_teacher(x)
         assert not torch.equal(before, bn.running_mean)
     tiny_teacher.eval()
+
+
+class _Overflows(torch.nn.Module):
+    """A BatchNorm whose input is finite on the first ``finite`` forward passes and then overflows float32."""
+
+    def __init__(self, finite: int):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(1)
+        self.finite, self.calls = finite, 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.bn(x if self.calls <= self.finite else x * 1e30).flatten(1).mean(1, keepdim=True)
+
+
+def test_a_diverging_inversion_keeps_each_batch_at_its_lowest_finite_loss(caplog):
+    import logging
+
+    losses = []
+    model = _Overflows(finite=3)
+    with caplog.at_level(logging.WARNING, logger="dfq_deploy"):
+        x, _ = invert_images(model, 4, (1, 4, 4), 10, batch_size=4, progress=False,
+                             on_iter=lambda t: losses.append(t["bns"]))
+    assert torch.isfinite(x).all() and x.shape == (4, 1, 4, 4)
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)  # the step that overflowed ended the batch
+    # the images kept are those of the lowest loss seen
+    from dfq_deploy.synthesis.bn_stats import BNStatsLoss, affine_batchnorm
+
+    with affine_batchnorm(model), BNStatsLoss(model) as bns:
+        model.finite = model.calls + 1
+        model(x)
+        assert bns.loss().item() == pytest.approx(min(losses), rel=1e-6)
+    assert "overflowed at step 3 of batch 0" in caplog.text
+
+
+def test_an_inversion_whose_first_loss_overflows_is_a_training_error():
+    from dfq_deploy.errors import TrainingError
+
+    with pytest.raises(TrainingError) as e:
+        invert_images(_Overflows(finite=0), 4, (1, 4, 4), 5, batch_size=4, progress=False)
+    assert "source=noise" in e.value.hint
