@@ -19,6 +19,7 @@ from .bn_stats import BNStatsLoss, affine_batchnorm
 
 log = logging.getLogger("dfq_deploy")
 
+
 def tv_loss(x: torch.Tensor) -> torch.Tensor:
     """Anisotropic total variation (mean absolute difference of neighbouring pixels): a smoothness prior."""
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
