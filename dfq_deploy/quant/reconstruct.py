@@ -40,9 +40,8 @@ from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state
 from ..data.augment import augment
 from ..distributed import average_gradients, rank_seed
 from ..errors import ConfigError
-from .fused import FusedActivationQuant, is_act_quant
-from .lean import LeanBlock
-from .masks import keep_lerp, keep_mask
+from .fastpath import (FusedActivationQuant, LeanBlock, cache_learned_rounding, is_act_quant, keep_lerp, keep_mask,
+                       uncache)
 
 log = logging.getLogger("dfq_deploy")
 
@@ -171,37 +170,15 @@ class _LearnedRounding:
         self.int_quant.float_to_int_impl = self.impl
         self.tensor_quant = layer.weight_quant.tensor_quant
         self.frozen = [(p, p.requires_grad) for p in (layer.weight, getattr(layer, "bias", None)) if p is not None]
-        if _weight_scale_is_constant(self.tensor_quant):
-            # Only the rounding learns: the float weight, hence its step size, stays as it is until bake(). The step
-            # size is computed once here instead of every step (Brevitas recomputes it from the weight each
-            # forward), and the float weight and bias get no gradient (nothing uses it).
-            with torch.no_grad():
-                _, w_scale, w_zero, w_bits = self.tensor_quant(layer.weight)
-            self.tensor_quant.forward = self._cached_forward(self.int_quant, self.impl, layer.weight, w_scale,
-                                                             w_zero, w_bits)
+        if cache_learned_rounding(self.tensor_quant, self.impl, layer.weight):
+            # Only the rounding learns: the float weight, hence its step size, stays as it is until bake(); the
+            # float weight and bias get no gradient (nothing uses it).
             for p, _ in self.frozen:
                 p.requires_grad_(False)
 
-    @staticmethod
-    def _cached_forward(int_quant: nn.Module, impl: nn.Module, weight: torch.Tensor, scale, zero_point, bit_width):
-        """Brevitas' ``IntQuant`` steps for a frozen weight: ``floor(w / scale + zero_point)`` is computed once,
-        so a step only adds the learned rounding offset (Brevitas' own hard sigmoid of the logits) and clamps with
-        Brevitas' own clamp. The same values and gradients as ``int_quant(scale, zero_point, bit_width, weight)``
-        with ``LearnedRoundSte``, without the per-step division, floor and bound computations."""
-        with torch.no_grad():
-            floor = torch.floor(int_quant.input_view_impl(weight) / scale + zero_point)
-            lo, hi = int_quant.min_int(bit_width), int_quant.max_int(bit_width)
-
-        def forward(x):
-            offset = impl.tensor_slicer(impl.input_view_impl(impl.learned_round_impl(impl.value)))
-            y = int_quant.tensor_clamp_impl(floor + offset, min_val=lo, max_val=hi)
-            return (y - zero_point) * scale, scale, zero_point, bit_width
-        return forward
-
     def restore(self) -> None:
         """Brevitas' own weight quantizer path and the float parameters' gradients back (before baking)."""
-        if "forward" in vars(self.tensor_quant):
-            del self.tensor_quant.forward
+        uncache(self.tensor_quant)
         for p, flag in self.frozen:
             p.requires_grad_(flag)
 
@@ -266,22 +243,6 @@ def _scale_params(gm: fx.GraphModule, names: list[str], frozen: set[int]) -> lis
                 all(p is not q for q in params):
             params.append(p)
     return params
-
-
-def _weight_scale_is_constant(tq: nn.Module) -> bool:
-    """Whether the weight quantizer ``tq`` (a ``RescalingIntQuant``) takes its step size from the weight's statistics
-    alone, with zero point 0, a constant bit width and no delay: then a fixed weight has a fixed step size."""
-    from brevitas.core.bit_width import BitWidthConst
-    from brevitas.core.quant.delay import _NoDelay
-    from brevitas.core.scaling import StatsFromParameterScaling
-    from brevitas.core.zero_point import ZeroZeroPoint
-
-    iq = getattr(tq, "int_quant", None)
-    return iq is not None and "forward" not in vars(tq) and \
-        isinstance(getattr(tq, "scaling_impl", None), StatsFromParameterScaling) and \
-        isinstance(getattr(tq, "zero_point_impl", None), ZeroZeroPoint) and \
-        isinstance(getattr(tq, "msb_clamp_bit_width_impl", None), BitWidthConst) and \
-        isinstance(iq.delay_wrapper.delay_impl, _NoDelay)
 
 
 class _QDrop:

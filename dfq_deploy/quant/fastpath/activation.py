@@ -1,19 +1,21 @@
-"""A faster fake-quantization for Brevitas' activation quantizers while training (issue 14).
+"""A faster fake-quantization for Brevitas' activation quantizers.
 
 Brevitas computes an activation's fake-quantization as a chain of about ten full-size tensor operations forward and
 as many backward (divide, add the zero point, round, a two-sided clamp built from ``torch.where`` against 0-dim
-tensors, subtract, multiply), and its clamp takes a slow path of torch's ``where``. At the small batches of block
-reconstruction and on 2 cores this was about a quarter of a step. :class:`FusedActivationQuant` swaps, for as long as
-it is active, each plain activation quantizer's ``forward`` for one autograd function with the same values (bit for
-bit) and gradients; the step size still comes from Brevitas' own scaling module. Written here because Brevitas has no
-such fused path on the CPU; the modules and their state dicts are never changed, so export and checkpoints see
-Brevitas' own quantizers.
+tensors, subtract, multiply), and its clamp takes a slow path of torch's ``where``: at the small batches of block
+reconstruction on a few cores that is a large share of a step (docs/benchmarks.md). :class:`FusedActivationQuant`
+swaps, for as long as it is active, each plain activation quantizer's ``forward`` for one autograd function with the
+same values (bit for bit) and gradients; the step size still comes from Brevitas' own scaling module. Written here
+because Brevitas has no such fused path on the CPU; the modules and their state dicts are never changed, so export
+and checkpoints see Brevitas' own quantizers.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .guard import enabled
 
 
 def is_act_quant(mod: nn.Module) -> bool:
@@ -33,7 +35,7 @@ class _RoundClamp(torch.autograd.Function):
         y = x / scale
         r = torch.round(y)
         c = torch.clamp(r, lo, hi)
-        # float 0/1, not bool: a bool tensor is slow to write and slow to multiply with on the CPU (issue 14)
+        # float 0/1, not bool: a bool tensor is slow to write and slow to multiply with on the CPU
         inside = torch.eq(c, r, out=torch.empty_like(c))
         ctx.save_for_backward(y, c, inside)
         ctx.scale_shape = scale.shape
@@ -72,14 +74,16 @@ class FusedActivationQuant:
     (default: all of them) compute their fake-quantization with :class:`_RoundClamp`, through an instance ``forward``
     on Brevitas' ``RescalingIntQuant``. The step size still comes from Brevitas' own scaling module (in training
     mode it collects statistics or learns as before). The modules and their state dicts are never changed.
-    Quantizers of another kind keep Brevitas' path.
+    Quantizers of another kind keep Brevitas' path, and all of them do with a Brevitas version the fast path was not
+    checked against (:mod:`.guard`).
 
     Why: Brevitas builds each fake-quantization from about ten full-size operations forward and as many backward,
-    and its clamp (``torch.where`` against 0-dim tensors) takes a slow path; at reconstruction's batch of 32 these
-    were about a quarter of a step (profiled, issue 14)."""
+    and its clamp (``torch.where`` against 0-dim tensors) takes a slow path (see the module docstring)."""
 
     def __init__(self, model: nn.Module, names: list[str] | None = None):
         self.patched = []
+        if not enabled():
+            return
         if names is None:
             names = [n for n, m in model.named_modules() if is_act_quant(m)]
         for name in names:
@@ -104,8 +108,7 @@ class FusedActivationQuant:
             # on every forward, and its runtime-statistics scaling transforms the threshold the same way each time:
             # they depend on constants only, so they are computed once (per device: the model may move). The step
             # size itself is still computed from its learned parameter on every call, by Brevitas' own modules in
-            # Brevitas' order. Issue 14: about 0.7 ms of Python and tiny tensor operations per quantizer call at
-            # 2 threads, three quantizers per block step.
+            # Brevitas' order. Recomputed, they were a noticeable share of a reconstruction step on a few cores.
             c = constants.get(x.device)
             if c is None:
                 with torch.no_grad():
@@ -135,7 +138,7 @@ class FusedActivationQuant:
             if torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad):
                 return _RoundClamp.apply(x, scale, lo, hi), scale, zero_point, bit_width
             # no gradient wanted (evaluation, calibration passes): _RoundClamp's forward without its saved tensors, in
-            # place on one new tensor (the same values; one allocation instead of four, issue 14)
+            # place on one new tensor (the same values; one allocation instead of four)
             return (x / scale).round_().clamp_(lo, hi).mul_(scale), scale, zero_point, bit_width
         return forward
 
