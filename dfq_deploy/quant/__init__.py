@@ -3,4 +3,5 @@
 from .reconstruct import ReconstructionConfig, ReconstructionOptions, reconstruct
 from .scheme import QuantScheme, calibrate, load_quantized_state, quantize_model
 
-__all__ = ["QuantScheme", "quantize_model", "calibrate", "load_quantized_state", "reconstruct", "ReconstructionConfig", "ReconstructionOptions"]
+__all__ = ["QuantScheme", "quantize_model", "calibrate", "load_quantized_state", "reconstruct", "ReconstructionConfig",
+           "ReconstructionOptions"]

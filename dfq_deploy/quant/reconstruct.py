@@ -40,9 +40,8 @@ from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state
 from ..data.augment import augment
 from ..distributed import average_gradients, rank_seed
 from ..errors import ConfigError
-from .fused import FusedActivationQuant, is_act_quant
-from .lean import LeanBlock
-from .masks import keep_lerp, keep_mask
+from .fastpath import (FusedActivationQuant, LeanBlock, cache_learned_rounding, is_act_quant, keep_lerp, keep_mask,
+                       uncache)
 
 log = logging.getLogger("dfq_deploy")
 
@@ -171,37 +170,15 @@ class _LearnedRounding:
         self.int_quant.float_to_int_impl = self.impl
         self.tensor_quant = layer.weight_quant.tensor_quant
         self.frozen = [(p, p.requires_grad) for p in (layer.weight, getattr(layer, "bias", None)) if p is not None]
-        if _weight_scale_is_constant(self.tensor_quant):
-            # Only the rounding learns: the float weight, hence its step size, stays as it is until bake(). The step
-            # size is computed once here instead of every step (Brevitas recomputes it from the weight each
-            # forward), and the float weight and bias get no gradient (nothing uses it).
-            with torch.no_grad():
-                _, w_scale, w_zero, w_bits = self.tensor_quant(layer.weight)
-            self.tensor_quant.forward = self._cached_forward(self.int_quant, self.impl, layer.weight, w_scale,
-                                                             w_zero, w_bits)
+        if cache_learned_rounding(self.tensor_quant, self.impl, layer.weight):
+            # Only the rounding learns: the float weight, hence its step size, stays as it is until bake(); the
+            # float weight and bias get no gradient (nothing uses it).
             for p, _ in self.frozen:
                 p.requires_grad_(False)
 
-    @staticmethod
-    def _cached_forward(int_quant: nn.Module, impl: nn.Module, weight: torch.Tensor, scale, zero_point, bit_width):
-        """Brevitas' ``IntQuant`` steps for a frozen weight: ``floor(w / scale + zero_point)`` is computed once,
-        so a step only adds the learned rounding offset (Brevitas' own hard sigmoid of the logits) and clamps with
-        Brevitas' own clamp. The same values and gradients as ``int_quant(scale, zero_point, bit_width, weight)``
-        with ``LearnedRoundSte``, without the per-step division, floor and bound computations."""
-        with torch.no_grad():
-            floor = torch.floor(int_quant.input_view_impl(weight) / scale + zero_point)
-            lo, hi = int_quant.min_int(bit_width), int_quant.max_int(bit_width)
-
-        def forward(x):
-            offset = impl.tensor_slicer(impl.input_view_impl(impl.learned_round_impl(impl.value)))
-            y = int_quant.tensor_clamp_impl(floor + offset, min_val=lo, max_val=hi)
-            return (y - zero_point) * scale, scale, zero_point, bit_width
-        return forward
-
     def restore(self) -> None:
         """Brevitas' own weight quantizer path and the float parameters' gradients back (before baking)."""
-        if "forward" in vars(self.tensor_quant):
-            del self.tensor_quant.forward
+        uncache(self.tensor_quant)
         for p, flag in self.frozen:
             p.requires_grad_(flag)
 
@@ -221,8 +198,8 @@ class _LearnedRounding:
         rounding bin of its learned code (a weight whose code did not change stays where it was). Setting every
         weight exactly *on* its grid point would also be exact, but it parks all weights half a step from any
         rounding boundary, and later KD steps (small SGD updates through the straight-through estimator) then
-        cannot change many codes. Measured (shipped teacher, W3A3, DMKD demo budget, seed 0): 79.52 % after an
-        on-grid bake, 81.37 % with this one."""
+        cannot change many codes: the KD recipes that follow reconstruction measured better with this bake
+        (docs/benchmarks.md)."""
         self.restore()
         layer = self.layer
         was_training = layer.training
@@ -266,22 +243,6 @@ def _scale_params(gm: fx.GraphModule, names: list[str], frozen: set[int]) -> lis
                 all(p is not q for q in params):
             params.append(p)
     return params
-
-
-def _weight_scale_is_constant(tq: nn.Module) -> bool:
-    """Whether the weight quantizer ``tq`` (a ``RescalingIntQuant``) takes its step size from the weight's statistics
-    alone, with zero point 0, a constant bit width and no delay: then a fixed weight has a fixed step size."""
-    from brevitas.core.bit_width import BitWidthConst
-    from brevitas.core.quant.delay import _NoDelay
-    from brevitas.core.scaling import StatsFromParameterScaling
-    from brevitas.core.zero_point import ZeroZeroPoint
-
-    iq = getattr(tq, "int_quant", None)
-    return iq is not None and "forward" not in vars(tq) and \
-        isinstance(getattr(tq, "scaling_impl", None), StatsFromParameterScaling) and \
-        isinstance(getattr(tq, "zero_point_impl", None), ZeroZeroPoint) and \
-        isinstance(getattr(tq, "msb_clamp_bit_width_impl", None), BitWidthConst) and \
-        isinstance(iq.delay_wrapper.delay_impl, _NoDelay)
 
 
 class _QDrop:
@@ -330,7 +291,7 @@ def _run(sub: fx.GraphModule, inputs, template, chunk: int = 256, pre: _PreQuant
             x = inputs[i:i + chunk]
             out = sub(template.set(value=x) if template is not None else x)
             v = _value(out)
-            if values is None:  # written chunk by chunk into one tensor, not concatenated at the end (issue 14)
+            if values is None:  # written chunk by chunk into one tensor, not concatenated at the end
                 values = v.new_empty((n,) + v.shape[1:])
                 pres = pre.value.new_empty((n,) + pre.value.shape[1:]) if pre is not None else None
             values[i:i + len(x)] = v
@@ -369,37 +330,39 @@ def reconstruct(student: fx.GraphModule, images: torch.Tensor | list[torch.Tenso
     if cfg.iters == 0:
         return []
     # every quantized pass below, training or not, takes the fused activation fake-quant: the same values, and the
-    # passes over all images before and after each block's training (its inputs, its error) were about a sixth of
-    # the stage on Brevitas' own path (issue 14)
+    # passes over all images before and after each block's training (its inputs, its error) are a sizeable share of
+    # the stage on Brevitas' own path (docs/benchmarks.md)
     with FusedActivationQuant(student):
         return _reconstruct(student, images, cfg, progress, checkpoint, stage)
 
 
-def _reconstruct(student, images, cfg: ReconstructionConfig, progress: bool, checkpoint, stage: str) -> list[dict]:
-    from brevitas.graph.calibrate import quantization_status_manager
+@dataclass
+class _Chain:
+    """What the next block starts from: the quantized network's values (``q``) with their QuantTensor template
+    (None for the network input), the unquantized values of the last quantizer (QDrop's alternative input, or None)
+    and the float network's values (``fp``)."""
 
+    q: torch.Tensor
+    fp: torch.Tensor
+    pre: torch.Tensor | None = None
+    template: object = None
+
+
+def _reconstruct(student, images, cfg: ReconstructionConfig, progress: bool, checkpoint, stage: str) -> list[dict]:
+    """:func:`reconstruct`'s body, with the fused activation quantizers in place: block by block, resumed from
+    ``checkpoint`` where a section ``stage`` was saved."""
     ck = checkpoint or NO_CHECKPOINT
     images = torch.cat(list(images)) if isinstance(images, (list, tuple)) else images
     blocks = find_blocks(student)
     rng = torch.Generator().manual_seed(rank_seed(cfg.seed))  # several processes: each its own batches and masks
-    if cfg.augment:
-        # more distinct inputs at no synthesis cost: the blocks see shifted / mirrored copies as well (the usual
-        # training augmentations of vision CNNs, so the copies stay in the teacher's input distribution)
-        images = torch.cat([images] + [augment(images, cfg.augment_pad, True, rng) for _ in range(cfg.augment)])
+    images = _reconstruction_set(images, cfg, rng)
     history: list[dict] = []
     t0 = time.time()
-    q_in, fp_in, pre_in, template = images, images, None, None
+    chain = _Chain(q=images, fp=images)
     bar = tqdm(total=len(blocks) * cfg.iters, desc="block reconstruction", disable=not progress)
-    n = len(images)
-    learned: set[int] = set()
+    learned: set[int] = set()  # ids of the step sizes learned so far
     done = 0
     saved = ck.resumed(stage)
-
-    def float_outputs(sub, x):
-        with quantization_status_manager(sub, disable_act_quant=True, disable_weight_quant=True,
-                                         disable_bias_quant=True, is_training=False):
-            return _run(sub, x, None)[0]
-
     if saved is not None:
         from .scheme import load_quantized_state
 
@@ -409,91 +372,149 @@ def _reconstruct(student, images, cfg: ReconstructionConfig, progress: bool, che
             bar.close()
             student.eval()
             return history
-        # the finished blocks are run forward again to give the next block its inputs, exactly as they were: the
-        # float reference first, with the float weights as calibrated (baking moved the finished blocks' float
-        # weights), then the quantized chain with the saved state
-        for block in blocks[:done]:
-            fp_in = float_outputs(block_module(student, block).eval(), fp_in)
-        load_quantized_state(student, saved["student"])
-        for block in blocks[:done]:
-            sub = block_module(student, block).eval()
-            learned.update(id(p) for p in _scale_params(sub, block.activations, learned))
-            q_in, template, pre_in = _block_outputs(sub, block, q_in, template)
+        chain = _replay(student, blocks[:done], saved["student"], chain, learned)
         rng.set_state(saved["rng"])
         bar.update(done * cfg.iters)
     for k, block in enumerate(blocks[done:], start=done):
-        sub = block_module(student, block)
-        sub.eval()
-        fp_out = float_outputs(sub, fp_in)
-        # the block's error before and after is reported on every stride-th image (PROBE_IMAGES of them): a pass
-        # over all images only for the "before" figure was one of the three such passes per block, which together
-        # took about a fifth of the stage (issue 14)
-        probe = slice(None, None, max(1, n // PROBE_IMAGES))
-        err_before = _error(_run(sub, q_in[probe], template)[0], fp_out[probe])
-        rounding = [_LearnedRounding(sub.get_submodule(name)) for name in block.compute]
-        scales = _scale_params(sub, block.activations, learned)
-        learned.update(id(p) for p in scales)
-        groups = [{"params": [r.param for r in rounding], "lr": cfg.round_lr}]
-        if scales and cfg.scale_lr > 0:
-            # relative to the step sizes' magnitude: Adam moves a parameter by about lr per step
-            size = float(torch.stack([p.detach().abs() for p in scales]).mean())
-            groups.append({"params": scales, "lr": cfg.scale_lr * size})
-        opt = torch.optim.Adam(groups, foreach=True)
-        inner = [a for a in block.activations if a != block.output.target]
-        drop = _QDrop(sub, inner, cfg.qdrop, rng)
-        sub.train()
-        # the block's training forward on plain tensors where it can (the same values and gradients as Brevitas'
-        # path, without its QuantTensor bookkeeping; one A/B run, 200 steps a block: 37.9 -> 44.2 steps/s, issue
-        # 14); QDrop is then applied by the lean forward itself, in the hooks' order
-        lean = LeanBlock.build(sub, template is not None, set(inner), cfg.qdrop, rng)
-        in_scale = template.scale if template is not None else None
-        warm = int(cfg.warmup * cfg.iters)
-        try:
-            for it in range(cfg.iters):
-                idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=rng).to(q_in.device)
-                # index_select, not q_in[idx]: the same rows, about a third of the time (advanced indexing's general
-                # path; 0.25 against 0.09 ms for 32 of 1024 images of 16 x 28 x 28, 2 threads)
-                x = q_in.index_select(0, idx)
-                if pre_in is not None and cfg.qdrop > 0:
-                    x = keep_lerp(x, pre_in.index_select(0, idx), keep_mask(x.shape, cfg.qdrop, rng))
-                if lean is not None:
-                    out = lean(x, in_scale)
-                else:
-                    out = _value(sub(template.set(value=x) if template is not None else x))
-                rec = (out - fp_out.index_select(0, idx)).pow(2).flatten(1).sum(1).mean()
-                if it >= warm:
-                    # AdaRound's annealing: the regulariser's exponent falls from 20 to 2
-                    progress_frac = (it - warm) / max(1, cfg.iters - warm)
-                    beta = 2 + 18 * (1 + math.cos(math.pi * progress_frac)) / 2
-                    loss = rec + cfg.round_weight * sum(r.regulariser(beta) for r in rounding)
-                else:
-                    loss = rec
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                average_gradients([r.param for r in rounding] + scales)
-                opt.step()
-                with torch.no_grad():
-                    for p in scales:
-                        p.clamp_(min=1e-8)
-                bar.update()
-                ck.raise_if_stopped(stage, k)  # the last finished block is saved already
-        finally:
-            drop.remove()
-            changed = sum(r.bake() for r in rounding)
-        q_out, template_out, pre_out = _block_outputs(sub, block, q_in, template)
-        err_after = _error(q_out[probe], fp_out[probe])
-        probed = len(fp_out[probe])
-        history.append({"phase": "reconstruction", "step": k, "block": block.name, "rec_before": err_before,
-                        "rec_after": err_after, "rounding_changed": changed, "images": n, "probe_images": probed})
-        log.info("reconstruction block %d (%s): error %.4g -> %.4g (%d images), %d weights rounded off nearest",
-                 k, block.name, err_before, err_after, probed, changed)
-        q_in, fp_in, pre_in, template = q_out, fp_out, pre_out, template_out
+        entry, chain = _reconstruct_block(student, block, k, chain, learned, cfg, rng, bar,
+                                          stopped=lambda: ck.raise_if_stopped(stage, k))
+        history.append(entry)
         ck.unit_done(stage, k + 1, lambda: {"step": k + 1, "history": list(history), "rng": rng.get_state(),
                                             "student": cpu_state(student)})
     bar.close()
     student.eval()
     log.info("block reconstruction: %d blocks, %d steps each (%.0f s)", len(blocks), cfg.iters, time.time() - t0)
     return history
+
+
+def _reconstruction_set(images: torch.Tensor, cfg: ReconstructionConfig, rng: torch.Generator) -> torch.Tensor:
+    """``images`` and, with ``cfg.augment``, that many augmented copies of them."""
+    if cfg.augment:
+        # more distinct inputs at no synthesis cost: the blocks see shifted / mirrored copies as well (the usual
+        # training augmentations of vision CNNs, so the copies stay in the teacher's input distribution)
+        images = torch.cat([images] + [augment(images, cfg.augment_pad, True, rng) for _ in range(cfg.augment)])
+    return images
+
+
+def _float_outputs(sub: fx.GraphModule, x: torch.Tensor) -> torch.Tensor:
+    """The float network's outputs of the block ``sub`` (every quantizer off) over ``x``."""
+    from brevitas.graph.calibrate import quantization_status_manager
+
+    with quantization_status_manager(sub, disable_act_quant=True, disable_weight_quant=True,
+                                     disable_bias_quant=True, is_training=False):
+        return _run(sub, x, None)[0]
+
+
+def _replay(student, finished: list[Block], state: dict, chain: _Chain, learned: set[int]) -> _Chain:
+    """The chain after the ``finished`` blocks of a resumed run, exactly as it was: the float reference first, with
+    the float weights as calibrated (baking moved the finished blocks' float weights), then the quantized chain with
+    the saved ``state`` loaded into ``student``."""
+    from .scheme import load_quantized_state
+
+    fp = chain.fp
+    for block in finished:
+        fp = _float_outputs(block_module(student, block).eval(), fp)
+    load_quantized_state(student, state)
+    q, template, pre = chain.q, chain.template, chain.pre
+    for block in finished:
+        sub = block_module(student, block).eval()
+        learned.update(id(p) for p in _scale_params(sub, block.activations, learned))
+        q, template, pre = _block_outputs(sub, block, q, template)
+    return _Chain(q=q, fp=fp, pre=pre, template=template)
+
+
+def _reconstruct_block(student, block: Block, k: int, chain: _Chain, learned: set[int], cfg: ReconstructionConfig,
+                       rng: torch.Generator, bar, stopped) -> tuple[dict, _Chain]:
+    """Reconstruct ``block`` (the ``k``-th) from ``chain``: (its history entry, the chain for the next block)."""
+    sub = block_module(student, block)
+    sub.eval()
+    fp_out = _float_outputs(sub, chain.fp)
+    n = len(chain.q)
+    # the block's error before and after is reported on every stride-th image (PROBE_IMAGES of them): a pass over
+    # all images only for the report would cost as much as a pass that computes the next block's inputs
+    probe = slice(None, None, max(1, n // PROBE_IMAGES))
+    err_before = _error(_run(sub, chain.q[probe], chain.template)[0], fp_out[probe])
+    rounding = [_LearnedRounding(sub.get_submodule(name)) for name in block.compute]
+    scales = _scale_params(sub, block.activations, learned)
+    learned.update(id(p) for p in scales)
+    changed = _train_block(sub, block, chain, fp_out, rounding, scales, cfg, rng, bar, stopped)
+    q_out, template_out, pre_out = _block_outputs(sub, block, chain.q, chain.template)
+    err_after = _error(q_out[probe], fp_out[probe])
+    probed = len(fp_out[probe])
+    entry = {"phase": "reconstruction", "step": k, "block": block.name, "rec_before": err_before,
+             "rec_after": err_after, "rounding_changed": changed, "images": n, "probe_images": probed}
+    log.info("reconstruction block %d (%s): error %.4g -> %.4g (%d images), %d weights rounded off nearest",
+             k, block.name, err_before, err_after, probed, changed)
+    return entry, _Chain(q=q_out, fp=fp_out, pre=pre_out, template=template_out)
+
+
+def _optimizer(rounding: list[_LearnedRounding], scales: list[nn.Parameter], cfg: ReconstructionConfig):
+    """Adam over the rounding logits and (if they learn) the step sizes, at a rate relative to their size."""
+    groups = [{"params": [r.param for r in rounding], "lr": cfg.round_lr}]
+    if scales and cfg.scale_lr > 0:
+        # relative to the step sizes' magnitude: Adam moves a parameter by about lr per step
+        size = float(torch.stack([p.detach().abs() for p in scales]).mean())
+        groups.append({"params": scales, "lr": cfg.scale_lr * size})
+    return torch.optim.Adam(groups, foreach=True)
+
+
+def _train_block(sub: fx.GraphModule, block: Block, chain: _Chain, fp_out: torch.Tensor,
+                 rounding: list[_LearnedRounding], scales: list[nn.Parameter], cfg: ReconstructionConfig,
+                 rng: torch.Generator, bar, stopped) -> int:
+    """``cfg.iters`` steps of the block's rounding and step sizes towards ``fp_out``; bakes the rounding in (also
+    when stopped) and returns how many weights round off nearest. ``stopped()`` raises when the run must stop."""
+    opt = _optimizer(rounding, scales, cfg)
+    inner = [a for a in block.activations if a != block.output.target]
+    drop = _QDrop(sub, inner, cfg.qdrop, rng)
+    sub.train()
+    # the block's training forward on plain tensors where it can (the same values and gradients as Brevitas' path,
+    # without its QuantTensor bookkeeping); QDrop is then applied by the lean forward itself, in the hooks' order
+    lean = LeanBlock.build(sub, chain.template is not None, set(inner), cfg.qdrop, rng)
+    template = chain.template
+    in_scale = template.scale if template is not None else None
+    warm = int(cfg.warmup * cfg.iters)
+    try:
+        for it in range(cfg.iters):
+            x, idx = _batch(chain, cfg, rng)
+            if lean is not None:
+                out = lean(x, in_scale)
+            else:
+                out = _value(sub(template.set(value=x) if template is not None else x))
+            rec = (out - fp_out.index_select(0, idx)).pow(2).flatten(1).sum(1).mean()
+            loss = rec + _rounding_penalty(rounding, cfg, it, warm) if it >= warm else rec
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            average_gradients([r.param for r in rounding] + scales)
+            opt.step()
+            with torch.no_grad():
+                for p in scales:
+                    p.clamp_(min=1e-8)
+            bar.update()
+            stopped()  # the last finished block is saved already
+    finally:
+        drop.remove()
+        changed = sum(r.bake() for r in rounding)
+    return changed
+
+
+def _batch(chain: _Chain, cfg: ReconstructionConfig, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a random batch of the block's inputs, with QDrop's unquantized input mixed in; its image indices)."""
+    q_in, pre_in = chain.q, chain.pre
+    n = len(q_in)
+    idx = torch.randint(0, n, (min(cfg.batch_size, n),), generator=rng).to(q_in.device)
+    # index_select, not q_in[idx]: the same rows, without advanced indexing's slower general path
+    x = q_in.index_select(0, idx)
+    if pre_in is not None and cfg.qdrop > 0:
+        x = keep_lerp(x, pre_in.index_select(0, idx), keep_mask(x.shape, cfg.qdrop, rng))
+    return x, idx
+
+
+def _rounding_penalty(rounding: list[_LearnedRounding], cfg: ReconstructionConfig, it: int, warm: int):
+    """The rounding regulariser at step ``it`` (after ``warm`` steps of warm-up), weighted."""
+    # AdaRound's annealing: the regulariser's exponent falls from 20 to 2
+    progress_frac = (it - warm) / max(1, cfg.iters - warm)
+    beta = 2 + 18 * (1 + math.cos(math.pi * progress_frac)) / 2
+    return cfg.round_weight * sum(r.regulariser(beta) for r in rounding)
 
 
 # Typo guards for every recipe's whole-number fields: a value past these is a slip of the keyboard (an extra zero or

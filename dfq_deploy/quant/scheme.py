@@ -170,17 +170,36 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
     Activation scales are uninitialised until :func:`calibrate` runs on some (synthetic) images.
 
     Raises:
-        ModelError: the model cannot be traced by torch.fx (data-dependent control flow).
+        ModelError: the model cannot be traced by torch.fx (data-dependent control flow), multiplies activations
+            with each other, or has no Conv/Linear layer.
+    """
+    from brevitas.graph.quantize import quantize
+
+    from ..device import module_device
+
+    graph = _prepared_graph(model)
+    names = _compute_layer_names(graph)
+    if not names:
+        raise ModelError("the model has no Conv or Linear layer to quantize")
+    compute_map, act_map, ident_map = _layer_maps(scheme, names)
+    qmodel = _quantize_graph(quantize, graph, quant_identity_map=ident_map, compute_layer_map=compute_map,
+                             quant_act_map=act_map, unsigned_act_tuple=(nn.ReLU, nn.ReLU6))
+    _unwrap_for_tensor_methods(qmodel)
+    if scheme.first_last_bits != scheme.act_bits:
+        _set_edge_input_bits(qmodel, names[0], names[-1], scheme.first_last_bits, signed_8bit=scheme.trt_compatible)
+    # Brevitas creates its quantizers' parameters on the CPU: follow the float model (GPU training)
+    return qmodel.to(module_device(model))
+
+
+def _prepared_graph(model: nn.Module) -> torch.fx.GraphModule:
+    """A traced, BN-merged copy of ``model`` ready for Brevitas' ``quantize`` pass (no in-place activations).
+
+    Raises:
+        ModelError: untraceable, or it multiplies activations with each other.
     """
     import copy
 
-    import brevitas.nn as qnn
-
-    from ..device import module_device
-    from brevitas.graph.quantize import preprocess_for_quantize, quantize
-    from brevitas.quant import (Int8ActPerTensorFloat, Int8ActPerTensorFloatMinMaxInit, Int8WeightPerChannelFloat,
-                                Int8WeightPerTensorFloat, Int32Bias, Uint8ActPerTensorFloat,
-                                Uint8ActPerTensorFloatMaxInit)
+    from brevitas.graph.quantize import preprocess_for_quantize
 
     model = copy.deepcopy(model).eval()
     _no_inplace(model)
@@ -198,9 +217,17 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
                          f"{', ...' if len(attention) > 3 else ''}), which cannot run as an integer Conv/Gemm with "
                          "constant weights", hint="quantize a convolutional model (ResNet, RegNet, MobileNet, "
                          "EfficientNet, ConvNeXt...; docs/models.md lists what passes)")
-    names = _compute_layer_names(graph)
-    if not names:
-        raise ModelError("the model has no Conv or Linear layer to quantize")
+    return graph
+
+
+def _layer_maps(scheme: QuantScheme, names: list[str]) -> tuple[dict, dict, dict]:
+    """Brevitas' layer maps for ``scheme`` (compute layers, activations, identities) on a graph whose Conv/Linear
+    layers are ``names`` in order (the first and last take ``first_last_bits``)."""
+    import brevitas.nn as qnn
+    from brevitas.quant import (Int8ActPerTensorFloat, Int8ActPerTensorFloatMinMaxInit, Int8WeightPerChannelFloat,
+                                Int8WeightPerTensorFloat, Int32Bias, Uint8ActPerTensorFloat,
+                                Uint8ActPerTensorFloatMaxInit)
+
     edge = {names[0], names[-1]}
     a, fl = scheme.act_bits, scheme.first_last_bits
     wq = Int8WeightPerChannelFloat if scheme.per_channel else Int8WeightPerTensorFloat
@@ -231,13 +258,7 @@ def quantize_model(model: nn.Module, scheme: QuantScheme) -> torch.fx.GraphModul
                                        "return_quant_tensor": True}),
         "unsigned": (qnn.QuantIdentity, {"act_quant": relu_quant.let(bit_width=a), "return_quant_tensor": True}),
     }
-    qmodel = _quantize_graph(quantize, graph, quant_identity_map=ident_map, compute_layer_map=compute_map,
-                             quant_act_map=act_map, unsigned_act_tuple=(nn.ReLU, nn.ReLU6))
-    _unwrap_for_tensor_methods(qmodel)
-    if fl != a:
-        _set_edge_input_bits(qmodel, names[0], names[-1], fl, signed_8bit=scheme.trt_compatible)
-    # Brevitas creates its quantizers' parameters on the CPU: follow the float model (GPU training)
-    return qmodel.to(module_device(model))
+    return compute_map, act_map, ident_map
 
 
 def _quantize_graph(quantize, graph: torch.fx.GraphModule, **kw) -> torch.fx.GraphModule:

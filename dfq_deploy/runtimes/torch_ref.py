@@ -1,4 +1,4 @@
-"""The PyTorch reference: the Brevitas fake-quant student exactly as trained."""
+"""The PyTorch reference: the Brevitas fake-quant student exactly as Brevitas computes it."""
 
 from __future__ import annotations
 
@@ -9,28 +9,19 @@ from .base import Runtime
 
 
 class TorchRuntime(Runtime):
-    """The student in PyTorch. While active, its activation quantizers compute through
-    :class:`~dfq_deploy.quant.fused.FusedActivationQuant`: the same values as Brevitas' own path (up to the sign of
-    a zero), without its slow ``torch.where`` clamp; the PyTorch evaluation of the main job took 22 s of its
-    4 minutes on 2 cores with Brevitas' path (issue 14)."""
+    """The student in PyTorch, through Brevitas' own modules: the same computation as the gate's other views of the
+    student (its layer-local capture and its float64 evaluation), so the gate has one reference. The training fast
+    path (:mod:`dfq_deploy.quant.fastpath`) is not used here: it gives the same values, but a reference is better
+    without a second implementation of the quantizers to trust."""
 
     name = "torch"
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
-        self._fused = None
 
     def _activate(self) -> None:
-        from ..quant.fused import FusedActivationQuant
-
         self.model.eval()
-        self._fused = FusedActivationQuant(self.model)
-
-    def _deactivate(self) -> None:
-        if self._fused is not None:
-            self._fused.remove()
-            self._fused = None
 
     @torch.no_grad()
     def _infer(self, x: np.ndarray) -> np.ndarray:

@@ -53,8 +53,8 @@ class BNStatsLoss:
     def _hook(self, module: nn.Module, inputs, output) -> None:
         x = inputs[0]
         # E[x^2] - E[x]^2 rather than x.var(): torch's var over (N, H, W) of an NCHW tensor is a slow strided
-        # reduction. Measured on the shipped teacher's ZeroQ step (batch 128, 2 threads): var took 20 % of the step;
-        # this form is 4.9x faster forward, 1.7x forward + backward, and agrees with var() to 2e-6 (float32)
+        # reduction, a large share of a ZeroQ step; this form is much faster and agrees with var() to float32
+        # rounding (docs/benchmarks.md)
         mean, sq = _ChannelMoments.apply(x)
         var = (sq - mean * mean).clamp_min(0)
         if self.mode == "mse":
@@ -96,8 +96,8 @@ def affine_batchnorm(*models: nn.Module):
     back in training mode meanwhile takes its own path.
 
     Why: in eval mode BatchNorm is that affine map, but torch's kernel computes it with a general forward and a
-    backward that costs 3x the multiply-add's; this was a tenth of a ZeroQ step (profiled, issue 14). Outputs
-    agree to float32 rounding (about 1e-7 relative)."""
+    backward that costs several times the multiply-add's, a visible share of a ZeroQ step (docs/benchmarks.md).
+    Outputs agree to float32 rounding."""
     patched = []
     seen: set[int] = set()
     for model in models:

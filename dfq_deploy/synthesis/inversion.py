@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
@@ -32,8 +33,7 @@ TeacherPicker = Callable[[int, int, torch.Generator], int]
 @contextlib.contextmanager
 def _no_weight_grads(models):
     """Only the pixels learn: without weight gradients each backward pass skips the convolutions' weight gradients.
-    The images' gradients are bit-identical; measured 500 -> 390 ms per ZeroQ step (shipped teacher, batch 128,
-    2 threads)."""
+    The images' gradients are bit-identical, and a step is noticeably faster (docs/benchmarks.md)."""
     frozen = [p for m in {id(m): m for m in models}.values() for p in m.parameters() if p.requires_grad]
     for p in frozen:
         p.requires_grad_(False)
@@ -94,33 +94,22 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
     ck = checkpoint or NO_CHECKPOINT
     rng = torch.Generator().manual_seed(seed)  # drawn on the CPU, then moved: every device draws the same noise
     dev = module_device(bn_model)
-    bn_model.eval()
-    teachers = list(teachers) or [bn_model]
-    for t in teachers:
-        t.eval()
+    teachers = _in_eval_mode(bn_model, teachers)
     images, labels = [], []
-    lo = hi = None
-    if pixel_range is not None:
-        lo, hi = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1).to(dev) for v in pixel_range)
-        if lo.numel() not in (1, img_shape[0]) or hi.numel() != lo.numel() or bool((lo >= hi).any()):
-            raise ValueError(f"pixel_range needs 1 or {img_shape[0]} low < high values, got {pixel_range}")
+    lo, hi = _pixel_bounds(pixel_range, img_shape, dev)
     n_batches = math.ceil(num_images / batch_size)
     bar = tqdm(total=n_batches * steps, desc=desc, disable=not progress)
     start = 0
     saved = ck.resumed(stage)
     if saved is not None:
-        start = saved["step"]
-        images = [t.to(dev) for t in saved["images"]]
-        labels = [t.to(dev) for t in saved["labels"]]
-        rng.set_state(saved["rng"])
-        if aux is not None:
-            aux.load(saved["aux"])
+        start, images, labels = _resumed(saved, rng, aux, dev)
         bar.update(start * steps)
 
     def state(done: int) -> dict:
         return {"step": done, "images": [t.cpu() for t in images], "labels": [t.cpu() for t in labels],
                 "rng": rng.get_state(), "aux": aux.state() if aux is not None else None}
 
+    weights = _Weights(bns=bns_weight, ce=ce_weight, tv=tv_weight)
     # the teachers are frozen here: no weight gradients, and each BatchNorm as the affine map it is in eval mode
     with _no_weight_grads((bn_model, *teachers)), affine_batchnorm(bn_model, *teachers), \
             BNStatsLoss(bn_model) as bns:
@@ -131,41 +120,108 @@ def invert_images(bn_model: torch.nn.Module, num_images: int, img_shape: tuple[i
                 x = torch.maximum(torch.minimum(x, hi), lo)
             x.requires_grad_(True)
             y = torch.randint(0, num_classes, (n,), generator=rng).to(dev) if num_classes else None
-            opt = torch.optim.Adam([x], lr=lr)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-            kept = _Lowest()
-            for i in range(steps):
-                k = pick(i, steps, rng) if pick else 0
-                bns.reset()
-                logits = bn_model(x)
-                loss_bn = bns.loss()
-                loss = bns_weight * loss_bn
-                terms = {"bns": loss_bn.item(), "teacher": k}
-                if y is not None and ce_weight:
-                    t_logits = logits if teachers[k] is bn_model else teachers[k](x)
-                    ce = F.cross_entropy(t_logits, y)
-                    loss = loss + ce_weight * ce
-                    terms["ce"] = ce.item()
-                if tv_weight:
-                    loss = loss + tv_weight * tv_loss(x)
-                if not kept.offer(loss.item(), x):  # diverged: the batch ends with its lowest-loss images
-                    x = kept.images(i, b, desc)
-                    bar.update(steps - i)
-                    break
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if lo is not None:
-                    with torch.no_grad():
-                        x.copy_(torch.maximum(torch.minimum(x, hi), lo))
-                if on_iter is not None:
-                    on_iter(terms)
-                bar.update()
-                ck.raise_if_stopped(stage, b)  # the last finished batch is saved already
+            objective = _Objective(bn_model, teachers, bns, weights)
+            x = _optimise_batch(objective, x, y, steps, lr, pick, rng, (lo, hi), bar, on_iter,
+                                stopped=lambda: ck.raise_if_stopped(stage, b), where=(b, desc))
             images.append(x.detach())
             if y is not None:
                 labels.append(y)
             ck.unit_done(stage, b + 1, lambda: state(b + 1))
     bar.close()
     return torch.cat(images), (torch.cat(labels) if labels else None)
+
+
+def _in_eval_mode(bn_model: torch.nn.Module, teachers: Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
+    """``bn_model`` and the teachers (default: ``bn_model`` itself) in eval mode; the teachers' list."""
+    bn_model.eval()
+    teachers = list(teachers) or [bn_model]
+    for t in teachers:
+        t.eval()
+    return teachers
+
+
+def _resumed(saved: dict, rng: torch.Generator, aux, dev) -> tuple[int, list, list]:
+    """(the next batch, the images and labels made so far) of a saved section; restores ``rng`` and ``aux``."""
+    start = saved["step"]
+    images = [t.to(dev) for t in saved["images"]]
+    labels = [t.to(dev) for t in saved["labels"]]
+    rng.set_state(saved["rng"])
+    if aux is not None:
+        aux.load(saved["aux"])
+    return start, images, labels
+
+
+def _pixel_bounds(pixel_range, img_shape: tuple[int, int, int], dev) -> tuple[torch.Tensor | None, ...]:
+    """(per-channel low, per-channel high) pixel tensors on ``dev`` from ``pixel_range``, or (None, None)."""
+    if pixel_range is None:
+        return None, None
+    lo, hi = (torch.as_tensor(v, dtype=torch.float32).reshape(-1, 1, 1).to(dev) for v in pixel_range)
+    if lo.numel() not in (1, img_shape[0]) or hi.numel() != lo.numel() or bool((lo >= hi).any()):
+        raise ValueError(f"pixel_range needs 1 or {img_shape[0]} low < high values, got {pixel_range}")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class _Weights:
+    bns: float  # weight of the BatchNorm-statistics loss
+    ce: float   # weight of the teacher's cross-entropy against the asked labels
+    tv: float   # weight of the total-variation prior
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """The inversion loss of a batch: ``bn_model``'s BatchNorm statistics (``bns``), the cross-entropy of the picked
+    teacher against the asked labels, and the total variation, weighted."""
+
+    bn_model: torch.nn.Module
+    teachers: list
+    bns: BNStatsLoss
+    weights: _Weights
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor | None, k: int) -> tuple[torch.Tensor, dict]:
+        """(loss, its terms for ``on_iter``) of images ``x`` labelled ``y`` (or None), teacher ``k``."""
+        w = self.weights
+        self.bns.reset()
+        logits = self.bn_model(x)
+        loss_bn = self.bns.loss()
+        loss = w.bns * loss_bn
+        terms = {"bns": loss_bn.item(), "teacher": k}
+        if y is not None and w.ce:
+            t_logits = logits if self.teachers[k] is self.bn_model else self.teachers[k](x)
+            ce = F.cross_entropy(t_logits, y)
+            loss = loss + w.ce * ce
+            terms["ce"] = ce.item()
+        if w.tv:
+            loss = loss + w.tv * tv_loss(x)
+        return loss, terms
+
+
+def _optimise_batch(objective: _Objective, x: torch.Tensor, y: torch.Tensor | None, steps: int, lr: float,
+                    pick: TeacherPicker | None, rng: torch.Generator, bounds, bar, on_iter, stopped, where
+                    ) -> torch.Tensor:
+    """``steps`` Adam iterations (cosine learning rate) of the pixels ``x`` on ``objective``, projected into
+    ``bounds`` (low, high; None: unbounded); the batch's images. ``where`` = (batch index, description) for
+    messages; ``stopped()`` raises when the run must stop."""
+    lo, hi = bounds
+    opt = torch.optim.Adam([x], lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+    kept = _Lowest()
+    for i in range(steps):
+        k = pick(i, steps, rng) if pick else 0
+        loss, terms = objective(x, y, k)
+        if not kept.offer(loss.item(), x):  # diverged: the batch ends with its lowest-loss images
+            x = kept.images(i, *where)
+            bar.update(steps - i)
+            return x
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if lo is not None:
+            with torch.no_grad():
+                x.copy_(torch.maximum(torch.minimum(x, hi), lo))
+        if on_iter is not None:
+            on_iter(terms)
+        bar.update()
+        stopped()  # the last finished batch is saved already
+    return x

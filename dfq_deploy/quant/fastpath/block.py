@@ -1,14 +1,13 @@
-"""A lean forward of one reconstruction block while it trains (issue 14).
+"""A lean forward of one reconstruction block while it trains.
 
 Brevitas runs a quantized layer through its proxies and ``QuantTensor``: every convolution and activation quantizer
 builds a ``QuantTensor``, whose construction, the convolution's output-scale and bit-width bookkeeping and the
-residual add's alignment bookkeeping are a few hundred small scalar operations per block forward and backward. On
-2 cores, one run each of the stage at 200 steps a block, the same day: 37.9 steps/s through Brevitas' modules,
-44.2 with this forward (the student bit for bit the same). Block reconstruction only needs the
-block's output *values* and the gradients of the rounding logits and activation step sizes, so while a block trains
+residual add's alignment bookkeeping are a few hundred small scalar operations per block forward and backward, a
+visible share of a step on a few cores (docs/benchmarks.md). Block reconstruction only needs the block's output
+*values* and the gradients of the rounding logits and activation step sizes, so while a block trains
 :class:`LeanBlock` runs the same computation on plain tensors:
 
-- a Conv/Linear calls Brevitas' own quantizers (the weight quantizer, which :class:`~.reconstruct._LearnedRounding`
+- a Conv/Linear calls Brevitas' own quantizers (the weight quantizer, which :func:`.rounding.cache_learned_rounding`
   has reduced to a cached floor plus the learned offset, and the bias quantizer with the step size Brevitas gives
   it: input step x weight step) and Brevitas' own ``inner_forward_impl`` on the values;
 - an activation quantizer calls its ``FusedActivationQuantProxy`` (activation, then the step size from Brevitas'
@@ -17,8 +16,9 @@ block's output *values* and the gradients of the rounding logits and activation 
 - identities, pooling, flatten and the residual add act on the values (a ``QuantTensor`` add adds the values).
 
 The same operations in the same order give the same values and gradients as the Brevitas path (a test checks it bit
-for bit). A block holding anything else returns ``None`` from :meth:`LeanBlock.build`, and the caller keeps Brevitas'
-path. Nothing is changed on the modules, so export and checkpoints never see this.
+for bit). A block holding anything else, or any block under a Brevitas version the fast path was not checked against
+(:mod:`.guard`), returns ``None`` from :meth:`LeanBlock.build`, and the caller keeps Brevitas' path. Nothing is
+changed on the modules, so export and checkpoints never see this.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ from typing import Callable
 import torch
 from torch import fx, nn
 
-from .fused import is_act_quant
+from .activation import is_act_quant
+from .guard import enabled
 from .masks import keep_lerp, keep_mask
+from .rounding import has_cached_rounding
 
 # modules that map a QuantTensor's value as they map a plain tensor. Identity keeps the step size; the others change
 # or drop it (nothing after them in a supported block uses it: a quantizer comes first)
@@ -72,7 +74,7 @@ def _compute_step(mod: nn.Module, input_scaled: bool) -> Callable | None:
     from brevitas.utils.torch_utils import compute_channel_view_shape
 
     if mod.input_quant.is_quant_enabled or mod.output_quant.is_quant_enabled or \
-            "forward" not in vars(mod.weight_quant.tensor_quant):
+            not has_cached_rounding(mod.weight_quant.tensor_quant):
         return None
     weight_quant = mod.weight_quant.tensor_quant
     bias_quant = mod.bias_quant if mod.bias is not None and mod.bias_quant.is_quant_enabled else None
@@ -93,6 +95,42 @@ def _compute_step(mod: nn.Module, input_scaled: bool) -> Callable | None:
     return step
 
 
+def _act_step(mod: nn.Module, keep: float, rng: torch.Generator) -> Callable | None:
+    """(values, step size) -> (values, step size) of the activation quantizer ``mod`` through its fused proxy, with
+    QDrop's mix at probability ``keep`` (0: none); None unless it is the plain case (no input quantizer, quantizing,
+    not exporting)."""
+    proxy = mod.act_quant
+    if getattr(mod, "input_quant", None) is not None and mod.input_quant.is_quant_enabled or \
+            not proxy.is_quant_enabled or proxy.export_mode:
+        return None
+    fused = proxy.fused_activation_quant_proxy
+
+    def act(a):
+        x = fused.activation_impl(a[0])
+        q, scale = fused.tensor_quant(x)[:2]
+        if keep:
+            q = keep_lerp(q, x, keep_mask(x.shape, keep, rng))
+        return q, scale
+    return act
+
+
+def _module_step(mod: nn.Module, input_scaled: bool, keep: float, rng: torch.Generator
+                 ) -> tuple[Callable, bool] | None:
+    """(the step computing module ``mod`` on (values, step size), whether its output carries a step size), or None
+    if ``mod`` is not supported. ``input_scaled``: its input carries one; ``keep``: QDrop's probability there."""
+    if is_act_quant(mod):
+        act = _act_step(mod, keep, rng)
+        return None if act is None else (act, True)
+    if hasattr(mod, "weight_quant") and hasattr(mod, "inner_forward_impl"):
+        step = _compute_step(mod, input_scaled)
+        return None if step is None else (lambda a: (step(*a), None), False)
+    if type(mod) in _PASS_SCALE:
+        return (lambda a: a), input_scaled
+    if type(mod) in _DROP_SCALE:
+        return (lambda a: (mod(a[0]), None)), False
+    return None
+
+
 class LeanBlock:
     """The training forward of a block (see the module docstring): ``block(x, scale)`` with ``x`` the block input's
     values and ``scale`` its step size (or None for the network input) returns the block output's values."""
@@ -106,6 +144,8 @@ class LeanBlock:
         """The lean forward of the block module ``sub`` (one input: a quantized tensor with a step size if
         ``input_scaled``), with QDrop (probability ``p``, masks from ``rng``) on the activation quantizers named in
         ``drop``; None if a node is not supported."""
+        if not enabled():
+            return None
         inputs = [n for n in sub.graph.nodes if n.op == "placeholder"]
         outputs = [n for n in sub.graph.nodes if n.op == "output"]
         if len(inputs) != 1 or len(outputs) != 1:
@@ -127,37 +167,12 @@ class LeanBlock:
                 continue
             if n.op != "call_module" or len(args) != 1:
                 return None
-            mod = sub.get_submodule(n.target)
-            if is_act_quant(mod):
-                proxy = mod.act_quant
-                if getattr(mod, "input_quant", None) is not None and mod.input_quant.is_quant_enabled or \
-                        not proxy.is_quant_enabled or proxy.export_mode:
-                    return None
-                fused = proxy.fused_activation_quant_proxy
-                keep = p if n.target in drop and p > 0 else 0.0
-
-                def act(a, fused=fused, keep=keep):
-                    x = fused.activation_impl(a[0])
-                    q, scale = fused.tensor_quant(x)[:2]
-                    if keep:
-                        q = keep_lerp(q, x, keep_mask(x.shape, keep, rng))
-                    return q, scale
-                steps.append((n, act, args))
-                scaled[n] = True
-            elif hasattr(mod, "weight_quant") and hasattr(mod, "inner_forward_impl"):
-                step = _compute_step(mod, scaled[args[0]])
-                if step is None:
-                    return None
-                steps.append((n, lambda a, step=step: (step(*a), None), args))
-                scaled[n] = False
-            elif type(mod) in _PASS_SCALE:
-                steps.append((n, lambda a: a, args))
-                scaled[n] = scaled[args[0]]
-            elif type(mod) in _DROP_SCALE:
-                steps.append((n, lambda a, mod=mod: (mod(a[0]), None), args))
-                scaled[n] = False
-            else:
+            keep = p if n.target in drop and p > 0 else 0.0
+            made = _module_step(sub.get_submodule(n.target), scaled[args[0]], keep, rng)
+            if made is None:
                 return None
+            steps.append((n, made[0], args))
+            scaled[n] = made[1]
         return cls(steps, output, input_node)
 
     def __call__(self, x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:

@@ -1,5 +1,8 @@
-"""QDrop's random keep-masks and the mix of quantized and unquantized values (issue 14), shared by block
-reconstruction (``reconstruct``) and its lean training forward (``lean``)."""
+"""QDrop's random keep-masks and the mix of quantized and unquantized values, shared by block reconstruction
+(``quant.reconstruct``) and its lean training forward (:mod:`.block`).
+
+Plain torch, no Brevitas internals, so not behind the version guard: the masks are QDrop's random stream itself, and
+every path (the fast one and Brevitas' own) draws them here, in the same order."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, rng: torch.Generato
     """A float32 mask of 0 and 1, each element 1 with probability ``p`` (rounded to a multiple of 2**-16), all
     independent, on the CPU.
 
-    QDrop draws a mask over every activation of every step, so this is built for speed (issue 14):
+    QDrop draws a mask over every activation of every step, so this is built for speed (docs/benchmarks.md):
 
     - *Bit-sliced.* With ``p = 0.b1 b2 ... bm`` in binary, an element is 1 when a uniform ``U = 0.u1 u2 ...`` is
       below ``p``: decided at the first digit where ``u`` and ``b`` differ, false if the first ``m`` agree. This is
@@ -23,11 +26,8 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, rng: torch.Generato
       takes ``m`` random bits per element, not 16: one for QDrop's usual ``p = 0.5`` (16 for an awkward ``p``).
     - Each 64-bit draw gives 56 bits: its low 7 bytes (``random_`` draws in [0, 2**63); its top byte is not full).
     - *Float, not bool.* The bytes become 0/1 floats through a 256-row table. On the CPU, writing a bool tensor,
-      and every operation that mixes one with floats (``torch.where``, a multiply), takes torch's slow path, about
-      10x a float operation of the same size. QDrop mixes with :func:`keep_lerp` instead.
-
-    Measured on a 32 x 16 x 28 x 28 mask, 2 threads: 3.85 ms with ``torch.rand``, 1.1-1.25 ms with 16-bit draws as
-    bools, 0.6-0.9 ms bit-sliced at ``p = 0.5`` (two runs on a noisy day)."""
+      and every operation that mixes one with floats (``torch.where``, a multiply), takes torch's slow path, several
+      times slower than a float operation of the same size. QDrop mixes with :func:`keep_lerp` instead."""
     n = math.prod(shape)
     k = int(round(p * 65536))
     if k >= 65536:
@@ -57,8 +57,7 @@ class _KeepMix(torch.autograd.Function):
     """``torch.lerp(quantized, unquantized, keep)`` for a 0/1 ``keep``, with a leaner backward: the unquantized
     input's gradient is ``grad * keep`` and the quantized input's ``grad - grad * keep``. Torch's own lerp backward
     builds ``1 - keep`` (a fill and a subtraction over the whole tensor) and multiplies twice: four full passes
-    instead of two (the fill and subtraction alone about 1.3 ms of a layer1 block's step under the profiler, 2
-    cores; issue 14). The values are the same (``grad * (1 - keep)`` with ``keep`` 0 or 1 is ``grad`` or a zero,
+    instead of two. The values are the same (``grad * (1 - keep)`` with ``keep`` 0 or 1 is ``grad`` or a zero,
     as is ``grad - grad * keep``; only the sign of a zero can differ)."""
 
     @staticmethod
