@@ -19,11 +19,16 @@ from onnx import numpy_helper
 
 
 class QDQ(NamedTuple):
-    """One quantized tensor: ``q -> [clip] -> dqs`` (every DequantizeLinear that reads the codes)."""
+    """One quantized tensor: ``q -> [clip] -> [pads] -> dqs`` (every DequantizeLinear that reads the codes)."""
 
     q: onnx.NodeProto
     clip: onnx.NodeProto | None
     dqs: list[onnx.NodeProto]
+    pads: tuple[onnx.NodeProto, ...] = ()   # the onnxruntime profile's channel padding of the codes
+
+    @property
+    def nodes(self) -> list[onnx.NodeProto]:
+        return [self.q, *([self.clip] if self.clip is not None else []), *self.pads, *self.dqs]
 
     @property
     def codes(self) -> str:
@@ -94,20 +99,27 @@ class Graph:
         q = self.produced_by(src, "QuantizeLinear")
         return QDQ(q, clip, [dq]) if q is not None else None
 
-    def qdq_after(self, q: onnx.NodeProto) -> QDQ | None:
+    def qdq_after(self, q: onnx.NodeProto, through_pad: bool = False) -> QDQ | None:
         """The chain that QuantizeLinear ``q`` starts, when only DequantizeLinear nodes read its codes (directly, or
-        through one Clip that only DequantizeLinear nodes read), else None. ``dqs`` may be empty (nothing reads it)."""
+        through one Clip that only they read; with ``through_pad`` also through Pads that only they read), else
+        None. ``dqs`` may be empty (nothing reads it); those reading the codes directly come first."""
+        readers = ("DequantizeLinear", "Pad") if through_pad else ("DequantizeLinear",)
         users = self.consumers.get(q.output[0], [])
         clips = [u for u in users if u.op_type == "Clip"]
-        if len(clips) > 1 or any(u.op_type not in ("Clip", "DequantizeLinear") for u in users):
+        if len(clips) > 1 or any(u.op_type not in ("Clip", *readers) for u in users):
+            return None
+        users = [u for u in users if u.op_type != "Clip"] + (self.consumers.get(clips[0].output[0], []) if clips
+                                                             else [])
+        if any(u.op_type not in readers for u in users):
             return None
         dqs = [u for u in users if u.op_type == "DequantizeLinear"]
-        if clips:
-            after = self.consumers.get(clips[0].output[0], [])
+        pads = tuple(u for u in users if u.op_type == "Pad")
+        for pad in pads:
+            after = self.consumers.get(pad.output[0], [])
             if any(u.op_type != "DequantizeLinear" for u in after):
                 return None
             dqs += after
-        return QDQ(q, clips[0] if clips else None, dqs)
+        return QDQ(q, clips[0] if clips else None, dqs, pads)
 
     def dequantized(self, dq: onnx.NodeProto, codes: np.ndarray) -> np.ndarray | None:
         """The float32 value DequantizeLinear ``dq`` gives the constant ``codes`` (None: its scale or zero point is

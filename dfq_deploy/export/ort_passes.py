@@ -169,8 +169,8 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
 
     A classifier head quantizes the pooled features only after flattening them, so ONNX Runtime finds no
     ``DQ -> GlobalAveragePool -> Q`` to fuse: it pooled in float, after transposing the whole last feature map out of
-    its NHWC layout, where ``quantize_static`` graphs run ``QLinearGlobalAveragePool`` (issue 14: 3 small float
-    kernels, about 2 % of ResNet-20 W8A8 at batch 64). A per-tensor quantization commutes with a reshape, and the
+    its NHWC layout (three small float kernels), where ``quantize_static`` graphs run ``QLinearGlobalAveragePool``.
+    A per-tensor quantization commutes with a reshape, and the
     later ``Q`` then re-quantizes values already on its grid (``round((q - z) * s / s) == q - z``, then the same
     saturation and Clip), so no output changes. Only per-tensor scales are moved (a reshape moves channel axes).
     The added ``Q`` is named like every requantization without a PyTorch counterpart (``REQUANT_SUFFIX``), so the
@@ -208,13 +208,9 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
 # point 0) wants input channels in multiples of 4 (``KernelInputChannelAlignment``); any other count falls back to
 # im2col and the generic integer GEMM. Read in onnxruntime/core/mlas/lib/convsym.cpp (``MlasConvSymPackWSize``).
 CONV_INPUT_CHANNEL_ALIGNMENT = 4
-# Padding pays where the generic GEMM's reduction length K (input channels x kernel area) is short. One QDQ
-# convolution to 64 channels, 2 threads, padded against unpadded (benchmarks/conv_padding.py, two runs; issue 14):
-# K = 9 (1 channel, 3x3, 28x28) 1.93-1.99x faster at batch 64; K = 27 (3 channels, 3x3) 1.22-1.82x at 32x32 to
-# 112x112; K = 75 (5x5) 1.10-1.69x. At K = 147 (torchvision ResNet's 3-channel 7x7 stem) on 224x224 images the
-# generic path is the faster one at batch 16-64 (0.87-0.97x padded; the whole ResNet-18 W8A8 at batch 64: 218 ms
-# unpadded, 231 padded), though padding won at batch 1 (1.10-1.15x) and on 32x32 images (1.74-1.79x). Such
-# convolutions are left alone.
+# Padding pays where the generic GEMM's reduction length K (input channels x kernel area) is short; at about 128 and
+# above (a ResNet stem's 3-channel 7x7, K = 147, on large images and batches) the generic path was the faster one, so
+# such convolutions are left alone (benchmarks/conv_padding.py; docs/benchmarks.md, convolution padding).
 PAD_MAX_REDUCTION = 128
 
 
@@ -225,9 +221,8 @@ def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_C
     exactly 0.0) and zero-point weights for them (so they dequantize to 0.0 too).
 
     Each added product is ``0.0 * 0.0``, so every output is unchanged, bit for bit, in float and in the integer
-    kernel. A network's first convolution is the usual case: 1 channel (Fashion-MNIST) or 3 (RGB). Unpadded, ONNX
-    Runtime ran ResNet-20's first ``QLinearConv`` (1 -> 16 channels, 28x28) in 1.68 ms of a 9.8 ms batch of 64 with 2
-    threads, against 0.14 ms in float; padded to 4 channels it takes 0.40 ms (issue 14, docs/benchmarks.md).
+    kernel. A network's first convolution is the usual case: 1 channel (Fashion-MNIST) or 3 (RGB), where the
+    unpadded integer convolution is slower than the float one (docs/benchmarks.md, convolution padding).
 
     Only convolutions with a reduction length (input channels x kernel area) under ``max_reduction`` are padded
     (see :data:`PAD_MAX_REDUCTION`), whose weights are constants behind a ``DequantizeLinear`` (through an optional
@@ -282,7 +277,8 @@ def _channel_pad_plan(G: Graph, conv: onnx.NodeProto, multiple: int, max_reducti
 
 
 def _pad_input_channels(G: Graph, conv: onnx.NodeProto, p: _ChannelPad, outputs: set[str]) -> None:
-    """Zero-point weights for the new channels, and a ``Pad -> DequantizeLinear`` of the integer input before ``conv``."""
+    """Zero-point weights for the new channels, and a ``Pad -> DequantizeLinear`` of the integer input before
+    ``conv``."""
     w, dq_x, extra = p.w, p.dq_x, p.extra
     fill = np.broadcast_to(broadcast(p.w_zp, 4, 0).astype(w.dtype), (w.shape[0], extra, *w.shape[2:]))
     padded_w = G.add_const(p.w_name + "_chpad", np.concatenate([w, fill], axis=1))
