@@ -44,9 +44,9 @@ import onnx
 from tqdm.auto import tqdm
 
 from ..errors import ModelError
-from ..ort_session import ort_session
 from ..export.graph import Graph, attr, broadcast
 from ..export.passes import REQUANT_SUFFIX
+from ..ort_session import ort_session
 
 # how close to a half-step (in quantization steps) the reference's unrounded value must be for a one-step difference
 # to count as a rounding tie: float32 accumulation of a few thousand products differs by far less between PyTorch and
