@@ -18,15 +18,14 @@ inverted images and every reconstructed block, and at once on SIGINT / SIGTERM, 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from .errors import ConfigError, DfqDeployError
+from .files import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
@@ -101,17 +100,8 @@ class Checkpointer:
         self.saves += 1
         if self.folder is None:
             return
-        fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT}.", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save({"format": FORMAT, "sections": self.sections}, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.folder / CHECKPOINT)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_path(self.folder / CHECKPOINT, mode=0o600) as tmp:
+            torch.save({"format": FORMAT, "sections": self.sections}, tmp)
 
     def step(self, stage: str, done: int, state_fn: Callable[[], Any], total: int | None = None) -> None:
         """At a step boundary (``done`` steps of ``stage`` complete): save every ``every`` steps, at the stage's

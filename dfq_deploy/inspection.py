@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 SUB8_NOTE = ("ONNX Runtime and TensorRT have no sub-8-bit convolution kernels: layers below 8 bits run in 8-bit "
@@ -16,19 +17,12 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime", build_engine: b
     breaks a TensorRT Q/DQ rule (tensorrt). ``build_engine``: also build (or take from the cache) the TensorRT
     engine where TensorRT is installed; off by default, since a build takes minutes on a Jetson.
     """
-    from .export.inspect import layer_bits, ort_kernel_census
+    from .export.inspect import layer_bits
     from .export.load import load_onnx_safely
     from .export.pair_sums import check_pair_sums, scheme_portable
-    from .export.trt_rules import check_tensorrt_rules
 
     model = load_onnx_safely(path)
-    meta = {p.key: p.value for p in model.metadata_props}
-    for k, v in list(meta.items()):
-        if k.startswith("dfq_deploy.") and v[:1] in "[{":
-            try:
-                meta[k] = json.loads(v)
-            except json.JSONDecodeError:
-                pass
+    meta = _metadata(model)
     bits = meta.get("dfq_deploy.layer_bits")
     problems = []
     if bits is not None and not _well_formed_bits(bits):
@@ -46,32 +40,58 @@ def inspect_onnx(path: str | Path, runtime: str = "onnxruntime", build_engine: b
     if report["portable"] and not pairs:
         problems.append("the metadata says the model was exported as portable, but some integer layers can saturate "
                         "a 16-bit pair sum on x86 CPUs without VNNI")
-    if runtime == "onnxruntime":
-        census = ort_kernel_census(path)
-        report["onnxruntime"] = census.to_dict()
-        report["ok"] = census.all_integer
-    elif runtime == "tensorrt":
-        from .runtimes import find_runtime
-
-        check = check_tensorrt_rules(model)
-        trt_cls, reason = find_runtime("tensorrt")
-        if trt_cls is None:
-            engine = "not built: " + reason
-        elif not check.ok:
-            engine = "not built: the graph breaks TensorRT's Q/DQ rules"
-        elif not build_engine:
-            engine = "not built (add --build-engine, or run `dfq-deploy compile`)"
-        else:  # the real proof where TensorRT exists: its parser and builder accept the graph
-            from .runtimes.trt import load_or_build
-
-            plan, how = load_or_build(path)
-            engine = f"{how} ({len(plan)} bytes)"
-        report["tensorrt"] = {**check.to_dict(), "engine": engine}
-        report["ok"] = check.ok
+    if runtime in RUNTIME_SECTIONS:
+        report[runtime], report["ok"] = RUNTIME_SECTIONS[runtime](path, model, build_engine)
     if problems:
         report["metadata_problems"] = problems
     report["ok"] = report["ok"] and not (report["portable"] and not pairs)
     return report
+
+
+def _metadata(model) -> dict:
+    """The model's ``metadata_props``, with dfq-deploy's JSON values parsed."""
+    meta = {p.key: p.value for p in model.metadata_props}
+    for k, v in list(meta.items()):
+        if k.startswith("dfq_deploy.") and v[:1] in "[{":
+            try:
+                meta[k] = json.loads(v)
+            except json.JSONDecodeError:
+                pass
+    return meta
+
+
+def _onnxruntime_section(path: str | Path, model, build_engine: bool) -> tuple[dict, bool]:
+    """ONNX Runtime's kernel census of the optimised graph; ok when every Conv/Gemm runs as an integer kernel."""
+    from .export.inspect import ort_kernel_census
+
+    census = ort_kernel_census(path)
+    return census.to_dict(), census.all_integer
+
+
+def _tensorrt_section(path: str | Path, model, build_engine: bool) -> tuple[dict, bool]:
+    """TensorRT's Q/DQ rules checked statically, and (``build_engine``, where TensorRT runs) the engine built."""
+    from .export.trt_rules import check_tensorrt_rules
+    from .runtimes import find_runtime
+
+    check = check_tensorrt_rules(model)
+    trt_cls, reason = find_runtime("tensorrt")
+    if trt_cls is None:
+        engine = "not built: " + reason
+    elif not check.ok:
+        engine = "not built: the graph breaks TensorRT's Q/DQ rules"
+    elif not build_engine:
+        engine = "not built (add --build-engine, or run `dfq-deploy compile`)"
+    else:  # the real proof where TensorRT exists: its parser and builder accept the graph
+        from .runtimes.trt import load_or_build
+
+        plan, how = load_or_build(path)
+        engine = f"{how} ({len(plan)} bytes)"
+    return {**check.to_dict(), "engine": engine}, check.ok
+
+
+# runtime name -> its section of the report: (path, model, build_engine) -> (section, ok)
+RUNTIME_SECTIONS: dict[str, Callable[[str | Path, object, bool], tuple[dict, bool]]] = {
+    "onnxruntime": _onnxruntime_section, "tensorrt": _tensorrt_section}
 
 
 def _well_formed_bits(bits) -> bool:

@@ -18,7 +18,6 @@ when the run is committed.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import ConfigError, ModelError
+from .files import atomic_write, file_sha256
 
 log = logging.getLogger("dfq_deploy")
 
@@ -37,12 +37,7 @@ LOCK = "lock"
 _WORK_FILES = (RUN_CONFIG, LOCK, "checkpoint.pt")
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256 = file_sha256  # the name the pipeline and older code import
 
 
 def partial_path(final: Path) -> Path:
@@ -276,10 +271,7 @@ def reopen_run_dir(run_dir: str | Path) -> RunDir:
 
 def write_run_config(rd: RunDir, config: dict) -> None:
     """The run's resolved settings, for ``--resume`` (written atomically)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{RUN_CONFIG}.", dir=rd.partial)
-    with os.fdopen(fd, "w") as f:
-        json.dump(config, f, indent=2)
-    os.replace(tmp, rd.partial / RUN_CONFIG)
+    atomic_write(rd.partial / RUN_CONFIG, json.dumps(config, indent=2), mode=0o600)
 
 
 def read_run_config(rd: RunDir) -> dict:
@@ -299,7 +291,7 @@ def write_manifest(folder: Path) -> None:
     """``manifest.json``: the sha256 and size of every file of a finished run (tamper evidence)."""
     files = {f.name: {"sha256": sha256(f), "bytes": f.stat().st_size}
              for f in sorted(folder.iterdir()) if f.is_file() and f.name != MANIFEST}
-    (folder / MANIFEST).write_text(json.dumps({"format": 1, "files": files}, indent=2) + "\n")
+    atomic_write(folder / MANIFEST, json.dumps({"format": 1, "files": files}, indent=2) + "\n")
 
 
 def verify_run(run_dir: str | Path) -> list[str]:

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import onnx
 
+from ..ort_session import ort_session
+from .graph import Graph
+
 # float compute as ONNX Runtime may rewrite it (Conv+activation fuses into com.microsoft FusedConv, etc.)
 COMPUTE_OPS = {"Conv", "Gemm", "MatMul", "ConvTranspose", "FusedConv", "FusedGemm", "FusedMatMul", "NhwcFusedConv"}
 INTEGER_COMPUTE_OPS = {"QLinearConv", "QGemm", "QLinearMatMul", "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat",
@@ -41,15 +44,9 @@ class KernelCensus:
 
 def ort_kernel_census(onnx_path: str | Path) -> KernelCensus:
     """Optimise ``onnx_path`` with ONNX Runtime (CPU, level ALL) and count integer vs float compute kernels."""
-    import onnxruntime as ort
-
     with tempfile.TemporaryDirectory() as tmp:
         opt_path = str(Path(tmp) / "optimized.onnx")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.optimized_model_filepath = opt_path
-        so.log_severity_level = 3  # the "hardware specific optimised model" warning is expected here
-        ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+        ort_session(onnx_path, optimized_model_path=opt_path)
         graph = onnx.load(opt_path).graph
     ops = Counter(n.op_type for n in graph.node)
     integer = sum(ops[o] for o in INTEGER_COMPUTE_OPS)
@@ -72,21 +69,17 @@ def layer_bits(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
 
     import numpy as np
 
-    from .graph import Graph
-
     G = Graph(model)
 
     def bits(tensor: str) -> int:
-        dq = G.producer.get(tensor)
-        if dq is None or dq.op_type != "DequantizeLinear":
+        dq = G.produced_by(tensor, "DequantizeLinear")
+        if dq is None:
             return 0
-        src = G.producer.get(dq.input[0])
-        while src is not None and src.op_type == "Pad":  # the onnxruntime profile's channel padding
-            src = G.producer.get(src.input[0])
-        if src is not None and src.op_type == "Clip":
-            lo, hi = int(G.const(src.input[1])), int(G.const(src.input[2]))
+        clip, _ = G.dq_source(dq, through_pad=True)  # the onnxruntime profile's channel padding
+        if clip is not None:
+            lo, hi = int(G.const(clip.input[1])), int(G.const(clip.input[2]))
         else:
-            zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.uint8)
+            zp = G.const_input(dq, 2, np.zeros((), np.uint8))
             if zp is None or zp.dtype.kind not in "iu":
                 return 0
             info = np.iinfo(zp.dtype)
@@ -102,22 +95,12 @@ def layer_bits(model: onnx.ModelProto) -> dict[str, dict[str, int]]:
 
 def output_quant_step(onnx_path: str | Path) -> float | None:
     """Scale of the DequantizeLinear that produces the first graph output (None when the output is not quantized)."""
-    from onnx import numpy_helper
-
-    model = onnx.load(str(onnx_path))
-    out = model.graph.output[0].name
-    producer = {o: n for n in model.graph.node for o in n.output}
-    node = producer.get(out)
+    G = Graph(onnx.load(str(onnx_path)))
+    node = G.producer.get(G.g.output[0].name)
     # walk back through shape-only ops (the logits may be reshaped after dequantization)
     while node is not None and node.op_type in ("Reshape", "Flatten", "Identity", "Squeeze"):
-        node = producer.get(node.input[0])
+        node = G.producer.get(node.input[0])
     if node is None or node.op_type != "DequantizeLinear":
         return None
-    inits = {t.name: t for t in model.graph.initializer}
-    name = node.input[1]
-    if name in inits:
-        return float(numpy_helper.to_array(inits[name]).reshape(-1)[0])
-    src = producer.get(name)
-    if src is not None and src.op_type == "Constant":
-        return float(numpy_helper.to_array(src.attribute[0].t).reshape(-1)[0])
-    return None
+    scale = G.const(node.input[1])
+    return None if scale is None else float(scale.reshape(-1)[0])

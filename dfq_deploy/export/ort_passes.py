@@ -12,10 +12,12 @@ it multiplies, which keeps the 16-bit pair sums of CPUs without VNNI in range (:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import onnx
 
-from .graph import Graph, attr, broadcast, drop_unused_constants, set_input
+from .graph import Graph, attr, broadcast, drop_unused_constants, input_name, set_input
 from .passes import REQUANT_SUFFIX
 
 
@@ -29,25 +31,23 @@ def relu_int8_to_uint8(model: onnx.ModelProto) -> int:
     G = Graph(model)
     count = 0
     for q in [n for n in G.g.node if n.op_type == "QuantizeLinear"]:
-        src = G.producer.get(q.input[0])
-        if src is None or src.op_type != "Relu" or len(q.input) < 3:
+        if G.produced_by(q.input[0], "Relu") is None:
             continue
-        zp = G.const(q.input[2])
+        zp = G.const_input(q, 2)
         if zp is None or zp.dtype != np.int8 or np.any(zp != 0):
             continue
-        users = G.consumers.get(q.output[0], [])
-        clips = [u for u in users if u.op_type == "Clip"]
-        if len(users) != 1 or users[0].op_type not in ("Clip", "DequantizeLinear"):
+        chain = G.qdq_after(q)
+        if chain is None or len(G.consumers[q.output[0]]) != 1:
+            continue  # one Clip or one DequantizeLinear reads the codes
+        clip, dqs = chain.clip, chain.dqs
+        if not dqs or any(input_name(d, 2) is None for d in dqs):
             continue
-        dqs = G.consumers.get(clips[0].output[0], []) if clips else users
-        if not dqs or any(d.op_type != "DequantizeLinear" or len(d.input) < 3 for d in dqs):
-            continue
-        lo, hi = (int(G.const(clips[0].input[1])), int(G.const(clips[0].input[2]))) if clips else (-128, 127)
+        lo, hi = (int(G.const(clip.input[1])), int(G.const(clip.input[2]))) if clip is not None else (-128, 127)
         bounds = [G.add_const("relu_clip_lo", np.array(max(lo, 0), np.uint8)),
                   G.add_const("relu_clip_hi", np.array(hi, np.uint8))]
         q.input[2] = G.add_const(q.input[2], np.zeros(zp.shape, np.uint8))
-        if clips:
-            clips[0].input[1], clips[0].input[2] = bounds
+        if clip is not None:
+            clip.input[1], clip.input[2] = bounds
         else:
             clip = onnx.helper.make_node("Clip", [q.output[0], *bounds], [G.fresh(q.output[0] + "_clip")],
                                          name=(q.name or q.output[0]) + "_uint8_clip")
@@ -70,31 +70,26 @@ def shift_signed_activations_to_uint8(model: onnx.ModelProto) -> int:
     G = Graph(model)
     count = 0
     for q in [n for n in G.g.node if n.op_type == "QuantizeLinear"]:
-        if G.is_const(q.input[0]) or len(q.input) < 3:
+        if G.is_const(q.input[0]):
             continue
-        zp = G.const(q.input[2])
+        zp = G.const_input(q, 2)
         if zp is None or zp.dtype != np.int8:
             continue
-        # collect the chain: Q -> optional Clip -> one or more DQ
-        users = G.consumers.get(q.output[0], [])
-        clips = [u for u in users if u.op_type == "Clip"]
-        dqs = [u for u in users if u.op_type == "DequantizeLinear"]
-        if len(clips) + len(dqs) != len(users) or len(clips) > 1:
+        chain = G.qdq_after(q)
+        if chain is None:
             continue  # an unexpected consumer reads the int8 tensor: leave the chain alone
-        if clips:
-            clip_users = G.consumers.get(clips[0].output[0], [])
-            if not clip_users or any(u.op_type != "DequantizeLinear" for u in clip_users):
-                continue
-            dqs += clip_users
-        if not dqs or any(len(d.input) < 3 or G.const(d.input[2]) is None for d in dqs):
+        clip, dqs = chain.clip, chain.dqs
+        if clip is not None and not G.consumers.get(clip.output[0]):
             continue
-        low = G.const(clips[0].input[1]) if clips else None
-        if clips and (low is None or low.size != 1 or G.const(clips[0].input[2]) is None):
+        if not dqs or any(G.const_input(d, 2) is None for d in dqs):
+            continue
+        low = G.const_input(clip, 1) if clip is not None else None
+        if clip is not None and (low is None or low.size != 1 or G.const_input(clip, 2) is None):
             continue
         shift = 128 if low is None else -int(low)  # the codes start at 0 (see the module docstring)
         new_zp = (zp.astype(np.int16) + shift).astype(np.uint8)
         q.input[2] = G.add_const(q.input[2], new_zp)
-        for clip in clips:
+        if clip is not None:
             for k in (1, 2):
                 bound = G.const(clip.input[k])
                 clip.input[k] = G.add_const(clip.input[k], (bound.astype(np.int16) + shift).astype(np.uint8))
@@ -142,8 +137,8 @@ def _dequantized_pools(G: Graph) -> list[tuple[onnx.NodeProto, onnx.NodeProto, l
     tensor."""
     out = []
     for n in [n for n in G.g.node if n.op_type == "GlobalAveragePool"]:
-        src = G.producer.get(n.input[0])
-        if src is not None and src.op_type == "DequantizeLinear":
+        src = G.produced_by(n.input[0], "DequantizeLinear")
+        if src is not None:
             out.append((n, src, G.consumers.get(n.output[0], [])))
     return out
 
@@ -174,8 +169,8 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
 
     A classifier head quantizes the pooled features only after flattening them, so ONNX Runtime finds no
     ``DQ -> GlobalAveragePool -> Q`` to fuse: it pooled in float, after transposing the whole last feature map out of
-    its NHWC layout, where ``quantize_static`` graphs run ``QLinearGlobalAveragePool`` (issue 14: 3 small float
-    kernels, about 2 % of ResNet-20 W8A8 at batch 64). A per-tensor quantization commutes with a reshape, and the
+    its NHWC layout (three small float kernels), where ``quantize_static`` graphs run ``QLinearGlobalAveragePool``.
+    A per-tensor quantization commutes with a reshape, and the
     later ``Q`` then re-quantizes values already on its grid (``round((q - z) * s / s) == q - z``, then the same
     saturation and Clip), so no output changes. Only per-tensor scales are moved (a reshape moves channel axes).
     The added ``Q`` is named like every requantization without a PyTorch counterpart (``REQUANT_SUFFIX``), so the
@@ -191,7 +186,7 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
             continue
         q = after[0]
         scale = G.const(q.input[1])
-        if scale is None or scale.size != 1 or (len(q.input) > 2 and not G.is_const(q.input[2])):
+        if scale is None or scale.size != 1 or (input_name(q, 2) is not None and not G.is_const(q.input[2])):
             continue
         if not _pool_ratio_ok(G, src, q, pixels.get(n.input[0])):
             continue  # MLAS' integer pool could not run it: the pool stays in float
@@ -213,13 +208,9 @@ def quantize_pool_outputs(model: onnx.ModelProto) -> int:
 # point 0) wants input channels in multiples of 4 (``KernelInputChannelAlignment``); any other count falls back to
 # im2col and the generic integer GEMM. Read in onnxruntime/core/mlas/lib/convsym.cpp (``MlasConvSymPackWSize``).
 CONV_INPUT_CHANNEL_ALIGNMENT = 4
-# Padding pays where the generic GEMM's reduction length K (input channels x kernel area) is short. One QDQ
-# convolution to 64 channels, 2 threads, padded against unpadded (benchmarks/conv_padding.py, two runs; issue 14):
-# K = 9 (1 channel, 3x3, 28x28) 1.93-1.99x faster at batch 64; K = 27 (3 channels, 3x3) 1.22-1.82x at 32x32 to
-# 112x112; K = 75 (5x5) 1.10-1.69x. At K = 147 (torchvision ResNet's 3-channel 7x7 stem) on 224x224 images the
-# generic path is the faster one at batch 16-64 (0.87-0.97x padded; the whole ResNet-18 W8A8 at batch 64: 218 ms
-# unpadded, 231 padded), though padding won at batch 1 (1.10-1.15x) and on 32x32 images (1.74-1.79x). Such
-# convolutions are left alone.
+# Padding pays where the generic GEMM's reduction length K (input channels x kernel area) is short; at about 128 and
+# above (a ResNet stem's 3-channel 7x7, K = 147, on large images and batches) the generic path was the faster one, so
+# such convolutions are left alone (benchmarks/conv_padding.py; docs/benchmarks.md, convolution padding).
 PAD_MAX_REDUCTION = 128
 
 
@@ -230,9 +221,8 @@ def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_C
     exactly 0.0) and zero-point weights for them (so they dequantize to 0.0 too).
 
     Each added product is ``0.0 * 0.0``, so every output is unchanged, bit for bit, in float and in the integer
-    kernel. A network's first convolution is the usual case: 1 channel (Fashion-MNIST) or 3 (RGB). Unpadded, ONNX
-    Runtime ran ResNet-20's first ``QLinearConv`` (1 -> 16 channels, 28x28) in 1.68 ms of a 9.8 ms batch of 64 with 2
-    threads, against 0.14 ms in float; padded to 4 channels it takes 0.40 ms (issue 14, docs/benchmarks.md).
+    kernel. A network's first convolution is the usual case: 1 channel (Fashion-MNIST) or 3 (RGB), where the
+    unpadded integer convolution is slower than the float one (docs/benchmarks.md, convolution padding).
 
     Only convolutions with a reduction length (input channels x kernel area) under ``max_reduction`` are padded
     (see :data:`PAD_MAX_REDUCTION`), whose weights are constants behind a ``DequantizeLinear`` (through an optional
@@ -243,50 +233,73 @@ def pad_conv_input_channels(model: onnx.ModelProto, multiple: int = CONV_INPUT_C
     count = 0
     outputs = {o.name for o in G.g.output}
     for conv in [n for n in G.g.node if n.op_type == "Conv"]:
-        dq_x, dq_w = G.producer.get(conv.input[0]), G.producer.get(conv.input[1])
-        if (attr(conv, "group", 1) != 1 or dq_x is None or dq_w is None or dq_x.op_type != "DequantizeLinear"
-                or dq_w.op_type != "DequantizeLinear"):
-            continue
-        clip = G.producer.get(dq_w.input[0])
-        clip = clip if clip is not None and clip.op_type == "Clip" else None
-        w_name = clip.input[0] if clip is not None else dq_w.input[0]
-        w = G.const(w_name)
-        if w is None or w.ndim != 4 or w.shape[1] % multiple == 0 or int(np.prod(w.shape[1:])) >= max_reduction:
-            continue
-        if w.dtype != np.int8:
-            continue  # uint8 weights never take the symmetric path the padding is for (no gain measured either)
-        w_zp = G.const(dq_w.input[2]) if len(dq_w.input) > 2 and dq_w.input[2] else np.zeros((), w.dtype)
-        x_scale = G.const(dq_x.input[1])
-        x_zp = G.const(dq_x.input[2]) if len(dq_x.input) > 2 and dq_x.input[2] else None
-        if w_zp is None or x_scale is None or x_scale.size != 1 or x_zp is None or x_zp.size != 1:
-            continue
-        chain = [w_name, dq_w.output[0]] + ([clip.output[0]] if clip is not None else [])
-        if any(len(G.consumers.get(t, [])) != 1 for t in chain):
-            continue  # a weight shared with another node is left alone
-        extra = -w.shape[1] % multiple
-        fill = np.broadcast_to(broadcast(w_zp, 4, 0).astype(w.dtype), (w.shape[0], extra, *w.shape[2:]))
-        padded_w = G.add_const(w_name + "_chpad", np.concatenate([w, fill], axis=1))
-        if clip is not None:
-            clip.input[0] = padded_w
-        else:
-            dq_w.input[0] = padded_w
-        pads = G.add_const("chpad_pads", np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64))
-        base = conv.name or conv.output[0]
-        value = dq_x.input[2] if x_zp.ndim == 0 else G.add_const("chpad_value", x_zp.reshape(()))  # Pad: a scalar
-        pad = onnx.helper.make_node("Pad", [dq_x.input[0], pads, value], [G.fresh(dq_x.input[0] + "_chpad")],
-                                    name=base + "_input_channel_pad", mode="constant")
-        dq = onnx.helper.make_node("DequantizeLinear", [pad.output[0], *dq_x.input[1:]],
-                                   [G.fresh(dq_x.output[0] + "_chpad")], name=base + "_input_channel_pad_dq")
-        dq.attribute.extend(dq_x.attribute)
-        conv.input[0] = dq.output[0]
-        at = list(G.g.node).index(conv)
-        G.g.node.insert(at, pad)
-        G.g.node.insert(at + 1, dq)
-        if not any(dq_x.output[0] in n.input for n in G.g.node) and dq_x.output[0] not in outputs:
-            G.g.node.remove(dq_x)  # it fed only this Conv
-        count += 1
+        plan = _channel_pad_plan(G, conv, multiple, max_reduction)
+        if plan is not None:
+            _pad_input_channels(G, conv, plan, outputs)
+            count += 1
     drop_unused_constants(model)
     return count
+
+
+class _ChannelPad(NamedTuple):
+    """What :func:`pad_conv_input_channels` changes on one convolution."""
+
+    dq_x: onnx.NodeProto          # the input's DequantizeLinear
+    dq_w: onnx.NodeProto          # the weight's DequantizeLinear
+    clip: onnx.NodeProto | None   # the weight's Clip
+    w_name: str                   # the integer weight constant
+    w: np.ndarray
+    w_zp: np.ndarray
+    x_zp: np.ndarray
+    extra: int                    # channels added
+
+
+def _channel_pad_plan(G: Graph, conv: onnx.NodeProto, multiple: int, max_reduction: int) -> _ChannelPad | None:
+    """The padding of ``conv``'s input channels, or None where :func:`pad_conv_input_channels` leaves it alone."""
+    dq_x, dq_w = G.produced_by(conv.input[0], "DequantizeLinear"), G.produced_by(conv.input[1], "DequantizeLinear")
+    if attr(conv, "group", 1) != 1 or dq_x is None or dq_w is None:
+        return None
+    clip, w_name = G.dq_source(dq_w)
+    w = G.const(w_name)
+    if w is None or w.ndim != 4 or w.shape[1] % multiple == 0 or int(np.prod(w.shape[1:])) >= max_reduction:
+        return None
+    if w.dtype != np.int8:
+        return None  # uint8 weights never take the symmetric path the padding is for (no gain measured either)
+    w_zp = G.const_input(dq_w, 2, np.zeros((), w.dtype))
+    x_scale = G.const(dq_x.input[1])
+    x_zp = G.const_input(dq_x, 2)
+    if w_zp is None or x_scale is None or x_scale.size != 1 or x_zp is None or x_zp.size != 1:
+        return None
+    chain = [w_name, dq_w.output[0]] + ([clip.output[0]] if clip is not None else [])
+    if any(len(G.consumers.get(t, [])) != 1 for t in chain):
+        return None  # a weight shared with another node is left alone
+    return _ChannelPad(dq_x, dq_w, clip, w_name, w, w_zp, x_zp, -w.shape[1] % multiple)
+
+
+def _pad_input_channels(G: Graph, conv: onnx.NodeProto, p: _ChannelPad, outputs: set[str]) -> None:
+    """Zero-point weights for the new channels, and a ``Pad -> DequantizeLinear`` of the integer input before
+    ``conv``."""
+    w, dq_x, extra = p.w, p.dq_x, p.extra
+    fill = np.broadcast_to(broadcast(p.w_zp, 4, 0).astype(w.dtype), (w.shape[0], extra, *w.shape[2:]))
+    padded_w = G.add_const(p.w_name + "_chpad", np.concatenate([w, fill], axis=1))
+    if p.clip is not None:
+        p.clip.input[0] = padded_w
+    else:
+        p.dq_w.input[0] = padded_w
+    pads = G.add_const("chpad_pads", np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64))
+    base = conv.name or conv.output[0]
+    value = dq_x.input[2] if p.x_zp.ndim == 0 else G.add_const("chpad_value", p.x_zp.reshape(()))  # Pad: a scalar
+    pad = onnx.helper.make_node("Pad", [dq_x.input[0], pads, value], [G.fresh(dq_x.input[0] + "_chpad")],
+                                name=base + "_input_channel_pad", mode="constant")
+    dq = onnx.helper.make_node("DequantizeLinear", [pad.output[0], *dq_x.input[1:]],
+                               [G.fresh(dq_x.output[0] + "_chpad")], name=base + "_input_channel_pad_dq")
+    dq.attribute.extend(dq_x.attribute)
+    conv.input[0] = dq.output[0]
+    at = list(G.g.node).index(conv)
+    G.g.node.insert(at, pad)
+    G.g.node.insert(at + 1, dq)
+    if not any(dq_x.output[0] in n.input for n in G.g.node) and dq_x.output[0] not in outputs:
+        G.g.node.remove(dq_x)  # it fed only this Conv
 
 
 def unsigned_weights_where_pairs_saturate(model: onnx.ModelProto, layers: set[str] | None = None) -> int:
@@ -310,14 +323,12 @@ def unsigned_weights_where_pairs_saturate(model: onnx.ModelProto, layers: set[st
     for n in G.g.node:
         if (n.name or n.output[0]) not in layers or len(n.input) < 2:
             continue
-        dq = G.producer.get(n.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear" or len(G.consumers.get(dq.output[0], [])) != 1:
+        dq = G.produced_by(n.input[1], "DequantizeLinear")
+        if dq is None or len(G.consumers.get(dq.output[0], [])) != 1:
             continue
-        clip = G.producer.get(dq.input[0])
-        clip = clip if clip is not None and clip.op_type == "Clip" else None
-        src = clip.input[0] if clip is not None else dq.input[0]
+        clip, src = G.dq_source(dq)
         w = G.const(src)
-        zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.int8)
+        zp = G.const_input(dq, 2, np.zeros((), np.int8))
         if w is None or w.dtype != np.int8 or zp is None or zp.dtype != np.int8 or np.any(zp != 0):
             continue
         if len(G.consumers.get(src, [])) != 1:

@@ -9,7 +9,6 @@ as dequantize + float convolution (the kernel census says so).
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ExportError
+from ..files import atomic_path
 
 _TYPES = {8: ("QInt8", "QUInt8"), 4: ("QInt4", "QUInt4")}
 
@@ -50,23 +50,19 @@ def ort_quantize_static(model: torch.nn.Module, out_path: str | Path, input_shap
             torch.onnx.export(model, (torch.zeros(1, *input_shape),), str(float_path), input_names=["input"],
                               output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                               opset_version=opset, dynamo=False)
-        partial = out_path.with_name(f".{out_path.name}.partial-{os.getpid()}")
+        root = logging.getLogger()
+        level = root.level
         try:
-            root = logging.getLogger()
-            level = root.level
-            root.setLevel(logging.ERROR)  # ORT logs a pre-processing suggestion on the root logger every call
-            try:
+            with atomic_path(out_path) as partial:
+                root.setLevel(logging.ERROR)  # ORT logs a pre-processing suggestion on the root logger every call
                 quantize_static(str(float_path), str(partial), _Reader(), quant_format=QuantFormat.QDQ,
                                 per_channel=per_channel, activation_type=getattr(QuantType, _TYPES[act_bits][1]),
                                 weight_type=getattr(QuantType, _TYPES[weight_bits][0]),
                                 calibrate_method=CalibrationMethod.MinMax)
-            finally:
-                root.setLevel(level)
-            os.replace(partial, out_path)
         except ConfigError:
             raise
         except Exception as e:  # noqa: BLE001 - ORT raises plain exceptions; name the step that failed
             raise ExportError(f"onnxruntime quantize_static failed: {e}") from e
         finally:
-            partial.unlink(missing_ok=True)
+            root.setLevel(level)
     return out_path

@@ -70,20 +70,17 @@ class PairSumCheck:
 
 def _activation_codes(G: Graph, tensor: str) -> tuple[int, int] | None:
     """The uint8 code range behind the ``DequantizeLinear`` that produces ``tensor`` (None: not quantized)."""
-    dq = G.producer.get(tensor)
-    if dq is None or dq.op_type != "DequantizeLinear":
+    dq = G.produced_by(tensor, "DequantizeLinear")
+    if dq is None:
         return None
-    zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.uint8)
+    zp = G.const_input(dq, 2, np.zeros((), np.uint8))
     if zp is None or zp.dtype not in (np.uint8, np.int8):
         return None
     info = np.iinfo(zp.dtype)
     low, high = int(info.min), int(info.max)
-    src = G.producer.get(dq.input[0])
-    while src is not None and src.op_type == "Pad":  # the onnxruntime profile's channel padding (with the zero point)
-        src = G.producer.get(src.input[0])
-    if src is not None and src.op_type == "Clip":
-        lo = G.const(src.input[1]) if len(src.input) > 1 and src.input[1] else None
-        hi = G.const(src.input[2]) if len(src.input) > 2 and src.input[2] else None
+    clip, _ = G.dq_source(dq, through_pad=True)  # the onnxruntime profile pads channels with the zero point
+    if clip is not None:
+        lo, hi = G.const_input(clip, 1), G.const_input(clip, 2)
         low = max(low, int(lo.reshape(-1)[0])) if lo is not None and lo.size == 1 else low
         high = min(high, int(hi.reshape(-1)[0])) if hi is not None and hi.size == 1 else high
     shift = 128 if zp.dtype == np.int8 else 0
@@ -93,22 +90,19 @@ def _activation_codes(G: Graph, tensor: str) -> tuple[int, int] | None:
 def _weight_codes(G: Graph, tensor: str) -> tuple[np.ndarray, str] | None:
     """The integer weight codes behind the ``DequantizeLinear`` that produces ``tensor`` (through a Clip), and their
     storage type (``"int8"`` / ``"uint8"``)."""
-    dq = G.producer.get(tensor)
-    if dq is None or dq.op_type != "DequantizeLinear":
+    dq = G.produced_by(tensor, "DequantizeLinear")
+    if dq is None:
         return None
-    src, clip = dq.input[0], G.producer.get(dq.input[0])
-    if clip is not None and clip.op_type == "Clip":
-        src = clip.input[0]
+    clip, src = G.dq_source(dq)
     w = G.const(src)
     if w is None or w.dtype not in (np.int8, np.uint8):
         return None
-    zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), w.dtype)
+    zp = G.const_input(dq, 2, np.zeros((), w.dtype))
     if zp is None:
         return None
     w = w.astype(np.int64)
-    if clip is not None and clip.op_type == "Clip":
-        lo = G.const(clip.input[1]) if len(clip.input) > 1 and clip.input[1] else None
-        hi = G.const(clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
+    if clip is not None:
+        lo, hi = G.const_input(clip, 1), G.const_input(clip, 2)
         w = np.clip(w, None if lo is None else int(lo), None if hi is None else int(hi))
     if zp.dtype == np.uint8 and np.all(zp == 128):
         return w - 128, "uint8"  # the signed codes they stand for, as the int8 form would store them

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnx
 
 from ..errors import ExportError
-from .graph import Graph
+from .graph import QDQ, Graph
 
 # ops whose output holds only values of their inputs: quantized inputs on one grid leave the output on that grid. For
 # each, the positions of its data inputs (None: all of them); the others are shapes, axes or split sizes
@@ -16,22 +16,9 @@ _GRID_PRESERVING = {"MaxPool": (0,), "Concat": None, "Reshape": (0,), "Transpose
 REQUANT_SUFFIX = "_requant_q"
 
 
-def _chain_of(G: Graph, tensor: str):
-    """``(Q, Clip or None, DQ)`` when ``tensor`` is the output of a ``Q -> [Clip] -> DQ`` chain, else None."""
-    dq = G.producer.get(tensor)
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return None
-    mid = G.producer.get(dq.input[0])
-    clip = mid if mid is not None and mid.op_type == "Clip" else None
-    q = G.producer.get(clip.input[0]) if clip is not None else mid
-    if q is None or q.op_type != "QuantizeLinear":
-        return None
-    return q, clip, dq
-
-
-def _grid(G: Graph, chain) -> tuple | None:
+def _grid(G: Graph, chain: QDQ) -> tuple | None:
     """The values that define a chain's grid (scale, zero point, Clip bounds, axis), comparable across chains."""
-    q, clip, dq = chain
+    q, clip, (dq,) = chain
     parts = [G.const(name) for name in (*dq.input[1:3], *(clip.input[1:3] if clip is not None else ()))]
     if any(p is None for p in parts):
         return None
@@ -62,7 +49,7 @@ def requantize_grid_preserving_ops(model: onnx.ModelProto) -> int:
             continue
         positions = _GRID_PRESERVING[n.op_type]
         data = [n.input[i] for i in (positions if positions is not None else range(len(n.input))) if n.input[i]]
-        chains = [_chain_of(G, t) for t in data]
+        chains = [G.qdq_before(t) for t in data]
         if not chains or any(c is None for c in chains):
             continue
         grids = {_grid(G, c) for c in chains}
@@ -71,7 +58,7 @@ def requantize_grid_preserving_ops(model: onnx.ModelProto) -> int:
         users = G.consumers.get(n.output[0], [])
         if not users or all(u.op_type == "QuantizeLinear" for u in users):
             continue
-        q, clip, dq = chains[0]
+        q, clip, (dq,) = chains[0]
         base = n.name or n.output[0]
         chain = [onnx.helper.make_node("QuantizeLinear", [n.output[0], *q.input[1:]], [G.fresh(n.output[0] + "_q")],
                                        name=base + REQUANT_SUFFIX)]
@@ -82,10 +69,7 @@ def requantize_grid_preserving_ops(model: onnx.ModelProto) -> int:
         chain.append(onnx.helper.make_node("DequantizeLinear", [chain[-1].output[0], *dq.input[1:]],
                                            [G.fresh(n.output[0] + "_dq")], name=base + "_requant_dq"))
         chain[-1].attribute.extend(dq.attribute)
-        for u in users:
-            for k, i in enumerate(u.input):
-                if i == n.output[0]:
-                    u.input[k] = chain[-1].output[0]
+        G.rewire(n.output[0], chain[-1].output[0])
         at = list(G.g.node).index(n) + 1
         for k, node in enumerate(chain):
             G.g.node.insert(at + k, node)

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 
 from ..errors import ExportError
-from .graph import Graph, attr, broadcast, drop_unused_constants, int_range, set_input
+from .graph import Graph, attr, drop_unused_constants, int_range, set_input
 
 
 def fold_weight_clips_to_float_qdq(model: onnx.ModelProto) -> int:
@@ -25,22 +25,16 @@ def fold_weight_clips_to_float_qdq(model: onnx.ModelProto) -> int:
     G = Graph(model)
     count = 0
     for dq in [n for n in G.g.node if n.op_type == "DequantizeLinear"]:
-        src, clip = dq.input[0], None
-        node = G.producer.get(src)
-        if node is not None and node.op_type == "Clip" and G.is_const(node.input[0]):
-            clip, src = node, node.input[0]
+        clip, src = G.dq_source(dq)
         w = G.const(src)
         if w is None or w.dtype not in (np.int8, np.uint8):
             continue
         if clip is not None:
             w = np.clip(w, G.const(clip.input[1]), G.const(clip.input[2])).astype(w.dtype)
-        scale = G.const(dq.input[1])
-        zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), w.dtype)
-        if scale is None or zp is None:
+        w_float = G.dequantized(dq, w)
+        if w_float is None:
             continue
-        axis = attr(dq, "axis", 1) % max(1, w.ndim)
-        w_float = ((w.astype(np.int32) - broadcast(zp.astype(np.int32), w.ndim, axis)).astype(np.float32)
-                   * broadcast(scale.astype(np.float32), w.ndim, axis)).astype(np.float32)
+        zp = G.const_input(dq, 2, np.zeros((), w.dtype))
         zp_name = G.add_const("weight_zero_point", zp)
         f_name = G.add_const(src, w_float)
         q_out = G.fresh(src + "_q")
@@ -70,16 +64,10 @@ def int32_bias_to_float(model: onnx.ModelProto) -> int:
         b = G.const(dq.input[0])
         if b is None or b.dtype != np.int32:
             continue
-        scale = G.const(dq.input[1])
-        zp = G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), np.int32)
-        axis = attr(dq, "axis", 1) % max(1, b.ndim)
-        value = ((b.astype(np.int64) - broadcast(zp.astype(np.int64), b.ndim, axis)).astype(np.float32)
-                 * broadcast(scale.astype(np.float32), b.ndim, axis)).astype(np.float32)
-        name = G.add_const(dq.output[0] + "_float", value)
-        for user in G.consumers.get(dq.output[0], []):
-            for k, i in enumerate(user.input):
-                if i == dq.output[0]:
-                    user.input[k] = name
+        value = G.dequantized(dq, b)
+        if value is None:
+            continue  # a scale that is not a constant: the rule check reports the bias
+        G.rewire(dq.output[0], G.add_const(dq.output[0] + "_float", value))
         G.g.node.remove(dq)
         count += 1
     drop_unused_constants(model)
@@ -104,24 +92,21 @@ def activations_to_signed_float_clip(model: onnx.ModelProto) -> dict:
         if G.is_const(q.input[0]):
             continue
         scale = G.const(q.input[1])
-        zp = G.const(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
+        zp = G.const_input(q, 2, np.zeros((), np.uint8))
         if scale is None or zp is None:
             continue
         where = q.name or q.output[0]
         if np.any(zp != 0):
             raise UnrepresentableActivation(f"activation quantizer {where} has zero point {zp.reshape(-1)[:4]} "
                                             "(TensorRT takes symmetric quantization only)")
-        users = G.consumers.get(q.output[0], [])
-        clips = [u for u in users if u.op_type == "Clip"]
-        if len(clips) > 1 or any(u.op_type not in ("Clip", "DequantizeLinear") for u in users):
-            raise UnrepresentableActivation(f"activation quantizer {where} feeds {[u.op_type for u in users]}, "
-                                            "not a DequantizeLinear")
+        chain = G.qdq_after(q)
+        if chain is None:
+            readers = [u.op_type for u in G.consumers[q.output[0]]]
+            raise UnrepresentableActivation(f"activation quantizer {where} feeds {readers}, not a DequantizeLinear")
+        clip, dqs = chain.clip, chain.dqs
         lo, hi = int_range(zp.dtype)
-        dqs = [u for u in users if u.op_type == "DequantizeLinear"]
-        clip = clips[0] if clips else None
         if clip is not None:
             lo, hi = int(G.const(clip.input[1])), int(G.const(clip.input[2]))
-            dqs += G.consumers.get(clip.output[0], [])
         if hi > 127 or lo < -128:
             raise UnrepresentableActivation(f"activation quantizer {where} uses codes [{lo}, {hi}], which signed int8 "
                                             "at the same scale cannot hold")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
-from .graph import Graph, attr
+from .graph import Graph, attr, input_name
 
 COMPUTE_WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1}
 
@@ -56,79 +56,108 @@ def check_tensorrt_rules(model: onnx.ModelProto | str) -> TensorRTCheck:
         model = onnx.load(str(model))
     G = Graph(model)
     out = TensorRTCheck()
-    bad = out.violations.append
     if _opset(model) < 13:
-        bad(Violation("opset", "model", f"opset {_opset(model)} < 13: per-channel Q/DQ needs opset 13"))
-
-    def name(n: onnx.NodeProto) -> str:
-        return n.name or n.output[0]
-
-    def from_dq(tensor: str) -> onnx.NodeProto | None:
-        p = G.producer.get(tensor)
-        return p if p is not None and p.op_type == "DequantizeLinear" else None
-
+        out.violations.append(Violation("opset", "model", f"opset {_opset(model)} < 13: per-channel Q/DQ needs "
+                                        "opset 13"))
     for n in G.g.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            scale = G.const(n.input[1])
-            if scale is None:
-                bad(Violation("constant-scale", name(n), "scale is not a constant"))
-            elif not (np.all(np.isfinite(scale)) and np.all(scale > 0)) or scale.dtype not in (np.float32, np.float16):
-                bad(Violation("scale", name(n), f"scale must be positive finite float32/16, got {scale.dtype}"))
-            zp = G.const(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-            if zp is None and not (len(n.input) > 2 and n.input[2]):
-                if n.op_type == "QuantizeLinear":  # no zero point means uint8 output in ONNX
-                    bad(Violation("int8-only", name(n), "no zero point: the output is uint8; give an int8 zero point"))
-            elif zp is None:
-                bad(Violation("zero-point", name(n), "zero point is not a constant"))
-            elif not (n.op_type == "DequantizeLinear" and zp.dtype == np.int32):  # int32 bias: reported below
-                if zp.dtype != np.int8:
-                    bad(Violation("int8-only", name(n), f"{zp.dtype} quantization; TensorRT takes signed int8 inside "
-                                  "the network"))
-                if np.any(zp != 0):
-                    bad(Violation("zero-point", name(n), "non-zero zero point; TensorRT takes symmetric only"))
+            out.violations += _scale_and_zero_point(G, n)
         if n.op_type == "QuantizeLinear":
             out.qdq_pairs += 1
-            for user in G.consumers.get(n.output[0], []):
-                if user.op_type != "DequantizeLinear":
-                    bad(Violation("integer-op", name(user), f"{user.op_type} reads the integer output of "
-                                  f"{name(n)}; only DequantizeLinear may (move a Clip before QuantizeLinear as a "
-                                  "float Clip)"))
+            out.violations += _integer_readers(G, n)
         if n.op_type == "DequantizeLinear":
-            const = G.const(n.input[0])
-            if const is not None and const.dtype == np.int32:
-                bad(Violation("int32-bias", name(n), "DequantizeLinear of an int32 constant (quantized bias); "
-                              "TensorRT takes a float bias"))
-            elif const is None:
-                src = G.producer.get(n.input[0])
-                if src is None or src.op_type != "QuantizeLinear":
-                    kind = "a graph input" if src is None else src.op_type
-                    bad(Violation("dq-input", name(n), f"reads {kind}, not a QuantizeLinear or constant"))
+            out.violations += _dequantized_input(G, n)
         if n.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            x_dq, w_dq = from_dq(n.input[0]), from_dq(n.input[1])
-            if x_dq is None or w_dq is None:
-                which = "input" if x_dq is None else "weight"
-                bad(Violation("quantized-compute", name(n), f"{n.op_type} {which} is not dequantized: it runs in "
-                              "float"))
-                continue
-            out.quantized_compute.append(name(n))
-            scale = G.const(w_dq.input[1])
-            if scale is not None and scale.size > 1:
-                if n.op_type in COMPUTE_WEIGHT_AXIS:
-                    want = COMPUTE_WEIGHT_AXIS[n.op_type]
-                elif n.op_type == "Gemm":
-                    want = 0 if attr(n, "transB", 0) else 1
-                else:
-                    want = -1
-                w_q = G.producer.get(w_dq.input[0])
-                w = G.const(w_q.input[0]) if w_q is not None and w_q.op_type == "QuantizeLinear" else \
-                    G.const(w_dq.input[0])
-                ndim = w.ndim if w is not None else 2
-                if attr(w_dq, "axis", 1) % ndim != want % ndim:
-                    bad(Violation("per-channel-axis", name(n), f"weight scales on axis {attr(w_dq, 'axis', 1)}, "
-                                  f"TensorRT wants the output-channel axis {want % ndim}"))
+            found = _quantized_compute(G, n)
+            if not any(v.rule == "quantized-compute" for v in found):
+                out.quantized_compute.append(_name(n))
+            out.violations += found
         if n.op_type == "Add":
-            dynamic = [i for i in n.input if not G.is_const(i)]
-            if len(dynamic) == 2 and any(from_dq(i) for i in dynamic) and not all(from_dq(i) for i in dynamic):
-                bad(Violation("residual-add", name(n), "only one input is dequantized: Q/DQ both inputs or the Add "
-                              "runs in float (TensorRT #1992)"))
+            out.violations += _residual_add(G, n)
     return out
+
+
+def _name(n: onnx.NodeProto) -> str:
+    return n.name or n.output[0]
+
+
+def _scale_and_zero_point(G: Graph, n: onnx.NodeProto) -> list[Violation]:
+    """A Q or DQ: a positive finite float scale and a constant signed int8 zero point of 0."""
+    bad = []
+    scale = G.const(n.input[1])
+    if scale is None:
+        bad.append(Violation("constant-scale", _name(n), "scale is not a constant"))
+    elif not (np.all(np.isfinite(scale)) and np.all(scale > 0)) or scale.dtype not in (np.float32, np.float16):
+        bad.append(Violation("scale", _name(n), f"scale must be positive finite float32/16, got {scale.dtype}"))
+    if input_name(n, 2) is None:
+        if n.op_type == "QuantizeLinear":  # no zero point means uint8 output in ONNX
+            bad.append(Violation("int8-only", _name(n), "no zero point: the output is uint8; give an int8 zero point"))
+        return bad
+    zp = G.const(n.input[2])
+    if zp is None:
+        bad.append(Violation("zero-point", _name(n), "zero point is not a constant"))
+    elif not (n.op_type == "DequantizeLinear" and zp.dtype == np.int32):  # int32 bias: _dequantized_input's
+        if zp.dtype != np.int8:
+            bad.append(Violation("int8-only", _name(n), f"{zp.dtype} quantization; TensorRT takes signed int8 inside "
+                                 "the network"))
+        if np.any(zp != 0):
+            bad.append(Violation("zero-point", _name(n), "non-zero zero point; TensorRT takes symmetric only"))
+    return bad
+
+
+def _integer_readers(G: Graph, q: onnx.NodeProto) -> list[Violation]:
+    """Only DequantizeLinear may read a QuantizeLinear's integer output."""
+    return [Violation("integer-op", _name(user), f"{user.op_type} reads the integer output of {_name(q)}; only "
+                      "DequantizeLinear may (move a Clip before QuantizeLinear as a float Clip)")
+            for user in G.consumers.get(q.output[0], []) if user.op_type != "DequantizeLinear"]
+
+
+def _dequantized_input(G: Graph, dq: onnx.NodeProto) -> list[Violation]:
+    """A DQ reads a QuantizeLinear or a constant, never an int32 constant (a quantized bias)."""
+    const = G.const(dq.input[0])
+    if const is not None and const.dtype == np.int32:
+        return [Violation("int32-bias", _name(dq), "DequantizeLinear of an int32 constant (quantized bias); "
+                          "TensorRT takes a float bias")]
+    if const is None:
+        src = G.producer.get(dq.input[0])
+        if src is None or src.op_type != "QuantizeLinear":
+            kind = "a graph input" if src is None else src.op_type
+            return [Violation("dq-input", _name(dq), f"reads {kind}, not a QuantizeLinear or constant")]
+    return []
+
+
+def _quantized_compute(G: Graph, n: onnx.NodeProto) -> list[Violation]:
+    """A Conv/Gemm/MatMul reads a dequantized input and weight (else it runs in float), the weight's scales on the
+    output-channel axis."""
+    x_dq, w_dq = G.produced_by(n.input[0], "DequantizeLinear"), G.produced_by(n.input[1], "DequantizeLinear")
+    if x_dq is None or w_dq is None:
+        which = "input" if x_dq is None else "weight"
+        return [Violation("quantized-compute", _name(n), f"{n.op_type} {which} is not dequantized: it runs in float")]
+    scale = G.const(w_dq.input[1])
+    if scale is None or scale.size <= 1:
+        return []
+    if n.op_type in COMPUTE_WEIGHT_AXIS:
+        want = COMPUTE_WEIGHT_AXIS[n.op_type]
+    elif n.op_type == "Gemm":
+        want = 0 if attr(n, "transB", 0) else 1
+    else:
+        want = -1
+    w_q = G.produced_by(w_dq.input[0], "QuantizeLinear")
+    w = G.const(w_q.input[0]) if w_q is not None else G.const(w_dq.input[0])
+    ndim = w.ndim if w is not None else 2
+    if attr(w_dq, "axis", 1) % ndim != want % ndim:
+        return [Violation("per-channel-axis", _name(n), f"weight scales on axis {attr(w_dq, 'axis', 1)}, TensorRT "
+                          f"wants the output-channel axis {want % ndim}")]
+    return []
+
+
+def _residual_add(G: Graph, n: onnx.NodeProto) -> list[Violation]:
+    """An Add of two computed tensors has both dequantized or neither (else it runs in float)."""
+    def from_dq(tensor: str) -> bool:
+        return G.produced_by(tensor, "DequantizeLinear") is not None
+
+    dynamic = [i for i in n.input if not G.is_const(i)]
+    if len(dynamic) == 2 and any(from_dq(i) for i in dynamic) and not all(from_dq(i) for i in dynamic):
+        return [Violation("residual-add", _name(n), "only one input is dequantized: Q/DQ both inputs or the Add "
+                          "runs in float (TensorRT #1992)")]
+    return []

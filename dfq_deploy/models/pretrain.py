@@ -4,7 +4,6 @@ it makes the teacher that data-free quantization then starts from (a user normal
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..data.augment import augment
 from ..data.eval_set import evaluate
 from ..device import device_name, resolve_device
 from ..errors import ConfigError
+from ..files import atomic_path, atomic_write
 from .zoo import ModelCard, build_model
 
 FMNIST_MEAN = (0.2860,)
@@ -47,17 +47,10 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
     Returns the model card (with the test accuracy). Files are written only once training has finished; existing
     ones are refused before training unless ``overwrite``.
     """
-    from safetensors.torch import save_file
-
     from ..data.eval_set import normalize_uint8
     from ..data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist
 
-    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
-        raise ConfigError(f"bad pretrain settings epochs={cfg.epochs} batch={cfg.batch_size} lr={cfg.lr}",
-                          hint="epochs and --batch-size >= 1, --lr > 0, e.g. --epochs 20 --lr 0.1")
-    if cfg.epochs > 10_000 or cfg.batch_size > 65_536 or not math.isfinite(cfg.lr):
-        raise ConfigError(f"pretrain settings past their ceilings: epochs={cfg.epochs} (<= 10000), batch="
-                          f"{cfg.batch_size} (<= 65536), lr={cfg.lr} (finite)", hint="e.g. --epochs 20")
+    _check_settings(cfg)
     out = check_output_file(Path(out).with_suffix(".json"), "--out", overwrite=overwrite)
     check_output_file(out.with_suffix(".safetensors"), "--out (its weights file)", overwrite=overwrite)
     build_model(cfg.arch, width=cfg.width, in_channels=1, num_classes=10)  # an unknown arch fails before any work
@@ -72,6 +65,34 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
     te_x = normalize_uint8(te_x, FMNIST_MEAN, FMNIST_STD)
     arch_kwargs = {"width": cfg.width, "in_channels": 1, "num_classes": 10}
     model = build_model(cfg.arch, **arch_kwargs).to(dev)
+    t0 = time.time()
+    history = _train(model, cfg, tr_x, tr_y, dev, gen, progress)
+    acc = evaluate(model, te_x, te_y)
+    out = Path(out)
+    weights = out.with_suffix(".safetensors")
+    card = ModelCard(
+        arch=cfg.arch, arch_kwargs=arch_kwargs, input_shape=(1, 28, 28), mean=FMNIST_MEAN, std=FMNIST_STD,
+        class_names=FASHION_MNIST_CLASSES, weights=weights.name, test_accuracy=round(acc, 2),
+        eval_data="fashion-mnist-test (10000 images)", seed=cfg.seed, command=command,
+        train={**asdict(cfg), "device": device_name(dev), "optimizer": "SGD nesterov, cosine lr", "history": history,
+               "wall_time_s": round(time.time() - t0, 1), "torch": torch.__version__},
+    )
+    _write_teacher(model, card, out)
+    return card
+
+
+def _check_settings(cfg: PretrainConfig) -> None:
+    if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
+        raise ConfigError(f"bad pretrain settings epochs={cfg.epochs} batch={cfg.batch_size} lr={cfg.lr}",
+                          hint="epochs and --batch-size >= 1, --lr > 0, e.g. --epochs 20 --lr 0.1")
+    if cfg.epochs > 10_000 or cfg.batch_size > 65_536 or not math.isfinite(cfg.lr):
+        raise ConfigError(f"pretrain settings past their ceilings: epochs={cfg.epochs} (<= 10000), batch="
+                          f"{cfg.batch_size} (<= 65536), lr={cfg.lr} (finite)", hint="e.g. --epochs 20")
+
+
+def _train(model: torch.nn.Module, cfg: PretrainConfig, tr_x: torch.Tensor, tr_y: torch.Tensor, dev,
+           gen: torch.Generator, progress: bool) -> list[dict]:
+    """SGD (Nesterov, cosine learning rate) over ``cfg.epochs`` epochs of augmented batches; the per-epoch history."""
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=True)
     steps_per_epoch = math.ceil(len(tr_y) / cfg.batch_size)
@@ -101,21 +122,14 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
                         "train_acc": 100.0 * correct / len(tr_y), "elapsed_s": round(time.time() - t0, 1)})
         print(f"epoch {epoch + 1}: loss {history[-1]['train_loss']:.4f} train acc {history[-1]['train_acc']:.2f}% "
               f"({history[-1]['elapsed_s']} s)", flush=True)
-    acc = evaluate(model, te_x, te_y)
-    out = Path(out)
+    return history
+
+
+def _write_teacher(model: torch.nn.Module, card: ModelCard, out: Path) -> None:
+    """The weights, then the card, each written atomically: an interrupted run leaves no half-written teacher."""
+    from safetensors.torch import save_file
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    weights = out.with_suffix(".safetensors")
-    card = ModelCard(
-        arch=cfg.arch, arch_kwargs=arch_kwargs, input_shape=(1, 28, 28), mean=FMNIST_MEAN, std=FMNIST_STD,
-        class_names=FASHION_MNIST_CLASSES, weights=weights.name, test_accuracy=round(acc, 2),
-        eval_data="fashion-mnist-test (10000 images)", seed=cfg.seed, command=command,
-        train={**asdict(cfg), "device": device_name(dev), "optimizer": "SGD nesterov, cosine lr", "history": history,
-               "wall_time_s": round(time.time() - t0, 1), "torch": torch.__version__},
-    )
-    # write to temporaries, then rename: an interrupted run leaves no half-written checkpoint
-    tmp_w, tmp_c = weights.with_suffix(".safetensors.tmp"), out.with_suffix(".json.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp_w))
-    tmp_c.write_text(card.to_json() + "\n")
-    os.replace(tmp_w, weights)
-    os.replace(tmp_c, out.with_suffix(".json"))
-    return card
+    with atomic_path(out.with_suffix(".safetensors")) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    atomic_write(out.with_suffix(".json"), card.to_json() + "\n")

@@ -5,7 +5,8 @@ It serves ONNX Runtime sessions over its stdin / stdout: each message is an 8-by
 ``optimize``: 1 for level ALL, 0 for none) answers ``id``; ``op=run`` (``id``, ``outputs``: names, and one
 ``in:NAME`` array per input) answers one ``out:NAME`` array per output; ``op=cpu`` answers ``cpu`` (the
 :func:`dfq_deploy.isa.cpu_info` this process sees, as JSON). A failure answers ``error``. It imports numpy,
-onnxruntime and :mod:`dfq_deploy.isa` only: torch would take minutes to load under emulation.
+onnxruntime, :mod:`dfq_deploy.isa` and :mod:`dfq_deploy.ort_session` only: torch would take minutes to load under
+emulation.
 """
 
 import io
@@ -34,9 +35,8 @@ def write_message(stream, arrays: dict) -> None:
 
 
 def serve(threads: int) -> None:
-    import onnxruntime as ort
-
     from dfq_deploy.isa import cpu_info
+    from dfq_deploy.ort_session import ort_session
 
     sessions = []
     inp, out = sys.stdin.buffer, sys.stdout.buffer
@@ -44,12 +44,8 @@ def serve(threads: int) -> None:
         try:
             op = str(msg["op"])
             if op == "load":
-                so = ort.SessionOptions()
-                so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if int(msg["optimize"])
-                                               else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-                so.intra_op_num_threads = threads
-                so.log_severity_level = 3
-                sessions.append(ort.InferenceSession(msg["model"].tobytes(), so, providers=["CPUExecutionProvider"]))
+                sessions.append(ort_session(msg["model"].tobytes(), optimize=bool(int(msg["optimize"])),
+                                            threads=threads))
                 write_message(out, {"id": np.array(len(sessions) - 1)})
             elif op == "run":
                 sess = sessions[int(msg["id"])]

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, RuntimeUnavailableError
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to construct a runtime, whichever it is: each back-end reads the fields it uses and ignores the others."""
+
+    threads: int | None = None           # CPU threads (ONNX Runtime's intra-op threads); None: the runtime's default
+    optimize: bool = True                # ONNX Runtime: graph optimisation ALL; False: none (the graph's semantics)
+    engine: str | Path | None = None     # TensorRT: a plan from `dfq-deploy compile` to run instead of the .onnx's
+    emulate_cpu: str | None = None       # ONNX Runtime: run on qemu's model of this CPU (runtimes.emulated)
 
 
 class Runtime(ABC):
@@ -17,6 +29,12 @@ class Runtime(ABC):
 
     def __init__(self):
         self.active = False
+
+    @classmethod
+    def from_options(cls, model, options: RuntimeOptions = RuntimeOptions()) -> "Runtime":
+        """The runtime for ``model`` (an ``.onnx`` path, or the PyTorch model for ``torch``) built from ``options``.
+        A back-end overrides it to read the options it uses."""
+        return cls(model)
 
     @classmethod
     def is_available(cls) -> bool:
@@ -85,6 +103,16 @@ def get_runtime(name: str) -> type[Runtime]:
     if not cls.is_available():
         raise RuntimeUnavailableError(*cls.unavailable_reason())
     return cls
+
+
+def make_runtime(name: str, model, options: RuntimeOptions = RuntimeOptions()) -> Runtime:
+    """``get_runtime(name).from_options(model, options)``: the runtime ``name`` for ``model``, not yet active.
+
+    Raises:
+        ConfigError: unknown name.
+        RuntimeUnavailableError: the back-end's packages are missing on this machine.
+    """
+    return get_runtime(name).from_options(model, options)
 
 
 def find_runtime(name: str) -> tuple[type[Runtime] | None, str | None]:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .base import Runtime
+from ..ort_session import ort_session
+from .base import Runtime, RuntimeOptions
 
 
 class OnnxRuntime(Runtime):
@@ -19,6 +20,16 @@ class OnnxRuntime(Runtime):
         self.threads = threads
         self.optimize = optimize  # False: no graph optimisation (the graph's plain semantics, a reference)
         self.session = None
+
+    @classmethod
+    def from_options(cls, model, options: RuntimeOptions = RuntimeOptions()) -> Runtime:
+        """This runtime with ``threads`` and ``optimize``; with ``emulate_cpu``, ONNX Runtime on that emulated CPU
+        (:class:`~.emulated.EmulatedOnnxRuntime`, one thread unless ``threads`` says more)."""
+        if options.emulate_cpu is not None:
+            from .emulated import EmulatedOnnxRuntime
+
+            return EmulatedOnnxRuntime(model, cpu=options.emulate_cpu, threads=options.threads or 1)
+        return cls(model, threads=options.threads, optimize=options.optimize)
 
     @classmethod
     def is_available(cls) -> bool:
@@ -33,16 +44,9 @@ class OnnxRuntime(Runtime):
         return "onnxruntime is not installed", "pip install onnxruntime"
 
     def _activate(self) -> None:
-        import onnxruntime as ort
-
         if not self.onnx_path.is_file():
             raise ConfigError(f"ONNX model {self.onnx_path} not found")
-        so = ort.SessionOptions()
-        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimize
-                                       else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        if self.threads:
-            so.intra_op_num_threads = self.threads
-        self.session = ort.InferenceSession(str(self.onnx_path), so, providers=["CPUExecutionProvider"])
+        self.session = ort_session(self.onnx_path, optimize=self.optimize, threads=self.threads)
         self.input_name = self.session.get_inputs()[0].name
 
     def _deactivate(self) -> None:

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, ExportError, ModelError, RuntimeUnavailableError
-from .base import Runtime
+from ..files import atomic_write, file_sha256
+from .base import Runtime, RuntimeOptions
 
 log = logging.getLogger("dfq_deploy")
 
@@ -172,12 +173,7 @@ def unusable_reason(plan: bytes, record: dict | None, ident: dict, trt=None) -> 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, data)
 
 
 def _record(onnx_path: Path, onnx_sha: str, options: EngineOptions, ident: dict, plan: bytes) -> dict:
@@ -195,7 +191,7 @@ def load_or_build(onnx_path: str | Path, options: EngineOptions = EngineOptions(
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise ModelError(f"ONNX model {onnx_path} not found", hint="give the path of an .onnx file")
-    onnx_sha = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    onnx_sha = file_sha256(onnx_path)
     key = engine_key(onnx_sha, options, ident)
     cache = cache_dir or engine_cache_dir()
     plan_path, record_path = cache / f"{key}.plan", cache / f"{key}.json"
@@ -205,9 +201,10 @@ def load_or_build(onnx_path: str | Path, options: EngineOptions = EngineOptions(
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
             record = {}  # a plan without a readable record is not trusted
-        why = unusable_reason(plan_path.read_bytes(), record, ident, trt)
+        cached = plan_path.read_bytes()
+        why = unusable_reason(cached, record, ident, trt)
         if why is None:
-            return plan_path.read_bytes(), "cached"
+            return cached, "cached"
         how = f"rebuilt (cached plan {plan_path.name} not used: {why})"
         log.warning("TensorRT engine cache: %s", how)
     plan = build_engine(onnx_path, options)
@@ -229,7 +226,7 @@ def compile_engine(onnx_path: str | Path, out: str | Path, options: EngineOption
     plan, how = load_or_build(onnx_path, options)
     trt, ident = _trt_here()
     onnx_path = Path(onnx_path)
-    record = _record(onnx_path.resolve(), hashlib.sha256(onnx_path.read_bytes()).hexdigest(), options, ident, plan)
+    record = _record(onnx_path.resolve(), file_sha256(onnx_path), options, ident, plan)
     _write_atomic(out, plan)
     _write_atomic(Path(f"{out}.json"), json.dumps(record, indent=2).encode())
     return {**record, "how": how, "plan": str(out)}
@@ -253,6 +250,11 @@ class TensorRTRuntime(Runtime):
         self.options = opts
         self.engine = self.context = self._runtime = None
         self.how = None
+
+    @classmethod
+    def from_options(cls, model, options: RuntimeOptions = RuntimeOptions()) -> Runtime:
+        """The plan ``options.engine`` where given, else ``model``'s (built or cached)."""
+        return cls(options.engine if options.engine else model)
 
     @classmethod
     def is_available(cls) -> bool:

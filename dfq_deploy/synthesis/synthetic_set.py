@@ -4,12 +4,12 @@ models. Loading never unpickles anything and checks shapes and dtypes before use
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from ..errors import DataError
+from ..files import atomic_path
 
 FORMAT = "dfq-deploy synthetic set v1"
 
@@ -23,12 +23,8 @@ def save_synthetic_set(path: str | Path, images: torch.Tensor, labels: torch.Ten
     tensors = {"images": images.detach().float().cpu().contiguous()}
     if labels is not None:
         tensors["labels"] = labels.detach().long().cpu().contiguous()
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "meta": json.dumps(meta)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -2,8 +2,8 @@
 
 Why local: two correct integer implementations break a rounding tie differently now and then (one element, one
 step). End to end those single-step flips feed the next layers, compound with depth and reach the logits as several
-output steps, so a gate on the logits cannot tell a tie from a bug (issue 11: 2 to 67 output steps on correct
-exports). Layer by layer, with both sides fed the *same* inputs, a correct export differs by at most one step and
+output steps, so a gate on the logits cannot tell a tie from a bug (correct exports differ there by many output
+steps). Layer by layer, with both sides fed the *same* inputs, a correct export differs by at most one step and
 only on a tiny share of the elements, while a real fault (a wrong scale or zero point, a missing clamp, swapped
 channel scales, a wrong residual scale) moves many elements, or some by more than a step, in the layer it is in.
 
@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 from ..errors import ModelError
 from ..export.graph import Graph, attr, broadcast
 from ..export.passes import REQUANT_SUFFIX
+from ..ort_session import ort_session
 
 # how close to a half-step (in quantization steps) the reference's unrounded value must be for a one-step difference
 # to count as a rounding tie: float32 accumulation of a few thousand products differs by far less between PyTorch and
@@ -98,22 +99,14 @@ def activation_chains(model: onnx.ModelProto) -> list[Chain]:
         src = G.producer.get(q.input[0])
         if src is not None and src.op_type == "QuantizeLinear":
             continue
-        codes, low, high = q.output[0], None, None
-        nxt = G.consumers.get(codes, [])
-        if len(nxt) == 1 and nxt[0].op_type == "Clip":
-            clip = nxt[0]
-            low = G.const(clip.input[1]) if len(clip.input) > 1 and clip.input[1] else None
-            high = G.const(clip.input[2]) if len(clip.input) > 2 and clip.input[2] else None
-            codes = clip.output[0]
-            nxt = G.consumers.get(codes, [])
-        dqs = [n for n in nxt if n.op_type == "DequantizeLinear"]
-        if not dqs:  # the onnxruntime profile's input-channel padding sits between the codes and their DQ
-            dqs = [d for p in nxt if p.op_type == "Pad" for d in G.consumers.get(p.output[0], [])
-                   if d.op_type == "DequantizeLinear"]
-        if not dqs:
+        # the onnxruntime profile's input-channel padding may sit between the codes and their DQ
+        qdq = G.qdq_after(q, through_pad=True)
+        if qdq is None or not qdq.dqs:
             continue
-        dq = dqs[0]
-        q_zero = G.const(q.input[2]) if len(q.input) > 2 and q.input[2] else np.array(0, np.uint8)
+        clip, dq, codes = qdq.clip, qdq.dqs[0], qdq.codes
+        low = G.const_input(clip, 1) if clip is not None else None
+        high = G.const_input(clip, 2) if clip is not None else None
+        q_zero = G.const_input(q, 2, np.array(0, np.uint8))
         dtype = q_zero.dtype.type
         info = np.iinfo(dtype)
         low, high = int(info.min if low is None else low), int(info.max if high is None else high)
@@ -122,14 +115,14 @@ def activation_chains(model: onnx.ModelProto) -> list[Chain]:
             # the TensorRT form clamps in float before Q (Q must feed DQ directly there): the same integer bounds
             z, sc = float(q_zero.reshape(-1)[0]), float(q_scale.reshape(-1)[0])
             for k, better in ((1, max), (2, min)):
-                bound = G.const(src.input[k]) if len(src.input) > k and src.input[k] else None
+                bound = G.const_input(src, k)
                 if bound is not None and bound.size == 1:
                     code = int(np.round(float(bound.reshape(-1)[0]) / sc) + z)
                     low, high = (better(low, code), high) if k == 1 else (low, better(high, code))
         chains.append(Chain(
             index=len(chains), q=q, dq=dq, codes=codes, dtype=dtype, low=low, high=high,
             q_scale=q_scale, q_zero=q_zero, dq_scale=G.const(dq.input[1]),
-            dq_zero=G.const(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), dtype),
+            dq_zero=G.const_input(dq, 2, np.zeros((), dtype)),
             axis=int(attr(q, "axis", 1))))
     for c in chains:
         if c.q_scale is None or c.dq_scale is None:
@@ -165,39 +158,47 @@ def forced_model(model: onnx.ModelProto, chains: list[Chain]) -> tuple[onnx.Mode
         q = next(n for n in forced.graph.node if n.name == c.q.name and list(n.output) == list(c.q.output))
         if q.input[0] in graph_inputs:
             continue  # the network's input quantizer: already fed the images themselves
-        closure, frontier = [q], [q]
-        while frontier:  # Q -> [Clip] -> [Pad] -> DQ(s), stopping at the DQs
-            node = frontier.pop()
-            if node.op_type == "DequantizeLinear":
-                continue
-            for u in G.consumers.get(node.output[0], []):
-                if u.op_type in ("Clip", "Pad", "DequantizeLinear") and u not in closure:
-                    closure.append(u)
-                    frontier.append(u)
-        inside = {id(n) for n in closure}
-        users = [u for n in closure for o in n.output for u in G.consumers.get(o, []) if id(u) not in inside]
-        if not users:
-            continue  # nothing reads it (the logits): no copy needed
-        ref = G.fresh(q.input[0] + "_forced")
-        rename = {q.input[0]: ref, **{o: G.fresh(o + "_forced") for n in closure for o in n.output}}
-        copied = []
-        for n in sorted(closure, key=lambda n: position[id(n)]):
-            dup = onnx.NodeProto()
-            dup.CopyFrom(n)
-            dup.name = (n.name or n.output[0]) + "_forced"
-            dup.input[:] = [rename.get(t, t) for t in n.input]
-            dup.output[:] = [rename[t] for t in n.output]
-            copied.append(dup)
-        for u in users:
-            u.input[:] = [rename.get(t, t) if t != q.input[0] else t for t in u.input]
-        copies[position[id(q)]] = copied
-        feeds[ref] = c
+        copied = _forced_copy(G, q, position)
+        if copied is not None:
+            ref, copies[position[id(q)]] = copied
+            feeds[ref] = c
     nodes = []
     for k, n in enumerate(forced.graph.node):
         nodes.append(n)
         nodes += copies.get(k, [])
     del forced.graph.node[:]
     forced.graph.node.extend(nodes)
+    _forced_inputs_and_outputs(forced, chains, feeds)
+    return forced, feeds
+
+
+def _forced_copy(G: Graph, q: onnx.NodeProto, position: dict[int, int]) -> tuple[str, list[onnx.NodeProto]] | None:
+    """The copy of the chain that ``q`` starts, ``Q -> [Clip] -> [Pad] -> DQ``, reading a new input (its name is
+    returned with the copied nodes); the chain's readers are rewired to the copy. None: nothing reads the chain."""
+    qdq = G.qdq_after(q, through_pad=True)
+    closure = qdq.nodes if qdq is not None else [q]
+    inside = {id(n) for n in closure}
+    users = [u for n in closure for o in n.output for u in G.consumers.get(o, []) if id(u) not in inside]
+    if not users:
+        return None  # nothing reads it (the logits): no copy needed
+    ref = G.fresh(q.input[0] + "_forced")
+    rename = {q.input[0]: ref, **{o: G.fresh(o + "_forced") for n in closure for o in n.output}}
+    copied = []
+    for n in sorted(closure, key=lambda n: position[id(n)]):
+        dup = onnx.NodeProto()
+        dup.CopyFrom(n)
+        dup.name = (n.name or n.output[0]) + "_forced"
+        dup.input[:] = [rename.get(t, t) for t in n.input]
+        dup.output[:] = [rename[t] for t in n.output]
+        copied.append(dup)
+    for u in users:
+        u.input[:] = [rename.get(t, t) if t != q.input[0] else t for t in u.input]
+    return ref, copied
+
+
+def _forced_inputs_and_outputs(forced: onnx.ModelProto, chains: list[Chain], feeds: dict[str, Chain]) -> None:
+    """The forced graph's outputs: what the check reads of each chain (:func:`sub_output`); its inputs: the images
+    and one reference value per forced chain."""
     outputs = list(dict.fromkeys(sub_output(c) for c in chains))
     del forced.graph.output[:]
     for c in chains:
@@ -208,7 +209,6 @@ def forced_model(model: onnx.ModelProto, chains: list[Chain]) -> tuple[onnx.Mode
             outputs.remove(t)
     for ref in feeds:
         forced.graph.input.append(onnx.helper.make_tensor_value_info(ref, onnx.TensorProto.FLOAT, None))
-    return forced, feeds
 
 
 @dataclass
@@ -317,18 +317,6 @@ def torch_activations(qmodel, x: np.ndarray) -> list[Activation]:
     return records
 
 
-def _session(model: onnx.ModelProto, threads: int | None, optimize: bool):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    if threads:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-
-
 def onnx_activations(model: onnx.ModelProto, chains: list[Chain], x: np.ndarray,
                      threads: int | None = None) -> list[Activation]:
     """The reference without PyTorch: the graph's own semantics (unoptimised, so no kernel fusion), every chain's
@@ -342,7 +330,7 @@ def onnx_activations(model: onnx.ModelProto, chains: list[Chain], x: np.ndarray,
     for c in chains:  # the quantizers' inputs: where each value stood before rounding
         if c.q.input[0] not in outputs:
             debug.graph.output.append(onnx.helper.make_empty_tensor_value_info(c.q.input[0]))
-    sess = _session(debug, threads, optimize=False)
+    sess = ort_session(debug, optimize=False, threads=threads)
     values = sess.run([c.codes for c in chains] + [c.q.input[0] for c in chains], {sess.get_inputs()[0].name: x})
     codes, pre = values[:len(chains)], values[len(chains):]
     return [Activation(c.name, c.dequantize(v), c.dq_scale, None,
@@ -392,70 +380,86 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
     """
     from ..export.load import load_onnx_safely
 
-    model = load_onnx_safely(onnx_path)
-    chains = activation_chains(model)
-    input_name = model.graph.input[0].name
-    forced, feeds = forced_model(model, chains)
-    outputs = [o.name for o in forced.graph.output]
-    shapes: list[list[int]] = [[] for _ in chains]
-    modules = [c.name for c in chains]
-    expected: list[tuple[int, int] | None] = [None] * len(chains)
-    ref_name = "torch" if qmodel is not None else "onnx (unoptimised reference)"
-    make = session or (lambda m, optimize: _session(m, threads, optimize=optimize))
-
-    def compare(which: list[int], optimize: bool, tally: _Tally, desc: str) -> None:
-        sess = make(forced, optimize)
-        chunks = range(0, int(x.shape[0]), batch_size)
-        for lo in tqdm(chunks, desc=desc, disable=not progress, leave=False):
-            xb = x[lo:lo + batch_size]
-            if qmodel is not None:
-                ref = torch_activations(qmodel, xb)
-                if len(ref) != len(chains):
-                    raise ModelError(f"the graph has {len(chains)} quantized activations and the PyTorch model "
-                                     f"{len(ref)}", hint="compare a model with its own export")
-            else:
-                ref = onnx_activations(model, chains, xb, threads)
-            # each forced input: the reference's value on the chain's own grid, quantized again by the graph's Q
-            inputs = {input_name: xb, **{t: c.dequantize(c.quantize(ref[c.index].value)).astype(np.float32)
-                                         for t, c in feeds.items()}}
-            got_all = dict(zip(outputs, sess.run(outputs, inputs), strict=True))
-            for k in which:
-                c, a = chains[k], ref[k]
-                out = sub_output(c)
-                got = got_all[out]
-                value = got.astype(np.float64) if out != c.codes else c.dequantize(got)
-                if tuple(got.shape) != tuple(a.value.shape):
-                    raise ModelError(f"quantized activation {c.index} ({c.name}) has shape {list(got.shape)} in the "
-                                     f"graph and {list(a.value.shape)} in the reference ({a.module})",
-                                     hint="compare a model with its own export")
-                step = broadcast(np.asarray(a.step, np.float64), got.ndim, c.axis)
-                tally.add(k, np.abs(value - a.value.astype(np.float64)) / step, a.at_tie)
-                shapes[k] = [int(x.shape[0]), *got.shape[1:]]
-                modules[k] = a.module
-                expected[k] = a.int_range
+    run = _ForcedRun(load_onnx_safely(onnx_path), x, qmodel, threads, batch_size, progress, session)
 
     def within(tally: _Tally, k: int) -> bool:
         return round(float(tally.worst[k]), 4) <= max_steps + 1e-3 and tally.share(k)[1] <= max_mismatch
 
-    kernels = _Tally(len(chains))
-    compare(list(range(len(chains))), True, kernels, "layer-local parity")
-    result = LocalResult(runtime, ref_name, int(x.shape[0]), max_steps, max_mismatch)
-    for c in chains:
+    kernels = _Tally(len(run.chains))
+    run.compare(list(range(len(run.chains))), True, kernels, "layer-local parity")
+    result = LocalResult(runtime, "torch" if qmodel is not None else "onnx (unoptimised reference)", int(x.shape[0]),
+                         max_steps, max_mismatch)
+    for c in run.chains:
         share, unexplained = kernels.share(c.index)
-        w = round(float(kernels.worst[c.index]), 4)
         z = int(np.asarray(c.q_zero).reshape(-1)[0])
-        want = expected[c.index]
-        check = LayerCheck(c.index, c.name, modules[c.index], shapes[c.index], w, share, False, unexplained,
+        want = run.expected[c.index]
+        check = LayerCheck(c.index, c.name, run.modules[c.index], run.shapes[c.index],
+                           round(float(kernels.worst[c.index]), 4), share, False, unexplained,
                            [c.low - z, c.high - z], None if want is None else list(want))
         check.passed = within(kernels, c.index) and check.range_ok
         result.layers.append(check)
     differing = [layer.index for layer in result.layers if not layer.passed and layer.range_ok]
     if differing and qmodel is not None:  # the second look: is it the export, or this CPU's integer kernels?
-        plain = _Tally(len(chains))
-        compare(differing, False, plain, "layer-local parity, float QDQ")
+        plain = _Tally(len(run.chains))
+        run.compare(differing, False, plain, "layer-local parity, float QDQ")
         for k in differing:
             ok = within(plain, k)
             result.layers[k].float_qdq = {"max_steps": round(float(plain.worst[k]), 4),
                                           "unexplained": plain.share(k)[1], "passed": ok}
             result.layers[k].cause = "integer kernels" if ok else "export"
     return result
+
+
+class _ForcedRun:
+    """The teacher-forced graph of one model run batch by batch against the reference (:func:`check_layers`);
+    it records each activation's shape, module and expected integer range as the reference reports them."""
+
+    def __init__(self, model: onnx.ModelProto, x: np.ndarray, qmodel, threads: int | None, batch_size: int,
+                 progress: bool, session):
+        self.model, self.x, self.qmodel, self.threads = model, x, qmodel, threads
+        self.batch_size, self.progress = batch_size, progress
+        self.chains = activation_chains(model)
+        self.input_name = model.graph.input[0].name
+        self.forced, self.feeds = forced_model(model, self.chains)
+        self.outputs = [o.name for o in self.forced.graph.output]
+        self.shapes: list[list[int]] = [[] for _ in self.chains]
+        self.modules = [c.name for c in self.chains]
+        self.expected: list[tuple[int, int] | None] = [None] * len(self.chains)
+        self.make = session or (lambda m, optimize: ort_session(m, optimize=optimize, threads=threads))
+
+    def reference(self, xb: np.ndarray) -> list[Activation]:
+        """The reference's activations on one batch."""
+        if self.qmodel is None:
+            return onnx_activations(self.model, self.chains, xb, self.threads)
+        ref = torch_activations(self.qmodel, xb)
+        if len(ref) != len(self.chains):
+            raise ModelError(f"the graph has {len(self.chains)} quantized activations and the PyTorch model "
+                             f"{len(ref)}", hint="compare a model with its own export")
+        return ref
+
+    def compare(self, which: list[int], optimize: bool, tally: _Tally, desc: str) -> None:
+        """Run the forced graph (optimised or not) on every batch and tally activations ``which``."""
+        sess = self.make(self.forced, optimize)
+        chunks = range(0, int(self.x.shape[0]), self.batch_size)
+        for lo in tqdm(chunks, desc=desc, disable=not self.progress, leave=False):
+            xb = self.x[lo:lo + self.batch_size]
+            ref = self.reference(xb)
+            # each forced input: the reference's value on the chain's own grid, quantized again by the graph's Q
+            inputs = {self.input_name: xb, **{t: c.dequantize(c.quantize(ref[c.index].value)).astype(np.float32)
+                                              for t, c in self.feeds.items()}}
+            got_all = dict(zip(self.outputs, sess.run(self.outputs, inputs), strict=True))
+            for k in which:
+                self._tally_one(k, got_all[sub_output(self.chains[k])], ref[k], tally)
+
+    def _tally_one(self, k: int, got: np.ndarray, a: Activation, tally: _Tally) -> None:
+        c = self.chains[k]
+        value = got.astype(np.float64) if sub_output(c) != c.codes else c.dequantize(got)
+        if tuple(got.shape) != tuple(a.value.shape):
+            raise ModelError(f"quantized activation {c.index} ({c.name}) has shape {list(got.shape)} in the "
+                             f"graph and {list(a.value.shape)} in the reference ({a.module})",
+                             hint="compare a model with its own export")
+        step = broadcast(np.asarray(a.step, np.float64), got.ndim, c.axis)
+        tally.add(k, np.abs(value - a.value.astype(np.float64)) / step, a.at_tie)
+        self.shapes[k] = [int(self.x.shape[0]), *got.shape[1:]]
+        self.modules[k] = a.module
+        self.expected[k] = a.int_range

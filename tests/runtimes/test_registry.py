@@ -39,3 +39,21 @@ def test_runtime_requires_activation_and_4d_input():
         assert rt.infer(np.zeros((1, 1, 2, 2), np.float32)).shape == (1, 2, 2, 2)
         with pytest.raises(ConfigError):
             rt.infer(np.zeros((1, 2, 2), np.float32))
+
+
+def test_one_options_object_builds_every_runtime(tmp_path):
+    from dfq_deploy.runtimes import RuntimeOptions, make_runtime
+    from dfq_deploy.runtimes.emulated import EmulatedOnnxRuntime
+    from dfq_deploy.runtimes.ort import OnnxRuntime
+    from dfq_deploy.runtimes.trt import TensorRTRuntime
+
+    opts = RuntimeOptions(threads=3, optimize=False)
+    rt = make_runtime("onnxruntime", tmp_path / "m.onnx", opts)
+    assert isinstance(rt, OnnxRuntime) and rt.threads == 3 and rt.optimize is False and not rt.active
+    emulated = OnnxRuntime.from_options(tmp_path / "m.onnx", RuntimeOptions(emulate_cpu="Haswell"))
+    assert isinstance(emulated, EmulatedOnnxRuntime) and emulated.cpu.threads == 1
+    assert TensorRTRuntime.from_options(tmp_path / "m.onnx", RuntimeOptions(engine=tmp_path / "m.plan")).model == \
+        tmp_path / "m.plan"
+    assert TensorRTRuntime.from_options(tmp_path / "m.onnx", opts).model == tmp_path / "m.onnx"
+    model = torch.nn.Identity()
+    assert make_runtime("torch", model, opts).model is model
