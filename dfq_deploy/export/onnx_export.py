@@ -14,8 +14,6 @@ Both profiles compute the same function as the trained model.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError, ExportError
+from ..files import atomic_path
 from .inspect import layer_bits
 from .graph import set_metadata
 from .ort_passes import (pad_conv_input_channels, pools_outside_integer_range, quantize_pool_outputs,
@@ -111,15 +110,15 @@ def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[in
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     qmodel = qmodel.eval()
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent, prefix=".export-")
-    os.close(fd)
-    try:
+    # the owner only, as the run directory's other files until its commit sets their final modes
+    with atomic_path(path, mode=0o600) as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.onnx's TracerWarnings on Brevitas internals are expected
             try:
-                export_onnx_qcdq(qmodel, args=torch.zeros(1, *input_shape), export_path=tmp, opset_version=opset,
-                                 dynamo=False, keep_initializers_as_inputs=False, input_names=["input"],
-                                 output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+                export_onnx_qcdq(qmodel, args=torch.zeros(1, *input_shape), export_path=str(tmp),
+                                 opset_version=opset, dynamo=False, keep_initializers_as_inputs=False,
+                                 input_names=["input"], output_names=["logits"],
+                                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
             except Exception as e:
                 raise ExportError(f"Brevitas QCDQ export failed: {type(e).__name__}: {e}") from e
         model = onnx.load(tmp)
@@ -134,9 +133,5 @@ def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[in
             onnx.checker.check_model(model, full_check=True)
         except onnx.checker.ValidationError as e:
             raise ExportError(f"exported graph fails onnx.checker: {e}") from e
-        onnx.save(model, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        onnx.save(model, str(tmp))
     return ExportResult(path, profile, passes, len(model.graph.node))
