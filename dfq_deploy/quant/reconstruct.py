@@ -496,54 +496,7 @@ def _reconstruct(student, images, cfg: ReconstructionConfig, progress: bool, che
     return history
 
 
-# Typo guards for every recipe's whole-number fields: a value past these is a slip of the keyboard (an extra zero or
-# three), and would allocate without bound or train for weeks before anyone noticed. Sized far above any real run.
-MAX_IMAGES_PER_BATCH = 65_536
-MAX_COUNT = 10_000_000
-
-
-def check_ceilings(cfg) -> None:
-    """Raise ConfigError for a whole-number field of ``cfg`` (a recipe config) above its ceiling: batch sizes
-    (``*batch*``) at most MAX_IMAGES_PER_BATCH, other counts (steps, images, sizes) at most MAX_COUNT."""
-    import dataclasses
-
-    for f in dataclasses.fields(cfg):
-        v = getattr(cfg, f.name)
-        if f.name == "seed" or isinstance(v, bool) or not isinstance(v, int):
-            continue
-        cap = MAX_IMAGES_PER_BATCH if "batch" in f.name and f.name != "calib_batches" else MAX_COUNT
-        if v > cap:
-            raise ConfigError(f"{f.name}={v} is past the ceiling of {cap:,}: a typo?",
-                              hint=f"e.g. --set {f.name}={getattr(type(cfg), f.name, 1)}")
-
-
-@dataclass(frozen=True)
-class ReconstructionOptions:
-    """The reconstruction fields every recipe config carries (flat, so ``--set recon_iters=0`` works)."""
-
-    # block reconstruction steps per block after calibration (0 = off). Off unless a recipe measured better with it:
-    # `ptq` and `dmkd` turn it on (their configs say what was measured); docs/benchmarks.md
-    recon_iters: int = 0
-    recon_batch: int = 32         # images per reconstruction step
-    recon_qdrop: float = 0.5      # QDrop: probability that an activation stays unquantized while reconstructing
-    recon_round_lr: float = 1e-2  # Adam learning rate of the learned weight rounding (AdaRound logits)
-    recon_scale_lr: float = 1e-2  # Adam learning rate of the activation step sizes, relative to their size
-    recon_round_weight: float = 0.01  # weight of the rounding regulariser
-    recon_augment: int = 0        # shifted / mirrored copies of the images added to the reconstruction set
-
-    def __post_init__(self):
-        self.reconstruction()  # raises ConfigError on bad values
-        seed = getattr(self, "seed", 0)  # every recipe config carries these options and a seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-            raise ConfigError(f"seed={seed!r} must be a whole number in [0, 2**32)", hint="e.g. --seed 1")
-        check_ceilings(self)
-        momentum, decay = getattr(self, "momentum", 0.0), getattr(self, "weight_decay", 0.0)
-        if not 0.0 <= momentum < 1.0 or decay < 0:
-            raise ConfigError(f"momentum={momentum!r} must be in [0, 1) and weight_decay={decay!r} >= 0",
-                              hint="e.g. --set momentum=0.9 --set weight_decay=1e-4")
-
-    def reconstruction(self) -> ReconstructionConfig:
-        return ReconstructionConfig(iters=self.recon_iters, batch_size=self.recon_batch, qdrop=self.recon_qdrop,
-                                    round_lr=self.recon_round_lr, scale_lr=self.recon_scale_lr,
-                                    round_weight=self.recon_round_weight, augment=self.recon_augment,
-                                    seed=getattr(self, "seed", 0))
+# The recipes' reconstruction options, and the seed, momentum and ceiling checks they carried, are declared in the
+# config layer (dfq_deploy.recipes.options.ReconOptions, dfq_deploy.config). This name only keeps dfq_deploy.quant's
+# export importing until dfq_deploy/quant/__init__.py drops it.
+ReconstructionOptions = ReconstructionConfig

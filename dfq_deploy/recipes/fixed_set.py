@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -15,35 +14,21 @@ from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state, rng_states, set
 from ..device import module_device
 from ..distributed import rank, rank_seed
 from ..distill import kd_loss
-from ..errors import ConfigError
+from ..config import Count, Flag, config_class
 from ..data.augment import augment
-from ..quant import ReconstructionOptions, calibrate, load_quantized_state, reconstruct
+from ..quant import calibrate, load_quantized_state, reconstruct
 from ..quant.fused import FusedActivationQuant
 from .loop import student_optimizer, student_step
+from .options import RecipeOptions, StudentOptimizer
 
 log = logging.getLogger("dfq_deploy")
 
 
-@dataclass(frozen=True)
-class SetKDConfig(ReconstructionOptions):
-    steps: int = 300              # student steps
-    batch_size: int = 128
-    student_lr: float = 1e-3      # SGD nesterov, cosine to 0 (as the generator recipes)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    tau: float = 4.0
-    calib_batches: int = 4        # batches of the set that initialise the activation scales
-    augment_pad: int = 2          # random-crop padding (pixels); 0 = none
-    augment_flip: bool = True     # random horizontal flips
-    log_every: int = 10
-    seed: int = 0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.steps < 0 or self.batch_size < 2 or self.calib_batches < 1 or self.log_every < 1:
-            raise ConfigError("steps must be >= 0, batch_size >= 2, calib_batches >= 1, log_every >= 1")
-        if self.student_lr <= 0 or self.tau <= 0 or self.augment_pad < 0:
-            raise ConfigError("student_lr and tau must be positive, augment_pad >= 0")
+@config_class
+class SetKDConfig(StudentOptimizer, RecipeOptions):
+    steps: Count = 300              # student steps
+    augment_pad: Count = 2          # random-crop padding (pixels); 0 = none
+    augment_flip: Flag = True       # random horizontal flips
 
 
 def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: torch.Tensor, cfg: SetKDConfig,

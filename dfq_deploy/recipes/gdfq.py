@@ -4,17 +4,17 @@ generated images."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..checkpoint import Checkpointer
+from ..config import config_class
 from ..distill import kd_loss
 from .loop import KDLoopConfig, StudentObjective, run_kd_loop
 
 
-@dataclass(frozen=True)
+@config_class
 class GDFQConfig(KDLoopConfig):
     """Only the shared loop's settings: one float teacher, plain KD."""
 

@@ -25,55 +25,50 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
+from pydantic import Field, field_validator
 
 from .. import __version__
 from ..checkpoint import Checkpointer
+from ..config import BatchSize, Count, Names, Rate, Weight, config_class
 from ..errors import ConfigError
 from ..quant import QuantScheme, calibrate, quantize_model
 from ..synthesis import invert_images
 from ..synthesis.synthetic_set import load_synthetic_set, save_synthetic_set
 from .fixed_set import SetKDConfig, kd_on_images
+from .options import PixelRange
 
 log = logging.getLogger("dfq_deploy")
 
 
-@dataclass(frozen=True)
-class LISConfig(SetKDConfig):
-    num_images: int = 512                      # size of the synthetic set
-    inversion_steps: int = 150                 # Adam iterations per batch of images
-    inversion_lr: float = 0.1                  # Adam learning rate on the pixels (cosine to 0)
-    inversion_batch: int = 128                 # images optimised together (BN statistics are per batch)
-    bns_weight: float = 1.0                    # BN-statistics term
-    tv_weight: float = 1e-3                    # total-variation prior
-    courses: tuple[str, ...] = ("fp", "W8A8,W6A6")   # ordered courses; "fp" = float teacher, W<b>A<b> = PTQ copy
+@config_class
+class LISConfig(PixelRange, SetKDConfig):
+    num_images: Annotated[Count, Field(ge=1, le=100_000)] = 512   # size of the synthetic set
+    inversion_steps: Annotated[Count, Field(ge=1)] = 150   # Adam iterations per batch of images
+    inversion_lr: Rate = 0.1                   # Adam learning rate on the pixels (cosine to 0)
+    inversion_batch: BatchSize = 128           # images optimised together (BN statistics are per batch)
+    bns_weight: Weight = 1.0                   # BN-statistics term
+    tv_weight: Weight = 1e-3                   # total-variation prior
+    # ordered courses (at most 16, 32 teachers in all); "fp" = float teacher, W<b>A<b> = PTQ copy
+    courses: Names = ("fp", "W8A8,W6A6")
     synthetic_set: str = ""                    # existing set to reuse, or where to write the new one
-    # the teacher's input normalisation: pixels are kept inside [(0-mean)/std, (1-mean)/std]; empty = unbounded.
-    # train-export fills both from the teacher's model card when they are left empty.
-    pixel_mean: tuple[float, ...] = ()
-    pixel_std: tuple[float, ...] = ()
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 1 <= self.num_images <= 100_000 or self.inversion_steps < 1 or self.inversion_batch < 2:
-            raise ConfigError("lis: num_images must be in [1, 100000], inversion_steps >= 1, inversion_batch >= 2")
-        if len(self.courses) > 16 or sum(len(c.split(",")) for c in self.courses) > 32:
-            raise ConfigError("lis: at most 16 courses and 32 teachers in all")
-        if self.inversion_lr <= 0 or self.bns_weight < 0 or self.tv_weight < 0:
-            raise ConfigError("lis: inversion_lr must be positive, bns_weight and tv_weight >= 0")
-        if len(self.pixel_mean) != len(self.pixel_std) or any(v <= 0 for v in self.pixel_std):
-            raise ConfigError("lis: pixel_mean and pixel_std need the same length and std > 0",
-                              hint="give one value per input channel, or leave both empty")
-        if not self.courses or not any(self.courses):
-            raise ConfigError("lis: courses must list at least one teacher")
-        for course in self.courses:
+    @field_validator("courses")
+    @classmethod
+    def _known_teachers(cls, courses):
+        if len(courses) > 16 or sum(len(c.split(",")) for c in courses) > 32:
+            raise ConfigError("lis: at most 16 courses and 32 teachers in all", hint="e.g. --set courses=[fp,W8A8]")
+        if not courses or not any(courses):
+            raise ConfigError("lis: courses must list at least one teacher", hint="e.g. --set courses=[fp,W8A8]")
+        for course in courses:
             for tag in course.split(","):
                 if tag.strip().lower() != "fp":
                     QuantScheme.from_tag(tag.strip())  # raises ConfigError for a bad tag
+        return courses
 
 
 def course_picker(courses: list[list[int]]):

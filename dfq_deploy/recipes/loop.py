@@ -6,7 +6,7 @@
 2. calibration: the student's activation scales are initialised on synthetic images (default: ZeroQ images,
    inverted from the teacher's BatchNorm statistics, which give far better 4-bit ranges than generator images),
    then block reconstruction on the same images (learned weight rounding, step sizes, QDrop;
-   :mod:`dfq_deploy.quant.reconstruct`) unless ``recon_iters=0``;
+   :mod:`dfq_deploy.quant.reconstruct`) unless ``recon.iters=0``;
 3. joint steps: one generator step, then one student step on the same (detached) images with the recipe's loss.
 
 Never reads real data.
@@ -18,21 +18,23 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state, rng_states, set_rng_states
 from ..device import module_device
 from ..distributed import any_true, average_gradients, broadcast_object, rank_seed
+from ..config import Count, Flag, Number, Rate, config_class
 from ..errors import ConfigError, TrainingError
-from ..quant import ReconstructionOptions, calibrate, load_quantized_state, reconstruct
+from ..quant import calibrate, load_quantized_state, reconstruct
 from ..quant.fused import FusedActivationQuant
 from ..synthesis import BNStatsLoss, GeneratorPool
 from ..synthesis.bn_stats import affine_batchnorm
+from .options import RecipeOptions, StudentOptimizer
 
 log = logging.getLogger("dfq_deploy")
 
@@ -40,48 +42,31 @@ log = logging.getLogger("dfq_deploy")
 CALIB_SOURCES = ("zeroq", "generator", "noise")
 
 
-@dataclass(frozen=True)
-class KDLoopConfig(ReconstructionOptions):
-    # defaults sized so `make demo` (the main job on 2 CPU cores) stays under 15 minutes: with 800 + 300 it took
-    # 19 min 27 s (92.19 % W4A4); 400 + 150 is the accuracy benchmark's budget (dmkd 91.93 % W4A4, docs/benchmarks.md)
-    steps: int = 150              # joint steps (generator step + student step each); KD plateaus after ~100-200
-    warmup_steps: int = 400       # generator-only steps before the student starts (generator quality drives accuracy)
-    batch_size: int = 128         # synthetic images per step
-    latent_dim: int = 100         # generator noise size
-    gen_lr: float = 1e-3          # Adam(0.5, 0.999), as in GDFQ
-    student_lr: float = 1e-3      # SGD nesterov, cosine to 0 (1e-4 is too slow at this budget, 1e-2 diverges)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    bns_weight: float = 0.1       # weight of the BN-statistics term in the generator loss
-    tau: float = 4.0              # KD temperature
-    calib_batches: int = 4        # batches that initialise the activation scales
-    calib_source: str = "zeroq"   # "zeroq" (BN-statistics inverted images), "generator" images, or "noise"
-    calib_steps: int = 100        # inversion iterations per batch of ZeroQ calibration images
-    log_every: int = 10           # history sample period (steps)
-    generators: int = 1           # generators sharing each batch (adversarial KD's multi-generator option)
+@config_class
+class KDLoopConfig(StudentOptimizer, RecipeOptions):
+    # defaults sized so `make demo` (the main job on 2 CPU cores) stays under 15 minutes; 400 + 150 is the accuracy
+    # benchmark's budget (docs/benchmarks.md)
+    steps: Count = 150            # joint steps (generator step + student step each); KD plateaus after ~100-200
+    warmup_steps: Count = 400     # generator-only steps before the student starts (generator quality drives accuracy)
+    latent_dim: Annotated[Count, Field(ge=1, le=4096)] = 100   # generator noise size
+    gen_lr: Rate = 1e-3           # Adam(0.5, 0.999), as in GDFQ
+    bns_weight: Number = 0.1      # weight of the BN-statistics term in the generator loss
+    # "zeroq" (BN-statistics inverted images), "generator" images, or "noise"
+    calib_source: Literal["zeroq", "generator", "noise"] = "zeroq"
+    calib_steps: Annotated[Count, Field(ge=1)] = 100   # inversion iterations per batch of ZeroQ calibration images
+    # generators sharing each batch (adversarial KD's multi-generator option)
+    generators: Annotated[Count, Field(ge=1, le=16)] = 1
     # bfloat16 autocast for the generator and the float teacher's forward on CUDA (ignored on the CPU); the
-    # fake-quantized student always computes in float32. Off by default: on an H200 it made GDFQ's steps 1.5x faster
-    # (DFQF, DMKD 1.06x) but cost 0.5 pt of W4A4 accuracy (91.02 / 91.25 % against 91.71 / 91.64 %, seeds 0 / 1),
-    # beyond the seed spread (docs/scale.md)
-    amp: bool = False
-    seed: int = 0
+    # fake-quantized student always computes in float32. Off by default: faster steps on a GPU, but it cost W4A4
+    # accuracy beyond the seed spread (docs/scale.md)
+    amp: Flag = False
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.steps < 0 or self.warmup_steps < 0 or self.batch_size < 2 or self.calib_batches < 1:
-            raise ConfigError("steps/warmup_steps must be >= 0, batch_size >= 2, calib_batches >= 1")
-        if not 1 <= self.generators <= min(16, self.batch_size):
-            raise ConfigError(f"generators must be between 1 and min(16, batch_size), not {self.generators}")
-        if not 1 <= self.latent_dim <= 4096:
-            raise ConfigError(f"latent_dim must be between 1 and 4096, not {self.latent_dim}")
-        if self.calib_source not in CALIB_SOURCES:
-            raise ConfigError(f"calib_source must be one of {', '.join(CALIB_SOURCES)}, not {self.calib_source!r}")
-        if self.calib_steps < 1:
-            raise ConfigError("calib_steps must be >= 1")
-        if self.gen_lr <= 0 or self.student_lr <= 0 or self.tau <= 0:
-            raise ConfigError("learning rates and tau must be positive")
-        if self.log_every < 1:
-            raise ConfigError("log_every must be >= 1")
+    @model_validator(mode="after")
+    def _generators_share_a_batch(self):
+        if self.generators > self.batch_size:
+            raise ConfigError(f"generators={self.generators} must be at most batch_size={self.batch_size}: each "
+                              "generator makes a share of every batch", hint="e.g. --set generators=2")
+        return self
 
 
 class StudentObjective:
