@@ -25,7 +25,7 @@ from ..checkpoint import Checkpointer, cpu_state
 from ..distill import entropy_terms, kd_loss
 from ..config import Count, Weight, config_class
 from ..quant import calibrate, load_quantized_state
-from .loop import KDLoopConfig, StudentObjective, run_kd_loop, student_optimizer, student_step
+from .loop import KDLoopConfig, StudentObjective, Timer, run_kd_loop, student_optimizer, student_step
 
 
 @config_class
@@ -93,7 +93,8 @@ class _AdversarialObjective(StudentObjective):
 def train_adversarial(teacher: torch.nn.Module, student: torch.nn.Module, cfg: AdversarialConfig,
                       img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
                       on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
-                      warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+                      warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+                      timer: Timer | None = None) -> list[dict]:
     """Train ``student`` in place by adversarial KD (see module docstring)."""
     return run_kd_loop(teacher, student, cfg, _AdversarialObjective(cfg), img_shape, num_classes, progress, on_step,
-                       name="adversarial KD", warmup_cache=warmup_cache, checkpoint=checkpoint)
+                       name="adversarial KD", warmup_cache=warmup_cache, checkpoint=checkpoint, timer=timer)

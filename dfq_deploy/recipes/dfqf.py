@@ -20,7 +20,7 @@ import torch
 from ..checkpoint import Checkpointer
 from ..distill import entropy_terms, kd_loss
 from ..config import Weight, config_class
-from .loop import KDLoopConfig, StudentObjective, run_kd_loop
+from .loop import KDLoopConfig, StudentObjective, Timer, run_kd_loop
 from .options import PixelRange
 
 
@@ -69,7 +69,8 @@ class _DFQFObjective(StudentObjective):
 
 def train_dfqf(teacher: torch.nn.Module, student: torch.nn.Module, cfg: DFQFConfig, img_shape: tuple[int, int, int],
                num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
-               run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+               run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+               timer: Timer | None = None) -> list[dict]:
     """Train ``student`` in place with DFQF (see module docstring)."""
     return run_kd_loop(teacher, student, cfg, _DFQFObjective(cfg), img_shape, num_classes, progress, on_step,
-                       name="DFQF", warmup_cache=warmup_cache, checkpoint=checkpoint)
+                       name="DFQF", warmup_cache=warmup_cache, checkpoint=checkpoint, timer=timer)

@@ -32,7 +32,7 @@ from ..distributed import average_gradients
 from ..distill import DMKDBalancer, FixedBalancer, kd_loss, teacher_features
 from ..config import Count, Names, Number, Rate, config_class
 from ..quant import QuantScheme, calibrate, quantize_model, reconstruct
-from .loop import KDLoopConfig, StudentObjective, run_kd_loop
+from .loop import KDLoopConfig, StudentObjective, Timer, run_kd_loop
 from .options import ReconOptions
 
 
@@ -165,7 +165,8 @@ class _MultiTeacherKD(StudentObjective):
 def train_dmkd(teacher: torch.nn.Module, student: torch.nn.Module, cfg: DMKDConfig, img_shape: tuple[int, int, int],
                num_classes: int, progress: bool = True,
                on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
-               warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+               warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+               timer: Timer | None = None) -> list[dict]:
     """Train ``student`` in place with DMKD (see module docstring). Returns the history, with teacher weights."""
     return run_kd_loop(teacher, student, cfg, _MultiTeacherKD(cfg), img_shape, num_classes, progress, on_step,
-                       name="DMKD", warmup_cache=warmup_cache, checkpoint=checkpoint)
+                       name="DMKD", warmup_cache=warmup_cache, checkpoint=checkpoint, timer=timer)

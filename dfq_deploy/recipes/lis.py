@@ -40,6 +40,7 @@ from ..quant import QuantScheme, calibrate, quantize_model
 from ..synthesis import invert_images
 from ..synthesis.synthetic_set import load_synthetic_set, save_synthetic_set
 from .fixed_set import SetKDConfig, kd_on_images
+from .loop import Timer, no_timer
 from .options import PixelRange
 
 log = logging.getLogger("dfq_deploy")
@@ -110,10 +111,12 @@ class _Record:
 
 
 def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tuple[int, int, int], num_classes: int,
-                       progress: bool = True, checkpoint: Checkpointer | None = None
+                       progress: bool = True, checkpoint: Checkpointer | None = None, timer: Timer | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """Invert ``cfg.num_images`` labelled images from the float teacher and its quantized copies (see module).
-    ``checkpoint``: saved after each batch (sections ``inversion_float`` and ``inversion_courses``)."""
+    ``checkpoint``: saved after each batch (sections ``inversion_float`` and ``inversion_courses``). ``timer``
+    is entered (phase ``"inversion"``) around each of the two inversions of ``cfg.inversion_steps`` steps."""
+    timer = timer or no_timer
     names: list[str] = []
     models: list[torch.nn.Module] = []
     courses: list[list[int]] = []
@@ -139,8 +142,9 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
                   bns_weight=cfg.bns_weight, tv_weight=cfg.tv_weight, progress=progress, on_iter=record,
                   checkpoint=checkpoint, aux=record)
     first = min(cfg.inversion_batch, cfg.num_images)
-    imgs0, y0 = invert_images(teacher, first, batch_size=first, seed=cfg.seed, desc="LIS inversion (float course)",
-                              stage="inversion_float", **common)
+    with timer("inversion"):
+        imgs0, y0 = invert_images(teacher, first, batch_size=first, seed=cfg.seed,
+                                  desc="LIS inversion (float course)", stage="inversion_float", **common)
     for m in models:
         if m is not teacher:  # data-free PTQ of the quantized teachers on the float teacher's first batch
             calibrate(m, [imgs0])
@@ -149,10 +153,11 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
                 p.requires_grad_(False)
     images, labels = [imgs0], [y0]
     if cfg.num_images > first:
-        rest, y_rest = invert_images(teacher, cfg.num_images - first, teachers=models, pick=course_picker(courses),
-                                     batch_size=cfg.inversion_batch, seed=cfg.seed + 1,
-                                     desc="LIS inversion (hierarchical courses)", stage="inversion_courses",
-                                     **common)
+        with timer("inversion"):
+            rest, y_rest = invert_images(teacher, cfg.num_images - first, teachers=models,
+                                         pick=course_picker(courses), batch_size=cfg.inversion_batch,
+                                         seed=cfg.seed + 1, desc="LIS inversion (hierarchical courses)",
+                                         stage="inversion_courses", **common)
         images.append(rest)
         labels.append(y_rest)
     return torch.cat(images), torch.cat(labels), record.history
@@ -161,7 +166,7 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
 def train_lis(teacher: torch.nn.Module, student: torch.nn.Module, cfg: LISConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
               run_dir: str | Path | None = None, warmup_cache: dict | None = None,
-              checkpoint: Checkpointer | None = None) -> list[dict]:
+              checkpoint: Checkpointer | None = None, timer: Timer | None = None) -> list[dict]:
     """Synthesise (or load) the LIS set, then PTQ-calibrate and KD-train ``student`` on it. Returns the history."""
     fingerprint = _teacher_fingerprint(teacher)
     reuse = bool(cfg.synthetic_set) and Path(cfg.synthetic_set).exists()
@@ -171,7 +176,8 @@ def train_lis(teacher: torch.nn.Module, student: torch.nn.Module, cfg: LISConfig
                  meta.get("teacher_fingerprint", "?"))
         history: list[dict] = []
     else:
-        images, labels, history = synthesize_lis_set(teacher, cfg, img_shape, num_classes, progress, checkpoint)
+        images, labels, history = synthesize_lis_set(teacher, cfg, img_shape, num_classes, progress, checkpoint,
+                                                     timer)
         target = Path(cfg.synthetic_set) if cfg.synthetic_set else (Path(run_dir) / "synthetic_set.safetensors"
                                                                      if run_dir else None)
         if target is not None:

@@ -128,11 +128,12 @@ def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tupl
 
 def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
-              run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+              run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+              timer=None) -> list[dict]:
     """Calibrate ``student`` in place, then (``recon.iters > 0``) reconstruct it block by block on the same images.
     Returns the inversion history (empty for noise) and the reconstruction's. ``checkpoint``: saved after each
     batch of ZeroQ images and each reconstructed block, and continued from there (calibration is redone: it is
-    deterministic)."""
+    deterministic). ``timer`` is accepted as every recipe's, and unused."""
     t0 = time.perf_counter()
     batches, history = calibration_images(teacher, cfg, img_shape, progress, checkpoint)
     t1 = time.perf_counter()
