@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
 from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from .errors import ConfigError
@@ -42,6 +42,19 @@ Weight = Annotated[Number, Field(ge=0)]                     # loss weights
 Flag = StrictBool
 Names = tuple[str, ...]
 Numbers = tuple[Number, ...]
+
+
+def _usable_path(value: str) -> str:
+    if not value.strip() or "\0" in value:
+        raise ValueError("is not a usable path")
+    try:  # a name that is not valid UTF-8 cannot be written into ONNX metadata, JSON reports or logs
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid UTF-8: use a path whose name is UTF-8 text") from None
+    return value
+
+
+UsablePath = Annotated[str, AfterValidator(_usable_path)]   # a file or folder name the run can write and report
 
 _PYDANTIC_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -209,7 +222,8 @@ def _rule(err: dict, in_list: bool) -> str:
         return rules[kind]
     if kind in ("int_type", "int_parsing", "float_type", "float_parsing") or "number" in err["msg"]:
         return "must be a number"
-    return err["msg"].removeprefix("Value error, ").lower()
+    text = err["msg"].removeprefix("Value error, ")
+    return text[:1].lower() + text[1:]
 
 
 def _default_of(cls, path: list[str]) -> Any:
@@ -229,7 +243,14 @@ def _example_hint(cls, path: list[str], where: str) -> str:
     example = example.strip().removesuffix("...").strip()
     section = _default_of(cls, path[:1]) if len(path) > 1 else None
     about = f" of {path[0]}, {type(section).__doc__.strip().splitlines()[0].rstrip('.').lower()}" if section else ""
-    return f"e.g. --set {'.'.join(path)}={example} (the default{about}); " + _defaults_hint(where).split("; ", 1)[1]
+    key = ".".join(path)
+    # a config of command-line options (``cli_options = True``) names the option, a recipe config --set
+    option = f"--{key.replace('_', '-')}" if getattr(cls, "cli_options", False) else None
+    if default is None:
+        fix = f"drop {option} for the default" if option else f"leave {key} unset for the default"
+    else:
+        fix = "e.g. " + (f"{option} {example}" if option else f"--set {key}={example}") + f" (the default{about})"
+    return f"{fix}; " + _defaults_hint(where).split("; ", 1)[1]
 
 
 def _defaults_hint(where: str) -> str:

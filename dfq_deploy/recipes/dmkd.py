@@ -118,7 +118,9 @@ class _MultiTeacherKD(StudentObjective):
             return fixed(dict(zip(self.names, losses, strict=True))), out
         # per-teacher gradient on the last layer's weight: dL/dW = (dL/ds)^T h
         grads = [torch.autograd.grad(l_k, s_logits, retain_graph=True)[0] for l_k in losses]
-        h = self.hook.features if self.hook.features is not None else torch.ones(s_logits.shape[0], 1, device=s_logits.device)
+        h = self.hook.features
+        if h is None:
+            h = torch.ones(s_logits.shape[0], 1, device=s_logits.device)
         g_last = torch.stack([(g.t() @ h).flatten() for g in grads])           # K x (C*F)
         with torch.no_grad():
             s_top = s_logits.argmax(1)

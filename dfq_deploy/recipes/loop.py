@@ -200,7 +200,8 @@ class CheckpointSection:
 
     def __init__(self, checkpoint: Checkpointer, name: str, total: int, rng: torch.Generator,
                  student: torch.nn.Module | None = None, **parts):
-        self.ck, self.name, self.total, self.rng, self.student, self.parts = checkpoint, name, total, rng, student, parts
+        self.ck, self.name, self.total, self.rng = checkpoint, name, total, rng
+        self.student, self.parts = student, parts
 
     def resume(self) -> tuple[int, list[dict] | None]:
         """(steps done, history) of the saved section, loaded into its objects; (0, None) when none was saved."""

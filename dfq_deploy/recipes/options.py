@@ -16,8 +16,9 @@ from ..quant import ReconstructionConfig
 class ReconOptions:
     """Block reconstruction after calibration.
 
-    :func:`dfq_deploy.quant.reconstruct`'s options; the ``recon:`` section of every recipe: ``--set recon.iters=0``, YAML ``recon: {iters: 0}``; the flat
-    spellings of older runs (``recon_iters``, ``recon_batch``, ...) are read too."""
+    :func:`dfq_deploy.quant.reconstruct`'s options; the ``recon:`` section of every recipe: ``--set
+    recon.iters=0``, YAML ``recon: {iters: 0}``; the flat spellings of older runs (``recon_iters``, ``recon_batch``,
+    ...) are read too."""
 
     # steps per block (0 = off). Off unless a recipe measured better with it: `ptq` and `dmkd` turn it on
     # (docs/benchmarks.md)
