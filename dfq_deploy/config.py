@@ -128,6 +128,8 @@ def config_from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "co
     data = dict(data or {})
     names = valid_keys(cls)
     odd = [k for k in data if not isinstance(k, str)]
+    odd += [k for name in sections(cls) if isinstance(data.get(name), dict)
+            for k in data[name] if not isinstance(k, str)]
     if odd:
         raise ConfigError(f"{where}: keys must be names, not {odd[0]!r}", hint=f"valid keys: {', '.join(names)}")
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -176,7 +178,11 @@ def describe_error(e: ValidationError, cls, where: str, data: dict) -> ConfigErr
         message = f"{key} must be {text}{err['ctx']['expected']}, not {value!r}"
     else:
         message = f"{key}={value!r} {_range(cls, path, err) or _rule(err, in_list)}"
-    return ConfigError(f"{where}: {message}", hint=_example_hint(cls, path, where))
+    try:
+        hint = _example_hint(cls, path, where)
+    except (AttributeError, KeyError):  # a path pydantic names that has no default of its own
+        hint = _defaults_hint(where)
+    return ConfigError(f"{where}: {message}", hint=hint)
 
 
 def _given(data: dict, path: list[str], fallback: Any) -> Any:
