@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Annotated, Callable, Literal
 
@@ -129,7 +130,7 @@ def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tupl
 def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
               run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
-              timer=None) -> list[dict]:
+              timer: Callable[[str], AbstractContextManager] | None = None) -> list[dict]:
     """Calibrate ``student`` in place, then (``recon.iters > 0``) reconstruct it block by block on the same images.
     Returns the inversion history (empty for noise) and the reconstruction's. ``checkpoint``: saved after each
     batch of ZeroQ images and each reconstructed block, and continued from there (calibration is redone: it is
