@@ -1,4 +1,4 @@
-"""Speed of what dfq-deploy ships against what a user would run instead, and of its training (issue 14).
+"""Speed of what dfq-deploy ships against what a user would run instead, and of its training.
 
     .venv/bin/python benchmarks/speed.py [--models resnet20,resnet18] [--batches 1,64,256] [--threads 1,2] \\
         [--rounds 7] [--out benchmarks/results/speed.json]                          # inference
@@ -223,11 +223,12 @@ def _rss_mib() -> float:
 
 def train_one(recipe: str, threads: int, steps: int, device: str) -> dict:
     """One recipe's training speed in this process (see the module docstring)."""
-    import importlib
+    import contextlib
     import resource
 
     import torch
 
+    from dfq_deploy.config import config_from_dict
     from dfq_deploy.models import load_teacher
     from dfq_deploy.quant import QuantScheme, quantize_model
     from dfq_deploy.recipes import RECIPES
@@ -269,8 +270,7 @@ def train_one(recipe: str, threads: int, steps: int, device: str) -> dict:
                    student_steps_per_s=round(rec_steps / (time.perf_counter() - t0), 3),
                    student_steps=rec_steps, generator_steps=cfg.zeroq_steps)
     else:
-        loop = importlib.import_module("dfq_deploy.recipes.loop")
-        opts = {"seed": 0, "steps": steps, "recon_iters": 0}
+        opts = {"seed": 0, "steps": steps, "recon.iters": 0}
         fields = cfg_cls.__dataclass_fields__
         if "warmup_steps" in fields:
             opts.update(warmup_steps=steps + 1, calib_source="noise")
@@ -278,42 +278,26 @@ def train_one(recipe: str, threads: int, steps: int, device: str) -> dict:
             opts.update(num_images=128, inversion_steps=steps)
         if "pixel_mean" in fields:
             opts.update(pixel_mean=tuple(card.mean), pixel_std=tuple(card.std))
-        cfg = cfg_cls(**opts)
-        calls: dict[str, list[float]] = {"warmup": [], "joint": []}
-        original = loop._generator_step
+        cfg = config_from_dict(cfg_cls, opts)
+        # the recipe's timer hook: every generator step ("warmup" / "joint") and each LIS inversion
+        calls: dict[str, list[float]] = {"warmup": [], "joint": [], "inversion": []}
 
-        def timed_generator_step(*a, **k):
+        @contextlib.contextmanager
+        def timer(phase):
             sync()
             t = time.perf_counter()
-            out = original(*a, **k)
+            yield
             sync()
-            calls["joint" if k.get("student", a[7] if len(a) > 7 else None) is not None else "warmup"].append(
-                time.perf_counter() - t)
-            return out
+            calls[phase].append(time.perf_counter() - t)
 
-        inversions: list[float] = []
-        if recipe == "lis":
-            lis = importlib.import_module("dfq_deploy.recipes.lis")
-            invert = lis.invert_images
-
-            def timed_invert(*a, **k):
-                t = time.perf_counter()
-                out = invert(*a, **k)
-                sync()
-                inversions.append((time.perf_counter() - t) / k["steps"])
-                return out
-            lis.invert_images = timed_invert
         stamps: dict[int, float] = {}
 
         def on_step(step, _student):
             sync()
             stamps[step] = time.perf_counter()
 
-        loop._generator_step = timed_generator_step
-        try:
-            fn(teacher, student, cfg, shape, classes, progress=False, on_step=on_step)
-        finally:
-            loop._generator_step = original
+        fn(teacher, student, cfg, shape, classes, progress=False, on_step=on_step, timer=timer)
+        inversions = [t / steps for t in calls["inversion"]]  # LIS inverts with inversion_steps = steps
         joint = (stamps[steps] - stamps[1]) / (steps - 1)  # step 1 pays one-off costs
         row.update(batch=cfg.batch_size, student_steps_per_s=round(1 / joint, 3), student_steps=steps - 1)
         if calls["warmup"][1:]:

@@ -1,81 +1,268 @@
-"""Frozen dataclass configs <-> YAML, rejecting unknown keys (a typo must not silently become a default)."""
+"""Recipe configs: declared with pydantic (one line per field: its type, bounds and default), read from YAML and
+``--set``, rejecting unknown keys (a typo must not silently become a default). A pydantic error becomes one
+:class:`~dfq_deploy.errors.ConfigError` line naming the key, the value and the rule, with a valid example."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import difflib
+import functools
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, StrictBool, ValidationError
+from pydantic.dataclasses import dataclass as _pydantic_dataclass
 
 from .errors import ConfigError
 
 T = TypeVar("T")
 
+# Typo guards for every whole-number field: a value past these is a slip of the keyboard (an extra zero or three),
+# and would allocate without bound or train for weeks before anyone noticed. Sized far above any real run.
+MAX_IMAGES_PER_BATCH = 65_536
+MAX_COUNT = 10_000_000
+_CEILINGS = (MAX_IMAGES_PER_BATCH, MAX_COUNT)
+
+
+def _not_a_flag(value):
+    """YAML's ``true`` is a Python int; as a count or a rate it is a mistake, not 1."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# The field types recipe configs are declared with; narrow one with ``Annotated[Count, Field(ge=1)]``.
+Count = Annotated[int, BeforeValidator(_not_a_flag), Field(ge=0, le=MAX_COUNT)]          # steps, images, sizes
+BatchSize = Annotated[int, BeforeValidator(_not_a_flag), Field(ge=2, le=MAX_IMAGES_PER_BATCH)]  # images per step
+Seed = Annotated[int, BeforeValidator(_not_a_flag), Field(ge=0, lt=2 ** 32)]
+Number = Annotated[float, BeforeValidator(_not_a_flag)]     # finite: configs refuse nan and inf
+Rate = Annotated[Number, Field(gt=0)]                       # learning rates, temperatures
+Weight = Annotated[Number, Field(ge=0)]                     # loss weights
+Flag = StrictBool
+Names = tuple[str, ...]
+Numbers = tuple[Number, ...]
+
+
+def _usable_path(value: str) -> str:
+    if not value.strip() or "\0" in value:
+        raise ValueError("is not a usable path")
+    try:  # a name that is not valid UTF-8 cannot be written into ONNX metadata, JSON reports or logs
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid UTF-8: use a path whose name is UTF-8 text") from None
+    return value
+
+
+UsablePath = Annotated[str, AfterValidator(_usable_path)]   # a file or folder name the run can write and report
+
+_PYDANTIC_CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def config_class(cls: type[T]) -> type[T]:
+    """Make ``cls`` a frozen pydantic dataclass config: fields validated on construction (also by
+    ``dataclasses.replace``), unknown keys refused, and every failure a :class:`ConfigError`.
+
+    A field whose default is itself a config (a *section*, e.g. ``recon``) is also set by flat (``recon_iters``)
+    or dotted (``recon.iters``) keys, and a partial mapping for it keeps the recipe's defaults for the rest."""
+    cls = _pydantic_dataclass(frozen=True, config=_PYDANTIC_CONFIG)(cls)
+    validate = cls.__init__
+
+    @functools.wraps(validate)
+    def __init__(self, *args, **kwargs):
+        try:
+            validate(self, *args, **fold_sections(type(self), kwargs))
+        except ValidationError as e:
+            raise describe_error(e, type(self), type(self).__name__, fold_sections(type(self), kwargs)) from e
+
+    cls.__init__ = __init__
+    return cls
+
+
+def sections(cls) -> dict[str, Any]:
+    """``cls``'s section fields: name -> default section."""
+    return {f.name: f.default for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.default)}
+
+
+def section_key(cls, key: str) -> tuple[str, str] | None:
+    """(section, field) when ``key`` spells a section's field flat (``recon_iters``) or dotted (``recon.iters``)."""
+    for name, default in sections(cls).items():
+        for sep in (".", "_"):
+            inner = key[len(name) + 1:]
+            if key.startswith(name + sep) and inner in {f.name for f in dataclasses.fields(default)}:
+                return name, inner
+    return None
+
+
+def fold_sections(cls, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with flat and dotted section keys gathered into their section, on top of the section given as a
+    mapping or an object, else the class's default section."""
+    parts: dict[str, dict] = {}
+    out = {}
+    for key, value in data.items():
+        hit = section_key(cls, key) if isinstance(key, str) else None
+        if hit:
+            parts.setdefault(hit[0], {})[hit[1]] = value
+        else:
+            out[key] = value
+    for name, default in sections(cls).items():
+        given = out.get(name, default)
+        if name not in parts and not isinstance(given, dict):
+            continue
+        if dataclasses.is_dataclass(given):
+            given = dataclasses.asdict(given)
+        elif isinstance(given, dict):
+            given = {**dataclasses.asdict(default), **given}
+        else:
+            continue  # not a mapping: reported by validation
+        out[name] = {**given, **parts.get(name, {})}
+    return out
+
 
 def config_from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build ``cls`` from a mapping; unknown keys and wrong types raise ConfigError naming the key."""
+    """Build ``cls`` (a :func:`config_class`) from a mapping (YAML, ``--set`` values, ``run.json``).
+
+    Raises:
+        ConfigError: an unknown key (with the close valid names) or a value that breaks a field's rule.
+    """
     data = dict(data or {})
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = valid_keys(cls)
     odd = [k for k in data if not isinstance(k, str)]
+    odd += [k for name in sections(cls) if isinstance(data.get(name), dict)
+            for k in data[name] if not isinstance(k, str)]
     if odd:
-        raise ConfigError(f"{where}: keys must be names, not {odd[0]!r}", hint=f"valid keys: {', '.join(fields)}")
-    unknown = sorted(set(data) - set(fields))
+        raise ConfigError(f"{where}: keys must be names, not {odd[0]!r}", hint=f"valid keys: {', '.join(names)}")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in data if k not in fields and not section_key(cls, k))
     if unknown:
+        close = difflib.get_close_matches(unknown[0], names, n=3, cutoff=0.6)
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}",
-                          hint=f"valid keys: {', '.join(fields)}")
-    for k, v in data.items():
-        default = getattr(cls, k, None) if not isinstance(fields[k].default, dataclasses._MISSING_TYPE) else None
-        if isinstance(default, tuple):
-            if isinstance(v, str) or not isinstance(v, (list, tuple)):
-                raise ConfigError(f"{where}: {k} must be a list, got {v!r}", hint=_defaults_hint(where))
-            kinds = {type(x) for x in fields[k].default} or _tuple_element_kinds(fields[k])
-            if str in kinds and not all(isinstance(x, str) for x in v):
-                raise ConfigError(f"{where}: {k} must be a list of names, got {v!r}", hint=_defaults_hint(where))
-            if float in kinds and not all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                          and math.isfinite(x) for x in v):
-                raise ConfigError(f"{where}: {k} must be a list of finite numbers, got {v!r}",
-                                  hint=_defaults_hint(where))
-            data[k] = tuple(v)
-            continue
-        if isinstance(default, str) and not isinstance(v, str):
-            raise ConfigError(f"{where}: {k} must be text, got {v!r}", hint=_defaults_hint(where))
-        if isinstance(default, bool) and not isinstance(v, bool):
-            raise ConfigError(f"{where}: {k} must be true or false, got {v!r}", hint=_defaults_hint(where))
-        if isinstance(default, (int, float)) and not isinstance(default, bool):
-            if isinstance(v, str):  # YAML 1.1 reads "2e-3" (no dot) as a string
-                try:
-                    v = float(v)
-                except ValueError:
-                    raise ConfigError(f"{where}: {k} must be a number, got {v!r}",
-                                      hint=_defaults_hint(where)) from None
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{where}: {k} must be a number, got {v!r}", hint=_defaults_hint(where))
-            if not math.isfinite(v):
-                raise ConfigError(f"{where}: {k} must be a finite number, got {v!r}", hint=_defaults_hint(where))
-            if isinstance(default, int) and isinstance(v, float) and not v.is_integer():
-                raise ConfigError(f"{where}: {k} must be an integer, got {v!r}", hint=_defaults_hint(where))
-            data[k] = type(default)(v)
+                          hint=f"did you mean {' or '.join(close)}?" if close else f"valid keys: {', '.join(names)}")
     try:
         return cls(**data)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}", hint=_defaults_hint(where)) from e
     except ConfigError as e:
+        if isinstance(e.__cause__, ValidationError):
+            raise describe_error(e.__cause__, cls, where, fold_sections(cls, data)) from e.__cause__
         e.hint = e.hint or _defaults_hint(where)
         raise
+
+
+def valid_keys(cls) -> list[str]:
+    """Every key ``cls`` takes: its fields and each section's fields, dotted."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        default = f.default
+        if dataclasses.is_dataclass(default):
+            keys += [f"{f.name}.{g.name}" for g in dataclasses.fields(default)]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def describe_error(e: ValidationError, cls, where: str, data: dict) -> ConfigError:
+    """The first of pydantic's errors as one ConfigError line: the key, the value given and the rule it breaks,
+    with a valid example (the recipe's default) as the fix."""
+    err = e.errors()[0]
+    path = [str(p) for p in err["loc"] if isinstance(p, str)]
+    key = ".".join(path)
+    in_list = any(isinstance(p, int) for p in err["loc"])
+    value = _given(data, path, err["input"]) if in_list else err["input"]
+    if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        section = _default_of(cls, path[:-1])
+        close = difflib.get_close_matches(path[-1], [f.name for f in dataclasses.fields(section)], n=3)
+        hint = (f"did you mean {' or '.join('.'.join([*path[:-1], c]) for c in close)}?" if close
+                else f"valid keys: {', '.join(valid_keys(cls))}")
+        return ConfigError(f"{where}: unknown key {key}", hint=hint)
+    if err["type"] == "literal_error":
+        text = "text, " if not isinstance(value, str) else ""
+        message = f"{key} must be {text}{err['ctx']['expected']}, not {value!r}"
+    else:
+        message = f"{key}={value!r} {_range(cls, path, err) or _rule(err, in_list)}"
+    try:
+        hint = _example_hint(cls, path, where)
+    except (AttributeError, KeyError):  # a path pydantic names that has no default of its own
+        hint = _defaults_hint(where)
+    return ConfigError(f"{where}: {message}", hint=hint)
+
+
+def _given(data: dict, path: list[str], fallback: Any) -> Any:
+    """The value ``data`` holds at ``path`` (pydantic reports a bad list element, not the list)."""
+    value: Any = data
+    for name in path:
+        if not isinstance(value, dict) or name not in value:
+            return fallback
+        value = value[name]
+    return value
+
+
+def _range(cls, path: list[str], err: dict) -> str | None:
+    """"must be in [lo, hi)" for a field bounded on both sides (ceilings aside) that a value falls outside."""
+    if err["type"] not in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") or \
+            (err["ctx"] or {}).get("le") in _CEILINGS:
+        return None
+    owner = type(_default_of(cls, path[:-1])) if len(path) > 1 else cls
+    bounds = {}
+    for rule in owner.__pydantic_fields__[path[-1]].metadata:
+        bounds.update({k: getattr(rule, k) for k in ("ge", "gt", "le", "lt") if getattr(rule, k, None) is not None})
+    low, high = bounds.get("ge", bounds.get("gt")), bounds.get("le", bounds.get("lt"))
+    if low is None or high is None or high in _CEILINGS:
+        return None
+    return f"must be in {'[' if 'ge' in bounds else '('}{low}, {high}{']' if 'le' in bounds else ')'}"
+
+
+def _rule(err: dict, in_list: bool) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if in_list:
+        return "must be a list of names" if kind == "string_type" else "must be a list of finite numbers"
+    if kind == "greater_than":
+        return "must be positive" if ctx["gt"] == 0 else f"must be > {ctx['gt']}"
+    if kind == "greater_than_equal":
+        return f"must be >= {ctx['ge']}"
+    if kind == "less_than_equal" and ctx["le"] in _CEILINGS:
+        return f"is past the ceiling of {ctx['le']:,}: a typo?"
+    rules = {"less_than_equal": f"must be <= {ctx.get('le')}", "less_than": f"must be < {ctx.get('lt')}",
+             "int_from_float": "must be an integer", "finite_number": "must be a finite number",
+             "string_type": "must be text", "tuple_type": "must be a list", "bool_type": "must be true or false",
+             "bool_parsing": "must be true or false", "dataclass_type": "must be a mapping of its fields"}
+    if kind in rules:
+        return rules[kind]
+    if kind in ("int_type", "int_parsing", "float_type", "float_parsing") or "number" in err["msg"]:
+        return "must be a number"
+    text = err["msg"].removeprefix("Value error, ")
+    return text[:1].lower() + text[1:]
+
+
+def _default_of(cls, path: list[str]) -> Any:
+    """The default at ``path`` (a field, or a section's field) of ``cls``."""
+    value: Any = {f.name: f.default for f in dataclasses.fields(cls)}[path[0]]
+    for name in path[1:]:
+        value = getattr(value, name)
+    return value
+
+
+def _example_hint(cls, path: list[str], where: str) -> str:
+    default = _default_of(cls, path)
+    if dataclasses.is_dataclass(default):
+        default = dataclasses.asdict(default)
+    example = yaml.safe_dump(list(default) if isinstance(default, tuple) else default, default_flow_style=True,
+                             width=1 << 16)
+    example = example.strip().removesuffix("...").strip()
+    section = _default_of(cls, path[:1]) if len(path) > 1 else None
+    about = f" of {path[0]}, {type(section).__doc__.strip().splitlines()[0].rstrip('.').lower()}" if section else ""
+    key = ".".join(path)
+    # a config of command-line options (``cli_options = True``) names the option, a recipe config --set
+    option = f"--{key.replace('_', '-')}" if getattr(cls, "cli_options", False) else None
+    if default is None:
+        fix = f"drop {option} for the default" if option else f"leave {key} unset for the default"
+    else:
+        fix = "e.g. " + (f"{option} {example}" if option else f"--set {key}={example}") + f" (the default{about})"
+    return f"{fix}; " + _defaults_hint(where).split("; ", 1)[1]
 
 
 def _defaults_hint(where: str) -> str:
     name = where.split()[-1] if where.startswith("recipe ") else None
     return ("correct the value in --set or the recipe YAML; `dfq-deploy train-export "
             f"{'--recipe ' + name + ' ' if name else ''}--dry-run` prints every field with its default")
-
-
-def _tuple_element_kinds(f: dataclasses.Field) -> set[type]:
-    """Element types of an empty-by-default tuple field, from its annotation (``tuple[float, ...]``)."""
-    text = str(f.type)
-    return {float} if "float" in text else {str} if "str" in text else set()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

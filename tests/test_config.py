@@ -39,3 +39,34 @@ def test_numbers_written_as_yaml_strings_are_read_and_non_finite_ones_refused():
     for bad, match in ((".nan", "finite"), ("inf", "finite"), ("fast", "must be a number")):
         with pytest.raises(ConfigError, match=match):
             config_from_dict(DMKDConfig, {"student_lr": parse_override(f"x={bad}")[1]})
+
+
+def test_reconstruction_is_a_section_also_set_by_the_flat_keys_of_older_runs():
+    from dfq_deploy.config import config_from_dict
+    from dfq_deploy.recipes import PTQConfig
+
+    nested = config_from_dict(PTQConfig, {"recon": {"iters": 7}})
+    dotted = config_from_dict(PTQConfig, {"recon.iters": 7})
+    flat = config_from_dict(PTQConfig, {"recon_iters": 7})
+    assert nested == dotted == flat and flat.recon.iters == 7
+    assert flat.recon.augment == PTQConfig().recon.augment == 1  # a partial section keeps the recipe's defaults
+    assert flat.reconstruction().iters == 7 and flat.reconstruction().augment == 1
+    assert PTQConfig(recon_iters=7) == flat  # the constructor reads them too
+
+
+@pytest.mark.parametrize("data,match", [
+    ({"recon_iters": -1}, r"recon\.iters=-1 must be >= 0\n  fix: e\.g\. --set recon\.iters=100 "),
+    ({"momentum": 1.5}, r"momentum=1\.5 must be in \[0, 1\)"),
+    ({"batch_size": 10 ** 9}, "batch_size=1000000000 is past the ceiling of 65,536"),
+    ({"source": "banana"}, "source must be 'zeroq' or 'noise', not 'banana'"),
+    ({"seed": True}, "seed=True must be a number"),
+    ({"zeroq_step": 3}, "unknown key.*zeroq_step.*\n  fix: did you mean zeroq_steps"),
+    ({"recon": {"iterz": 3}}, "unknown key recon.iterz\n  fix: did you mean recon.iters"),
+])
+def test_one_line_naming_key_value_and_rule_with_a_valid_example(data, match):
+    from dfq_deploy.config import config_from_dict
+    from dfq_deploy.recipes import DMKDConfig, PTQConfig
+
+    cls = DMKDConfig if "momentum" in data else PTQConfig
+    with pytest.raises(ConfigError, match=match):
+        config_from_dict(cls, data, where="recipe x")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ..targets import TARGETS
 from ..device import DEVICE_HELP
+from ..recipes.registry import recipe_help
+from ..targets import TARGETS
 from ._common import gate_options, handle_errors
 
 
@@ -14,9 +15,7 @@ from ._common import gate_options, handle_errors
               help="Runtime to deploy to; chooses the export profile and the parity check.")
 @click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`). Default: the shipped "
               "ResNet-20 Fashion-MNIST teacher.")
-@click.option("--recipe", default=None,
-              help="Data-free recipe: ptq (default: ZeroQ calibration + block reconstruction), dmkd, dfqf, "
-              "adversarial, lis, or gdfq.")
+@click.option("--recipe", default=None, help=recipe_help())
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Recipe YAML: `recipe: <name>` plus any of its config fields (command-line options win).")
 @click.option("--bits", default="W4A4", show_default=True, help="Student bit widths, e.g. W4A4, W8A8, W3A3, or 4.")
@@ -32,7 +31,8 @@ from ._common import gate_options, handle_errors
 @click.option("--batch-size", type=int, default=None, help="Synthetic images per step.")
 @click.option("--seed", type=int, default=None, help="Random seed of the recipe.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override any recipe config field, e.g. --set student_lr=0.002 (repeatable).")
+              help="Override any recipe config field, e.g. --set student_lr=0.002 or --set recon.iters=200 "
+              "(repeatable).")
 @click.option("--eval-data", default="fashion-mnist", show_default=True,
               help="Evaluation data (never used for training), as `validate --data`: fashion-mnist, imagefolder:PATH "
               "(one folder per class, resized and centre-cropped to the card's input_shape) or synthetic (random "
@@ -59,66 +59,28 @@ from ._common import gate_options, handle_errors
 @gate_options
 @handle_errors
 def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, vnni_only, steps,
-                 warmup_steps,
-                 batch_size, seed,
-                 overrides, eval_data, eval_limit, data_root, out, gate, threads, device, checkpoint_every, resume_dir,
-                 nproc,
-                 dry_run, quiet):
+                 warmup_steps, batch_size, seed, overrides, eval_data, eval_limit, data_root, out, gate, threads,
+                 device, checkpoint_every, resume_dir, nproc, dry_run, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     import os
     import sys
 
     from .. import distributed
     from ._common import run_under_torchrun, without_option
-    from ..config import merge_recipe_options
-    from ..errors import ConfigError
-    from ..pipeline import TrainExportConfig, preflight, resume_run, summary_text, train_export as run
+    from ..pipeline import TrainExportConfig, preflight, summary_text, train_export as run
     from ..quant import QuantScheme
-    from ..recipes import DEFAULT_RECIPE, RECIPES
 
-    if nproc is not None and (nproc < 1 or nproc > 1024):
-        raise ConfigError(f"--nproc {nproc} must be between 1 and 1024", hint="e.g. --nproc 2")
-    if nproc is not None and nproc > 1 and resume_dir is not None:
-        raise ConfigError("--resume continues a run in one process", hint="drop --nproc")
-    if resume_dir is not None and distributed.launched():
-        raise ConfigError("--resume continues a run in one process, not under torchrun",
-                          hint="run `dfq-deploy train-export --resume RUN_DIR` without torchrun")
-    if resume_dir is not None and dry_run:
-        raise ConfigError("--dry-run checks a new run's settings; --resume continues one", hint="drop one of them")
+    _check_launch(nproc, resume_dir, dry_run)
     if resume_dir is not None:
-        ctx = click.get_current_context()
-        allowed = {"resume_dir", "device", "threads", "checkpoint_every", "quiet", "nproc"}
-        given = [p.opts[0] for p in ctx.command.params if p.name not in allowed
-                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
-        if given:
-            raise ConfigError(f"--resume continues a run with the settings it started with; {', '.join(given)} "
-                              "cannot change them", hint=f"drop {' '.join(given)}, or start a new run without --resume")
-        source = ctx.get_parameter_source("device")
-        result = resume_run(resume_dir, device=device if source == click.core.ParameterSource.COMMANDLINE else None,
-                            threads=threads, progress=False if quiet else None, checkpoint_every=checkpoint_every)
-        click.echo(summary_text(result.report))
-        click.echo(f"run directory: {result.run_dir}")
-        return
-
+        return _resume(resume_dir, device, threads, quiet, checkpoint_every)
     flags = {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size, "seed": seed}
-    # named options win over the YAML, --set wins over both
-    recipe, options = merge_recipe_options(config_path, recipe, flags, overrides)
-    recipe = recipe or DEFAULT_RECIPE
-    if recipe in RECIPES:  # an unknown recipe name is reported by the pipeline, with the list of names
-        fields = RECIPES[recipe][0].__dataclass_fields__
-        for key in (k for k, v in flags.items() if v is not None and k not in fields):
-            flag = "--" + key.replace("_", "-")
-            hint = f"drop {flag}"
-            if recipe == "ptq":
-                hint = ("ptq has no training steps: use --set recon_iters=N for longer reconstruction, or pick a "
-                        "training recipe, e.g. --recipe dmkd")
-            raise ConfigError(f"{flag} does not apply to recipe {recipe} (it has no {key} field)", hint=hint)
+    recipe, options = _recipe_options(config_path, recipe, flags, overrides)
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor,
                                   portable=not vnni_only)
+    given = {"checkpoint_every": checkpoint_every} if checkpoint_every is not None else {}
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
                             eval_data=eval_data, eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,
-                            threads=threads, device=device, progress=not quiet,
-                            checkpoint_every=50 if checkpoint_every is None else checkpoint_every)
+                            threads=threads, device=device, progress=not quiet, **given)
     if dry_run:
         click.echo(preflight(cfg))
         return
@@ -131,3 +93,55 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
         return  # rank 0 prints the summary
     click.echo(summary_text(result.report))
     click.echo(f"run directory: {result.run_dir}")
+
+
+def _check_launch(nproc, resume_dir, dry_run) -> None:
+    """Refuse combinations of --nproc, --resume and --dry-run that cannot work, before any work."""
+    from .. import distributed
+    from ..errors import ConfigError
+
+    if nproc is not None and (nproc < 1 or nproc > 1024):
+        raise ConfigError(f"--nproc {nproc} must be between 1 and 1024", hint="e.g. --nproc 2")
+    if nproc is not None and nproc > 1 and resume_dir is not None:
+        raise ConfigError("--resume continues a run in one process", hint="drop --nproc")
+    if resume_dir is not None and distributed.launched():
+        raise ConfigError("--resume continues a run in one process, not under torchrun",
+                          hint="run `dfq-deploy train-export --resume RUN_DIR` without torchrun")
+    if resume_dir is not None and dry_run:
+        raise ConfigError("--dry-run checks a new run's settings; --resume continues one", hint="drop one of them")
+
+
+def _resume(resume_dir, device, threads, quiet, checkpoint_every) -> None:
+    """``--resume``: continue a run with the settings it started with; only where and how it runs may change."""
+    from ..errors import ConfigError
+    from ..pipeline import resume_run, summary_text
+
+    ctx = click.get_current_context()
+    allowed = {"resume_dir", "device", "threads", "checkpoint_every", "quiet", "nproc"}
+    given = [p.opts[0] for p in ctx.command.params if p.name not in allowed
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise ConfigError(f"--resume continues a run with the settings it started with; {', '.join(given)} "
+                          "cannot change them", hint=f"drop {' '.join(given)}, or start a new run without --resume")
+    source = ctx.get_parameter_source("device")
+    result = resume_run(resume_dir, device=device if source == click.core.ParameterSource.COMMANDLINE else None,
+                        threads=threads, progress=False if quiet else None, checkpoint_every=checkpoint_every)
+    click.echo(summary_text(result.report))
+    click.echo(f"run directory: {result.run_dir}")
+
+
+def _recipe_options(config_path, recipe, flags: dict, overrides) -> tuple[str, dict]:
+    """The recipe's name and options: the YAML, then the named options, then ``--set`` (each wins over the one
+    before). A named option the recipe has no field for is refused with the recipe's own advice."""
+    from ..config import merge_recipe_options
+    from ..errors import ConfigError
+    from ..recipes.registry import DEFAULT_RECIPE, RECIPES
+
+    recipe, options = merge_recipe_options(config_path, recipe, flags, overrides)
+    recipe = recipe or DEFAULT_RECIPE
+    entry = RECIPES.get(recipe)  # an unknown recipe name is reported by the pipeline, with the list of names
+    for key in (k for k, v in flags.items() if v is not None and entry is not None and not entry.takes(k)):
+        flag = "--" + key.replace("_", "-")
+        raise ConfigError(f"{flag} does not apply to recipe {recipe} (it has no {key} field)",
+                          hint=entry.not_applicable_hint(flag))
+    return recipe, options

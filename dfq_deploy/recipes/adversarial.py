@@ -16,31 +16,24 @@ The generator is warmed up on ``L_aux`` alone before any student exists.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
+from pydantic import Field
 
 from ..checkpoint import Checkpointer, cpu_state
 from ..distill import entropy_terms, kd_loss
-from ..errors import ConfigError
+from ..config import Count, Weight, config_class
 from ..quant import calibrate, load_quantized_state
-from .loop import KDLoopConfig, StudentObjective, run_kd_loop, student_optimizer, student_step
+from .loop import KDLoopConfig, StudentObjective, Timer, run_kd_loop, student_optimizer, student_step
 
 
-@dataclass(frozen=True)
+@config_class
 class AdversarialConfig(KDLoopConfig):
-    bns_weight: float = 1.0       # weight of the Gaussian-KL BN-statistics term in L_aux
-    entropy_weight: float = 1.0   # weight of (instance entropy - batch entropy) in L_aux
-    adv_weight: float = 1.0       # weight of the teacher-student KL the generator maximises (joint phase)
-    students: int = 1             # students trained together; the first is exported
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not 1 <= self.students <= 16:
-            raise ConfigError(f"adversarial: students must be between 1 and 16, not {self.students}")
-        if min(self.bns_weight, self.entropy_weight, self.adv_weight) < 0:
-            raise ConfigError("adversarial: loss weights must be >= 0")
+    bns_weight: Weight = 1.0       # weight of the Gaussian-KL BN-statistics term in L_aux
+    entropy_weight: Weight = 1.0   # weight of (instance entropy - batch entropy) in L_aux
+    adv_weight: Weight = 1.0       # weight of the teacher-student KL the generator maximises (joint phase)
+    students: Annotated[Count, Field(ge=1, le=16)] = 1   # students trained together; the first is exported
 
 
 class _AdversarialObjective(StudentObjective):
@@ -100,7 +93,8 @@ class _AdversarialObjective(StudentObjective):
 def train_adversarial(teacher: torch.nn.Module, student: torch.nn.Module, cfg: AdversarialConfig,
                       img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
                       on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
-                      warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+                      warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+                      timer: Timer | None = None) -> list[dict]:
     """Train ``student`` in place by adversarial KD (see module docstring)."""
     return run_kd_loop(teacher, student, cfg, _AdversarialObjective(cfg), img_shape, num_classes, progress, on_step,
-                       name="adversarial KD", warmup_cache=warmup_cache, checkpoint=checkpoint)
+                       name="adversarial KD", warmup_cache=warmup_cache, checkpoint=checkpoint, timer=timer)

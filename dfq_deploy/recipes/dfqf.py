@@ -13,33 +13,21 @@ not use them); the generated pixels are kept inside the real input range (``pixe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..checkpoint import Checkpointer
 from ..distill import entropy_terms, kd_loss
-from ..errors import ConfigError
-from .loop import KDLoopConfig, StudentObjective, run_kd_loop
+from ..config import Weight, config_class
+from .loop import KDLoopConfig, StudentObjective, Timer, run_kd_loop
+from .options import PixelRange
 
 
-@dataclass(frozen=True)
-class DFQFConfig(KDLoopConfig):
-    is_weight: float = 1.0      # inception-score loss weight
-    adv_weight: float = 0.1     # adversarial (teacher-student disagreement) weight, joint phase only
-    # the generator's pixels are kept inside the range a real normalised image can take ((0 - mean) / std to
-    # (1 - mean) / std per channel); train-export fills both from the teacher's card. Empty = unbounded.
-    pixel_mean: tuple[float, ...] = ()
-    pixel_std: tuple[float, ...] = ()
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.is_weight < 0 or self.adv_weight < 0:
-            raise ConfigError("dfqf: is_weight and adv_weight must be >= 0")
-        if len(self.pixel_mean) != len(self.pixel_std) or any(v <= 0 for v in self.pixel_std):
-            raise ConfigError("dfqf: pixel_mean and pixel_std need the same length and std > 0",
-                              hint="give one value per input channel, or leave both empty")
+@config_class
+class DFQFConfig(PixelRange, KDLoopConfig):
+    is_weight: Weight = 1.0      # inception-score loss weight
+    adv_weight: Weight = 0.1     # adversarial (teacher-student disagreement) weight, joint phase only
 
 
 class _DFQFObjective(StudentObjective):
@@ -81,7 +69,8 @@ class _DFQFObjective(StudentObjective):
 
 def train_dfqf(teacher: torch.nn.Module, student: torch.nn.Module, cfg: DFQFConfig, img_shape: tuple[int, int, int],
                num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
-               run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+               run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+               timer: Timer | None = None) -> list[dict]:
     """Train ``student`` in place with DFQF (see module docstring)."""
     return run_kd_loop(teacher, student, cfg, _DFQFObjective(cfg), img_shape, num_classes, progress, on_step,
-                       name="DFQF", warmup_cache=warmup_cache, checkpoint=checkpoint)
+                       name="DFQF", warmup_cache=warmup_cache, checkpoint=checkpoint, timer=timer)

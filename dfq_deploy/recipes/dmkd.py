@@ -19,50 +19,43 @@ Choices the paper leaves open, made here:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Callable
+from dataclasses import replace
+from typing import Annotated, Callable, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, field_validator
 
 from ..checkpoint import Checkpointer, cpu_state
 from ..device import module_device
 from ..distributed import average_gradients
 from ..distill import DMKDBalancer, FixedBalancer, kd_loss, teacher_features
-from ..errors import ConfigError
+from ..config import Count, Names, Number, Rate, config_class
 from ..quant import QuantScheme, calibrate, quantize_model, reconstruct
-from .loop import KDLoopConfig, StudentObjective, run_kd_loop
+from .loop import KDLoopConfig, StudentObjective, Timer, run_kd_loop
+from .options import ReconOptions
 
 
-@dataclass(frozen=True)
+@config_class
 class DMKDConfig(KDLoopConfig):
-    teacher_bits: tuple[str, ...] = ("W8A8", "W6A6")  # quantized copies of the float teacher used as extra teachers
-    balancer_hidden: int = 16       # hidden units of the tiny weighting network
-    balancer_lr: float = 1e-2       # Adam learning rate of the weighting network
-    weight_floor: float = 0.2       # every teacher keeps at least weight_floor / K
-    entropy_weight: float = 0.01    # entropy bonus on the weights (keeps them from saturating early)
-    balancer: str = "learned"       # "learned" (the tiny weighting network) or "uniform" (fixed equal weights)
-    teacher_recon_iters: int = 0    # > 0: the quantized teachers are also block-reconstructed (steps per block)
-    # the student is block-reconstructed after calibration, before KD: measured on the shipped teacher (demo budget,
-    # full test split) W4A4 93.61 / 93.27 % for seeds 0 / 1 against 91.29 / 91.74 without, W3A3 85.77 against
-    # 84.19 % (seed 0). The other generator recipes keep 0 (not measured with it)
-    recon_iters: int = 100
+    # quantized copies of the float teacher used as extra teachers (at most 8)
+    teacher_bits: Annotated[Names, Field(max_length=8)] = ("W8A8", "W6A6")
+    balancer_hidden: Annotated[Count, Field(ge=1, le=4096)] = 16   # hidden units of the tiny weighting network
+    balancer_lr: Rate = 1e-2        # Adam learning rate of the weighting network
+    weight_floor: Annotated[Number, Field(ge=0, lt=1)] = 0.2   # every teacher keeps at least weight_floor / K
+    entropy_weight: Number = 0.01   # entropy bonus on the weights (keeps them from saturating early)
+    balancer: Literal["learned", "uniform"] = "learned"   # the tiny weighting network, or fixed equal weights
+    teacher_recon_iters: Count = 0  # > 0: the quantized teachers are also block-reconstructed (steps per block)
+    # the student is block-reconstructed after calibration, before KD: measured better (docs/benchmarks.md); the
+    # other generator recipes keep it off (not measured with it)
+    recon: ReconOptions = ReconOptions(iters=100)
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 0.0 <= self.weight_floor < 1.0:
-            raise ConfigError("dmkd: weight_floor must be in [0, 1)")
-        if self.teacher_recon_iters < 0:
-            raise ConfigError("dmkd: teacher_recon_iters must be >= 0")
-        if self.balancer not in ("learned", "uniform"):
-            raise ConfigError(f"dmkd: balancer must be 'learned' or 'uniform', not {self.balancer!r}")
-        if self.balancer_lr <= 0 or not 1 <= self.balancer_hidden <= 4096:
-            raise ConfigError("dmkd: balancer_lr must be positive and balancer_hidden in [1, 4096]")
-        if len(self.teacher_bits) > 8:
-            raise ConfigError(f"dmkd: teacher_bits lists at most 8 quantized teachers, not {len(self.teacher_bits)}",
-                              hint="e.g. --set teacher_bits=[W8A8,W6A6]")
-        for tag in self.teacher_bits:
+    @field_validator("teacher_bits")
+    @classmethod
+    def _known_tags(cls, tags):
+        for tag in tags:
             QuantScheme.from_tag(tag)  # raises ConfigError for a bad tag
+        return tags
 
 
 class _LastLayerInput:
@@ -125,7 +118,9 @@ class _MultiTeacherKD(StudentObjective):
             return fixed(dict(zip(self.names, losses, strict=True))), out
         # per-teacher gradient on the last layer's weight: dL/dW = (dL/ds)^T h
         grads = [torch.autograd.grad(l_k, s_logits, retain_graph=True)[0] for l_k in losses]
-        h = self.hook.features if self.hook.features is not None else torch.ones(s_logits.shape[0], 1, device=s_logits.device)
+        h = self.hook.features
+        if h is None:
+            h = torch.ones(s_logits.shape[0], 1, device=s_logits.device)
         g_last = torch.stack([(g.t() @ h).flatten() for g in grads])           # K x (C*F)
         with torch.no_grad():
             s_top = s_logits.argmax(1)
@@ -172,7 +167,8 @@ class _MultiTeacherKD(StudentObjective):
 def train_dmkd(teacher: torch.nn.Module, student: torch.nn.Module, cfg: DMKDConfig, img_shape: tuple[int, int, int],
                num_classes: int, progress: bool = True,
                on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
-               warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+               warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+               timer: Timer | None = None) -> list[dict]:
     """Train ``student`` in place with DMKD (see module docstring). Returns the history, with teacher weights."""
     return run_kd_loop(teacher, student, cfg, _MultiTeacherKD(cfg), img_shape, num_classes, progress, on_step,
-                       name="DMKD", warmup_cache=warmup_cache, checkpoint=checkpoint)
+                       name="DMKD", warmup_cache=warmup_cache, checkpoint=checkpoint, timer=timer)

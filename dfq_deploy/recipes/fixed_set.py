@@ -5,45 +5,30 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state, rng_states, set_rng_states
+from ..checkpoint import NO_CHECKPOINT, Checkpointer
 from ..device import module_device
 from ..distributed import rank, rank_seed
 from ..distill import kd_loss
-from ..errors import ConfigError
+from ..config import Count, Flag, config_class
 from ..data.augment import augment
-from ..quant import ReconstructionOptions, calibrate, load_quantized_state, reconstruct
-from ..quant.fused import FusedActivationQuant
-from .loop import student_optimizer, student_step
+from ..quant import calibrate, reconstruct
+from ..quant.fastpath import FusedActivationQuant
+from .loop import CheckpointSection, student_optimizer, student_step
+from .options import RecipeOptions, StudentOptimizer
 
 log = logging.getLogger("dfq_deploy")
 
 
-@dataclass(frozen=True)
-class SetKDConfig(ReconstructionOptions):
-    steps: int = 300              # student steps
-    batch_size: int = 128
-    student_lr: float = 1e-3      # SGD nesterov, cosine to 0 (as the generator recipes)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    tau: float = 4.0
-    calib_batches: int = 4        # batches of the set that initialise the activation scales
-    augment_pad: int = 2          # random-crop padding (pixels); 0 = none
-    augment_flip: bool = True     # random horizontal flips
-    log_every: int = 10
-    seed: int = 0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.steps < 0 or self.batch_size < 2 or self.calib_batches < 1 or self.log_every < 1:
-            raise ConfigError("steps must be >= 0, batch_size >= 2, calib_batches >= 1, log_every >= 1")
-        if self.student_lr <= 0 or self.tau <= 0 or self.augment_pad < 0:
-            raise ConfigError("student_lr and tau must be positive, augment_pad >= 0")
+@config_class
+class SetKDConfig(StudentOptimizer, RecipeOptions):
+    steps: Count = 300              # student steps
+    augment_pad: Count = 2          # random-crop padding (pixels); 0 = none
+    augment_flip: Flag = True       # random horizontal flips
 
 
 def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: torch.Tensor, cfg: SetKDConfig,
@@ -58,12 +43,7 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    dev = module_device(teacher)  # the set may stay on the CPU; each batch goes to the device
-    order = torch.randperm(len(images), generator=rng)  # the calibration batches: the same in every process
-    if rank() != 0:  # from here on each process draws its own batches (rank 0 continues the single-process stream)
-        rng.manual_seed(rank_seed(cfg.seed))
-    calib = [images[order[i:i + cfg.batch_size]].to(dev) for i in range(0, min(len(images), cfg.calib_batches *
-                                                                                 cfg.batch_size), cfg.batch_size)]
+    calib = _calibration_batches(images, cfg, rng, module_device(teacher))
     calibrate(student, calib)
     history: list[dict] = reconstruct(student, calib, cfg.reconstruction(), progress, ck)
     if cfg.steps == 0:
@@ -71,28 +51,36 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
             on_step(0, student)
         student.eval()
         return history
+    return _kd_steps(teacher, student, images, cfg, rng, history, progress, on_step, name, ck)
+
+
+def _calibration_batches(images: torch.Tensor, cfg: SetKDConfig, rng: torch.Generator,
+                         dev: torch.device) -> list[torch.Tensor]:
+    """The first ``cfg.calib_batches`` batches of a shuffle of the set: the same in every process. The set may stay
+    on the CPU; each batch goes to ``dev``."""
+    order = torch.randperm(len(images), generator=rng)
+    if rank() != 0:  # from here on each process draws its own batches (rank 0 continues the single-process stream)
+        rng.manual_seed(rank_seed(cfg.seed))
+    return [images[order[i:i + cfg.batch_size]].to(dev)
+            for i in range(0, min(len(images), cfg.calib_batches * cfg.batch_size), cfg.batch_size)]
+
+
+def _kd_steps(teacher, student, images, cfg: SetKDConfig, rng, history: list[dict], progress, on_step, name: str,
+              ck: Checkpointer) -> list[dict]:
+    """``cfg.steps`` SGD steps of KD on augmented mini-batches of the set (checkpoint section ``kd``)."""
+    dev = module_device(teacher)
     opt, sched = student_optimizer((p for p in student.parameters() if p.requires_grad), cfg.student_lr,
                                    cfg.momentum, cfg.weight_decay, cfg.steps)
-    start = 0
-    saved = ck.resumed("kd")
-    if saved is not None:
-        start = saved["step"]
-        load_quantized_state(student, saved["student"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        set_rng_states(saved["rng"], rng)
-        history = list(saved["history"])
+    section = CheckpointSection(ck, "kd", cfg.steps, rng, student=student, opt=opt, sched=sched)
+    start, saved_history = section.resume()
+    if saved_history is not None:
+        history = saved_history
     elif on_step is not None:
         on_step(0, student)
-
-    def state(done: int) -> dict:
-        return {"step": done, "student": cpu_state(student), "opt": cpu_state(opt), "sched": sched.state_dict(),
-                "rng": rng_states(rng), "history": [dict(h) for h in history]}
-
     t0 = time.time()
     student.train()
     bar = tqdm(range(start, cfg.steps), desc=name, disable=not progress, initial=start, total=cfg.steps)
-    with FusedActivationQuant(student):  # same values and gradients, fewer tensor passes (quant.fused)
+    with FusedActivationQuant(student):  # same values and gradients, fewer tensor passes (quant.fastpath)
         for step in bar:
             idx = torch.randint(0, len(images), (min(cfg.batch_size, len(images)),), generator=rng)
             x = augment(images[idx].to(dev), cfg.augment_pad, cfg.augment_flip, rng)
@@ -106,7 +94,7 @@ def kd_on_images(teacher: torch.nn.Module, student: torch.nn.Module, images: tor
             bar.set_postfix(loss=f"{loss.item():.3f}")
             if on_step is not None:
                 on_step(step + 1, student)
-            ck.step("kd", step + 1, lambda: state(step + 1), total=cfg.steps)
+            section.step(step + 1, history)
     log.info("%s done: %d steps (%.0f s)", name, cfg.steps, time.time() - t0)
     student.eval()
     return history

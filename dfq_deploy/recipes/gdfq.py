@@ -4,17 +4,17 @@ generated images."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
 from ..checkpoint import Checkpointer
+from ..config import config_class
 from ..distill import kd_loss
-from .loop import KDLoopConfig, StudentObjective, run_kd_loop
+from .loop import KDLoopConfig, StudentObjective, Timer, run_kd_loop
 
 
-@dataclass(frozen=True)
+@config_class
 class GDFQConfig(KDLoopConfig):
     """Only the shared loop's settings: one float teacher, plain KD."""
 
@@ -31,7 +31,8 @@ class _FloatTeacherKD(StudentObjective):
 def train_gdfq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: GDFQConfig, img_shape: tuple[int, int, int],
                num_classes: int, progress: bool = True,
                on_step: Callable[[int, torch.nn.Module], None] | None = None, run_dir=None,
-               warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+               warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+               timer: Timer | None = None) -> list[dict]:
     """Train ``student`` in place from ``teacher`` without data (see :func:`run_kd_loop`)."""
     return run_kd_loop(teacher, student, cfg, _FloatTeacherKD(cfg.tau), img_shape, num_classes, progress, on_step,
-                       warmup_cache=warmup_cache, checkpoint=checkpoint)
+                       warmup_cache=warmup_cache, checkpoint=checkpoint, timer=timer)

@@ -16,64 +16,59 @@ Choices the abstract leaves open, made here: the quantized teachers are calibrat
 (which the float teacher inverts alone); BatchNorm statistics come from the float teacher (the quantized copies
 have their BN folded into the convolutions); a total-variation prior keeps the images smooth; pixels stay inside
 the range a real normalised image can take (``pixel_mean``/``pixel_std``, from the teacher's card). Without that
-bound the inverted pixels drifted to about +-5.5 where real ones lie in [-0.81, 2.02]; the student's input
-quantizer, calibrated on them, then wasted most of its 4-bit grid and PTQ on the set alone fell to 42 % (W4A4,
-3 000 test images) against 91 % once the same images were clamped.
+bound the inverted pixels drift far outside the real range, and the student's input quantizer, calibrated on them,
+wastes most of its low-bit grid on values no real image takes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
+from pydantic import Field, field_validator
 
 from .. import __version__
 from ..checkpoint import Checkpointer
+from ..config import BatchSize, Count, Names, Rate, Weight, config_class
 from ..errors import ConfigError
 from ..quant import QuantScheme, calibrate, quantize_model
 from ..synthesis import invert_images
 from ..synthesis.synthetic_set import load_synthetic_set, save_synthetic_set
 from .fixed_set import SetKDConfig, kd_on_images
+from .loop import Timer, no_timer
+from .options import PixelRange
 
 log = logging.getLogger("dfq_deploy")
 
 
-@dataclass(frozen=True)
-class LISConfig(SetKDConfig):
-    num_images: int = 512                      # size of the synthetic set
-    inversion_steps: int = 150                 # Adam iterations per batch of images
-    inversion_lr: float = 0.1                  # Adam learning rate on the pixels (cosine to 0)
-    inversion_batch: int = 128                 # images optimised together (BN statistics are per batch)
-    bns_weight: float = 1.0                    # BN-statistics term
-    tv_weight: float = 1e-3                    # total-variation prior
-    courses: tuple[str, ...] = ("fp", "W8A8,W6A6")   # ordered courses; "fp" = float teacher, W<b>A<b> = PTQ copy
+@config_class
+class LISConfig(PixelRange, SetKDConfig):
+    num_images: Annotated[Count, Field(ge=1, le=100_000)] = 512   # size of the synthetic set
+    inversion_steps: Annotated[Count, Field(ge=1)] = 150   # Adam iterations per batch of images
+    inversion_lr: Rate = 0.1                   # Adam learning rate on the pixels (cosine to 0)
+    inversion_batch: BatchSize = 128           # images optimised together (BN statistics are per batch)
+    bns_weight: Weight = 1.0                   # BN-statistics term
+    tv_weight: Weight = 1e-3                   # total-variation prior
+    # ordered courses (at most 16, 32 teachers in all); "fp" = float teacher, W<b>A<b> = PTQ copy
+    courses: Names = ("fp", "W8A8,W6A6")
     synthetic_set: str = ""                    # existing set to reuse, or where to write the new one
-    # the teacher's input normalisation: pixels are kept inside [(0-mean)/std, (1-mean)/std]; empty = unbounded.
-    # train-export fills both from the teacher's model card when they are left empty.
-    pixel_mean: tuple[float, ...] = ()
-    pixel_std: tuple[float, ...] = ()
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not 1 <= self.num_images <= 100_000 or self.inversion_steps < 1 or self.inversion_batch < 2:
-            raise ConfigError("lis: num_images must be in [1, 100000], inversion_steps >= 1, inversion_batch >= 2")
-        if len(self.courses) > 16 or sum(len(c.split(",")) for c in self.courses) > 32:
-            raise ConfigError("lis: at most 16 courses and 32 teachers in all")
-        if self.inversion_lr <= 0 or self.bns_weight < 0 or self.tv_weight < 0:
-            raise ConfigError("lis: inversion_lr must be positive, bns_weight and tv_weight >= 0")
-        if len(self.pixel_mean) != len(self.pixel_std) or any(v <= 0 for v in self.pixel_std):
-            raise ConfigError("lis: pixel_mean and pixel_std need the same length and std > 0",
-                              hint="give one value per input channel, or leave both empty")
-        if not self.courses or not any(self.courses):
-            raise ConfigError("lis: courses must list at least one teacher")
-        for course in self.courses:
+    @field_validator("courses")
+    @classmethod
+    def _known_teachers(cls, courses):
+        if len(courses) > 16 or sum(len(c.split(",")) for c in courses) > 32:
+            raise ConfigError("lis: at most 16 courses and 32 teachers in all", hint="e.g. --set courses=[fp,W8A8]")
+        if not courses or not any(courses):
+            raise ConfigError("lis: courses must list at least one teacher", hint="e.g. --set courses=[fp,W8A8]")
+        for course in courses:
             for tag in course.split(","):
                 if tag.strip().lower() != "fp":
                     QuantScheme.from_tag(tag.strip())  # raises ConfigError for a bad tag
+        return courses
 
 
 def course_picker(courses: list[list[int]]):
@@ -115,10 +110,12 @@ class _Record:
 
 
 def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tuple[int, int, int], num_classes: int,
-                       progress: bool = True, checkpoint: Checkpointer | None = None
+                       progress: bool = True, checkpoint: Checkpointer | None = None, timer: Timer | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
     """Invert ``cfg.num_images`` labelled images from the float teacher and its quantized copies (see module).
-    ``checkpoint``: saved after each batch (sections ``inversion_float`` and ``inversion_courses``)."""
+    ``checkpoint``: saved after each batch (sections ``inversion_float`` and ``inversion_courses``). ``timer``
+    is entered (phase ``"inversion"``) around each of the two inversions of ``cfg.inversion_steps`` steps."""
+    timer = timer or no_timer
     names: list[str] = []
     models: list[torch.nn.Module] = []
     courses: list[list[int]] = []
@@ -144,8 +141,9 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
                   bns_weight=cfg.bns_weight, tv_weight=cfg.tv_weight, progress=progress, on_iter=record,
                   checkpoint=checkpoint, aux=record)
     first = min(cfg.inversion_batch, cfg.num_images)
-    imgs0, y0 = invert_images(teacher, first, batch_size=first, seed=cfg.seed, desc="LIS inversion (float course)",
-                              stage="inversion_float", **common)
+    with timer("inversion"):
+        imgs0, y0 = invert_images(teacher, first, batch_size=first, seed=cfg.seed,
+                                  desc="LIS inversion (float course)", stage="inversion_float", **common)
     for m in models:
         if m is not teacher:  # data-free PTQ of the quantized teachers on the float teacher's first batch
             calibrate(m, [imgs0])
@@ -154,10 +152,11 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
                 p.requires_grad_(False)
     images, labels = [imgs0], [y0]
     if cfg.num_images > first:
-        rest, y_rest = invert_images(teacher, cfg.num_images - first, teachers=models, pick=course_picker(courses),
-                                     batch_size=cfg.inversion_batch, seed=cfg.seed + 1,
-                                     desc="LIS inversion (hierarchical courses)", stage="inversion_courses",
-                                     **common)
+        with timer("inversion"):
+            rest, y_rest = invert_images(teacher, cfg.num_images - first, teachers=models,
+                                         pick=course_picker(courses), batch_size=cfg.inversion_batch,
+                                         seed=cfg.seed + 1, desc="LIS inversion (hierarchical courses)",
+                                         stage="inversion_courses", **common)
         images.append(rest)
         labels.append(y_rest)
     return torch.cat(images), torch.cat(labels), record.history
@@ -166,7 +165,7 @@ def synthesize_lis_set(teacher: torch.nn.Module, cfg: LISConfig, img_shape: tupl
 def train_lis(teacher: torch.nn.Module, student: torch.nn.Module, cfg: LISConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
               run_dir: str | Path | None = None, warmup_cache: dict | None = None,
-              checkpoint: Checkpointer | None = None) -> list[dict]:
+              checkpoint: Checkpointer | None = None, timer: Timer | None = None) -> list[dict]:
     """Synthesise (or load) the LIS set, then PTQ-calibrate and KD-train ``student`` on it. Returns the history."""
     fingerprint = _teacher_fingerprint(teacher)
     reuse = bool(cfg.synthetic_set) and Path(cfg.synthetic_set).exists()
@@ -176,7 +175,8 @@ def train_lis(teacher: torch.nn.Module, student: torch.nn.Module, cfg: LISConfig
                  meta.get("teacher_fingerprint", "?"))
         history: list[dict] = []
     else:
-        images, labels, history = synthesize_lis_set(teacher, cfg, img_shape, num_classes, progress, checkpoint)
+        images, labels, history = synthesize_lis_set(teacher, cfg, img_shape, num_classes, progress, checkpoint,
+                                                     timer)
         target = Path(cfg.synthetic_set) if cfg.synthetic_set else (Path(run_dir) / "synthetic_set.safetensors"
                                                                      if run_dir else None)
         if target is not None:

@@ -6,7 +6,7 @@
 2. calibration: the student's activation scales are initialised on synthetic images (default: ZeroQ images,
    inverted from the teacher's BatchNorm statistics, which give far better 4-bit ranges than generator images),
    then block reconstruction on the same images (learned weight rounding, step sizes, QDrop;
-   :mod:`dfq_deploy.quant.reconstruct`) unless ``recon_iters=0``;
+   :mod:`dfq_deploy.quant.reconstruct`) unless ``recon.iters=0``;
 3. joint steps: one generator step, then one student step on the same (detached) images with the recipe's loss.
 
 Never reads real data.
@@ -18,21 +18,25 @@ import copy
 import logging
 import math
 import time
-from dataclasses import dataclass
-from typing import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Annotated, Callable, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from ..checkpoint import NO_CHECKPOINT, Checkpointer, cpu_state, rng_states, set_rng_states
 from ..device import module_device
 from ..distributed import any_true, average_gradients, broadcast_object, rank_seed
+from ..config import Count, Flag, Number, Rate, config_class
 from ..errors import ConfigError, TrainingError
-from ..quant import ReconstructionOptions, calibrate, load_quantized_state, reconstruct
-from ..quant.fused import FusedActivationQuant
+from ..quant import calibrate, load_quantized_state, reconstruct
+from ..quant.fastpath import FusedActivationQuant
 from ..synthesis import BNStatsLoss, GeneratorPool
 from ..synthesis.bn_stats import affine_batchnorm
+from .options import RecipeOptions, StudentOptimizer
 
 log = logging.getLogger("dfq_deploy")
 
@@ -40,48 +44,31 @@ log = logging.getLogger("dfq_deploy")
 CALIB_SOURCES = ("zeroq", "generator", "noise")
 
 
-@dataclass(frozen=True)
-class KDLoopConfig(ReconstructionOptions):
-    # defaults sized so `make demo` (the main job on 2 CPU cores) stays under 15 minutes: with 800 + 300 it took
-    # 19 min 27 s (92.19 % W4A4); 400 + 150 is the accuracy benchmark's budget (dmkd 91.93 % W4A4, docs/benchmarks.md)
-    steps: int = 150              # joint steps (generator step + student step each); KD plateaus after ~100-200
-    warmup_steps: int = 400       # generator-only steps before the student starts (generator quality drives accuracy)
-    batch_size: int = 128         # synthetic images per step
-    latent_dim: int = 100         # generator noise size
-    gen_lr: float = 1e-3          # Adam(0.5, 0.999), as in GDFQ
-    student_lr: float = 1e-3      # SGD nesterov, cosine to 0 (1e-4 is too slow at this budget, 1e-2 diverges)
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    bns_weight: float = 0.1       # weight of the BN-statistics term in the generator loss
-    tau: float = 4.0              # KD temperature
-    calib_batches: int = 4        # batches that initialise the activation scales
-    calib_source: str = "zeroq"   # "zeroq" (BN-statistics inverted images), "generator" images, or "noise"
-    calib_steps: int = 100        # inversion iterations per batch of ZeroQ calibration images
-    log_every: int = 10           # history sample period (steps)
-    generators: int = 1           # generators sharing each batch (adversarial KD's multi-generator option)
+@config_class
+class KDLoopConfig(StudentOptimizer, RecipeOptions):
+    # defaults sized so `make demo` (the main job on 2 CPU cores) stays under 15 minutes; 400 + 150 is the accuracy
+    # benchmark's budget (docs/benchmarks.md)
+    steps: Count = 150            # joint steps (generator step + student step each); KD plateaus after ~100-200
+    warmup_steps: Count = 400     # generator-only steps before the student starts (generator quality drives accuracy)
+    latent_dim: Annotated[Count, Field(ge=1, le=4096)] = 100   # generator noise size
+    gen_lr: Rate = 1e-3           # Adam(0.5, 0.999), as in GDFQ
+    bns_weight: Number = 0.1      # weight of the BN-statistics term in the generator loss
+    # "zeroq" (BN-statistics inverted images), "generator" images, or "noise"
+    calib_source: Literal["zeroq", "generator", "noise"] = "zeroq"
+    calib_steps: Annotated[Count, Field(ge=1)] = 100   # inversion iterations per batch of ZeroQ calibration images
+    # generators sharing each batch (adversarial KD's multi-generator option)
+    generators: Annotated[Count, Field(ge=1, le=16)] = 1
     # bfloat16 autocast for the generator and the float teacher's forward on CUDA (ignored on the CPU); the
-    # fake-quantized student always computes in float32. Off by default: on an H200 it made GDFQ's steps 1.5x faster
-    # (DFQF, DMKD 1.06x) but cost 0.5 pt of W4A4 accuracy (91.02 / 91.25 % against 91.71 / 91.64 %, seeds 0 / 1),
-    # beyond the seed spread (docs/scale.md)
-    amp: bool = False
-    seed: int = 0
+    # fake-quantized student always computes in float32. Off by default: faster steps on a GPU, but it cost W4A4
+    # accuracy beyond the seed spread (docs/scale.md)
+    amp: Flag = False
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.steps < 0 or self.warmup_steps < 0 or self.batch_size < 2 or self.calib_batches < 1:
-            raise ConfigError("steps/warmup_steps must be >= 0, batch_size >= 2, calib_batches >= 1")
-        if not 1 <= self.generators <= min(16, self.batch_size):
-            raise ConfigError(f"generators must be between 1 and min(16, batch_size), not {self.generators}")
-        if not 1 <= self.latent_dim <= 4096:
-            raise ConfigError(f"latent_dim must be between 1 and 4096, not {self.latent_dim}")
-        if self.calib_source not in CALIB_SOURCES:
-            raise ConfigError(f"calib_source must be one of {', '.join(CALIB_SOURCES)}, not {self.calib_source!r}")
-        if self.calib_steps < 1:
-            raise ConfigError("calib_steps must be >= 1")
-        if self.gen_lr <= 0 or self.student_lr <= 0 or self.tau <= 0:
-            raise ConfigError("learning rates and tau must be positive")
-        if self.log_every < 1:
-            raise ConfigError("log_every must be >= 1")
+    @model_validator(mode="after")
+    def _generators_share_a_batch(self):
+        if self.generators > self.batch_size:
+            raise ConfigError(f"generators={self.generators} must be at most batch_size={self.batch_size}: each "
+                              "generator makes a share of every batch", hint="e.g. --set generators=2")
+        return self
 
 
 class StudentObjective:
@@ -124,7 +111,7 @@ class StudentObjective:
 
 def _generator_step(gen, teacher, bns, opt, cfg, rng, objective, student=None):
     dev = module_device(teacher)
-    # the frozen teacher's BatchNorms as their eval-mode affine maps (a cheaper backward to the images; issue 14)
+    # the frozen teacher's BatchNorms as their eval-mode affine maps (a cheaper backward to the images)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda"), \
             affine_batchnorm(teacher):
         imgs, _, y = gen.sample(cfg.batch_size, rng)
@@ -197,10 +184,71 @@ def _zeroq_images(teacher, cfg: KDLoopConfig, img_shape, cache: dict | None, pro
     return batches
 
 
+Timer = Callable[[str], AbstractContextManager]
+
+
+def no_timer(phase: str) -> AbstractContextManager:
+    """The default :data:`Timer`: times nothing."""
+    return nullcontext()
+
+
+class CheckpointSection:
+    """A checkpointed stretch of training steps (``warmup``, ``kd``): saved every ``checkpoint.every`` steps and at
+    its last step as the step count, the student (when given, reloaded through its quantizers), ``parts`` (name ->
+    anything with ``state_dict`` / ``load_state_dict``: networks, optimisers, schedulers, the objective), the
+    random generator's state and the history. :meth:`resume` loads a saved one back."""
+
+    def __init__(self, checkpoint: Checkpointer, name: str, total: int, rng: torch.Generator,
+                 student: torch.nn.Module | None = None, **parts):
+        self.ck, self.name, self.total, self.rng = checkpoint, name, total, rng
+        self.student, self.parts = student, parts
+
+    def resume(self) -> tuple[int, list[dict] | None]:
+        """(steps done, history) of the saved section, loaded into its objects; (0, None) when none was saved."""
+        saved = self.ck.resumed(self.name)
+        if saved is None:
+            return 0, None
+        if self.student is not None:
+            load_quantized_state(self.student, saved["student"])
+        _restore(saved, **self.parts)
+        set_rng_states(saved["rng"], self.rng)
+        return saved["step"], list(saved["history"])
+
+    def step(self, done: int, history: list[dict]) -> None:
+        """``done`` steps are complete: saved when due (see :meth:`Checkpointer.step`)."""
+        self.ck.step(self.name, done, lambda: self._state(done, history), total=self.total)
+
+    def _state(self, done: int, history: list[dict]) -> dict:
+        state = {"step": done, **{k: cpu_state(v) for k, v in self.parts.items()}}
+        if self.student is not None:
+            state["student"] = cpu_state(self.student)
+        return {**state, "rng": rng_states(self.rng), "history": [dict(h) for h in history]}
+
+
+@dataclass
+class _Run:
+    """What the loop's phases share."""
+
+    teacher: torch.nn.Module
+    student: torch.nn.Module
+    cfg: KDLoopConfig
+    objective: StudentObjective
+    img_shape: tuple[int, int, int]
+    progress: bool
+    ck: Checkpointer
+    timer: Timer
+    rng: torch.Generator
+    gen: GeneratorPool
+    g_opt: torch.optim.Optimizer
+    history: list[dict] = field(default_factory=list)
+    t0: float = 0.0
+
+
 def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopConfig, objective: StudentObjective,
                 img_shape: tuple[int, int, int], num_classes: int, progress: bool = True,
                 on_step: Callable[[int, torch.nn.Module], None] | None = None, name: str = "data-free KD",
-                warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
+                warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+                timer: Timer | None = None) -> list[dict]:
     """Train ``student`` in place from ``teacher`` without data. Returns the history (one dict per sample).
 
     ``on_step(step, student)``, when given, is called after calibration (step 0) and after every student step
@@ -211,6 +259,9 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
     benchmark that trains several students (other bit widths, other student losses) warms each generator up once.
     A run restored from the cache continues exactly as a fresh one would.
 
+    ``timer(phase)``, when given, is entered around every generator step (``phase`` is ``"warmup"`` or
+    ``"joint"``): benchmarks time them with it.
+
     ``checkpoint``: sections ``zeroq`` (each batch of calibration images), ``warmup`` and ``kd`` (every
     ``checkpoint.every`` steps and at their last step) and ``reconstruction`` (each block). A run resumed from them
     redoes only the deterministic work between stages (calibration, the objective's setup) and is bit-identical to
@@ -220,6 +271,23 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
         TrainingError: the student's loss became non-finite.
     """
     ck = checkpoint or NO_CHECKPOINT
+    run = _start(teacher, student, cfg, objective, img_shape, num_classes, progress, ck, timer or no_timer)
+    # before the loop's BN hooks exist: the inversion must not leave terms (and their graphs) in them
+    calib = _zeroq_images(teacher, cfg, img_shape, warmup_cache, progress, ck) if cfg.calib_source == "zeroq" \
+        else None
+    try:
+        with BNStatsLoss(teacher, mode=objective.bns_mode) as bns:
+            _warm_up(run, bns, warmup_cache)
+            _calibrate(run, bns, calib)
+            _joint_steps(run, bns, on_step, name)
+    finally:
+        objective.close()
+    student.eval()
+    return run.history
+
+
+def _start(teacher, student, cfg: KDLoopConfig, objective, img_shape, num_classes, progress, ck, timer) -> _Run:
+    """Seed, freeze the teacher, build the generator(s) and their optimiser."""
     torch.manual_seed(cfg.seed)  # weight initialisations: the same in every process
     rng = torch.Generator().manual_seed(rank_seed(cfg.seed))  # images and batches: each process its own
     teacher.eval()
@@ -229,102 +297,91 @@ def run_kd_loop(teacher: torch.nn.Module, student: torch.nn.Module, cfg: KDLoopC
     gen = GeneratorPool(cfg.generators, num_classes, img_shape, cfg.latent_dim).to(dev)
     gen.train()
     g_opt = torch.optim.Adam(gen.parameters(), lr=cfg.gen_lr, betas=(0.5, 0.999))
-    history: list[dict] = []
-    t0 = time.time()
-    key = _warmup_key(objective, teacher, cfg, img_shape) if warmup_cache is not None else None
-    # before the loop's BN hooks exist: the inversion must not leave terms (and their graphs) in them
-    calib = _zeroq_images(teacher, cfg, img_shape, warmup_cache, progress, ck) if cfg.calib_source == "zeroq" \
-        else None
+    return _Run(teacher, student, cfg, objective, img_shape, progress, ck, timer, rng, gen, g_opt, t0=time.time())
 
-    def warmup_state(done: int) -> dict:
-        return {"step": done, "gen": cpu_state(gen), "opt": cpu_state(g_opt), "rng": rng_states(rng),
-                "history": [dict(h) for h in history]}
 
-    try:
-        with BNStatsLoss(teacher, mode=objective.bns_mode) as bns:
-            if key is not None and key in warmup_cache:
-                saved = warmup_cache[key]
-                gen.load_state_dict(saved["gen"])
-                g_opt.load_state_dict(saved["opt"])
-                rng.set_state(saved["rng"])
-                torch.set_rng_state(saved["torch_rng"])
-                history = copy.deepcopy(saved["history"])
-                log.info("generator warm-up restored from cache (%d steps)", cfg.warmup_steps)
-            else:
-                start = 0
-                saved = ck.resumed("warmup")
-                if saved is not None:
-                    start, history = saved["step"], list(saved["history"])
-                    _restore(saved, gen=gen, opt=g_opt)
-                    set_rng_states(saved["rng"], rng)
-                bar = tqdm(range(start, cfg.warmup_steps), desc="generator warm-up", disable=not progress,
-                           initial=start, total=cfg.warmup_steps)
-                for step in bar:
-                    _, _, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng, objective)
-                    if step % cfg.log_every == 0:
-                        history.append({"phase": "warmup", "step": step, **m})
-                    bar.set_postfix(loss=f"{m['gen_loss']:.3f}", bns=f"{m['gen_bns']:.3f}")
-                    ck.step("warmup", step + 1, lambda: warmup_state(step + 1), total=cfg.warmup_steps)
-                log.info("generator warm-up done: %d steps (%.0f s)", cfg.warmup_steps, time.time() - t0)
-                if key is not None:
-                    warmup_cache[key] = {"gen": copy.deepcopy(gen.state_dict()),
-                                         "opt": copy.deepcopy(g_opt.state_dict()), "rng": rng.get_state(),
-                                         "torch_rng": torch.get_rng_state(), "history": copy.deepcopy(history)}
+def _warm_up(run: _Run, bns: BNStatsLoss, cache: dict | None) -> None:
+    """Phase 1: generator-only steps against the teacher (restored from ``cache`` when it holds them)."""
+    cfg = run.cfg
+    key = _warmup_key(run.objective, run.teacher, cfg, run.img_shape) if cache is not None else None
+    if key is not None and key in cache:
+        saved = cache[key]
+        run.gen.load_state_dict(saved["gen"])
+        run.g_opt.load_state_dict(saved["opt"])
+        run.rng.set_state(saved["rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        run.history = copy.deepcopy(saved["history"])
+        log.info("generator warm-up restored from cache (%d steps)", cfg.warmup_steps)
+        return
+    section = CheckpointSection(run.ck, "warmup", cfg.warmup_steps, run.rng, gen=run.gen, opt=run.g_opt)
+    start, saved_history = section.resume()
+    run.history = saved_history if saved_history is not None else run.history
+    bar = tqdm(range(start, cfg.warmup_steps), desc="generator warm-up", disable=not run.progress, initial=start,
+               total=cfg.warmup_steps)
+    for step in bar:
+        with run.timer("warmup"):
+            _, _, m = _generator_step(run.gen, run.teacher, bns, run.g_opt, cfg, run.rng, run.objective)
+        if step % cfg.log_every == 0:
+            run.history.append({"phase": "warmup", "step": step, **m})
+        bar.set_postfix(loss=f"{m['gen_loss']:.3f}", bns=f"{m['gen_bns']:.3f}")
+        section.step(step + 1, run.history)
+    log.info("generator warm-up done: %d steps (%.0f s)", cfg.warmup_steps, time.time() - run.t0)
+    if key is not None:
+        cache[key] = {"gen": copy.deepcopy(run.gen.state_dict()), "opt": copy.deepcopy(run.g_opt.state_dict()),
+                      "rng": run.rng.get_state(), "torch_rng": torch.get_rng_state(),
+                      "history": copy.deepcopy(run.history)}
 
-            gen.eval()
-            with torch.no_grad():
-                if cfg.calib_source == "noise":
-                    calib = [torch.randn(cfg.batch_size, *img_shape, generator=rng).to(dev)
-                             for _ in range(cfg.calib_batches)]
-                elif cfg.calib_source == "generator":
-                    calib = [gen.sample(cfg.batch_size, rng)[0] for _ in range(cfg.calib_batches)]
-                if cfg.calib_source != "zeroq":  # every process calibrates on rank 0's images
-                    calib = [t.to(dev) for t in broadcast_object([t.cpu() for t in calib])]
-                calibrate(student, calib)
-                bns.reset()  # drop terms the calibration images' inversion left (they hold autograd graphs)
-            history += reconstruct(student, calib, cfg.reconstruction(), progress, ck)
-            with torch.no_grad():
-                objective.setup(teacher, student, calib)
-            bns.reset()
-            gen.train()
 
-            s_opt, sched = student_optimizer((p for p in student.parameters() if p.requires_grad), cfg.student_lr,
-                                             cfg.momentum, cfg.weight_decay, cfg.steps)
-            start = 0
-            saved = ck.resumed("kd")
-            if saved is not None:
-                start, history = saved["step"], list(saved["history"])
-                load_quantized_state(student, saved["student"])
-                _restore(saved, gen=gen, g_opt=g_opt, s_opt=s_opt, sched=sched, objective=objective)
-                set_rng_states(saved["rng"], rng)
+def _calibrate(run: _Run, bns: BNStatsLoss, calib: list[torch.Tensor] | None) -> None:
+    """Phase 2: the student's activation scales from ``calib`` (ZeroQ images) or the configured source, block
+    reconstruction on the same images, then the objective's setup."""
+    cfg, dev = run.cfg, module_device(run.teacher)
+    run.gen.eval()
+    with torch.no_grad():
+        if cfg.calib_source == "noise":
+            calib = [torch.randn(cfg.batch_size, *run.img_shape, generator=run.rng).to(dev)
+                     for _ in range(cfg.calib_batches)]
+        elif cfg.calib_source == "generator":
+            calib = [run.gen.sample(cfg.batch_size, run.rng)[0] for _ in range(cfg.calib_batches)]
+        if cfg.calib_source != "zeroq":  # every process calibrates on rank 0's images
+            calib = [t.to(dev) for t in broadcast_object([t.cpu() for t in calib])]
+        calibrate(run.student, calib)
+        bns.reset()  # drop terms the calibration images' inversion left (they hold autograd graphs)
+    run.history += reconstruct(run.student, calib, cfg.reconstruction(), run.progress, run.ck)
+    with torch.no_grad():
+        run.objective.setup(run.teacher, run.student, calib)
+    bns.reset()
+    run.gen.train()
 
-            def kd_state(done: int) -> dict:
-                return {"step": done, "gen": cpu_state(gen), "g_opt": cpu_state(g_opt), "student": cpu_state(student),
-                        "s_opt": cpu_state(s_opt), "sched": sched.state_dict(), "objective": objective.state_dict(),
-                        "rng": rng_states(rng), "history": [dict(h) for h in history]}
 
-            if on_step is not None and start == 0:
-                on_step(0, student)
-            student.train()
-            bar = tqdm(range(start, cfg.steps), desc=name, disable=not progress, initial=start, total=cfg.steps)
-            # Brevitas' activation quantizers through one fused autograd function (same values and gradients,
-            # fewer tensor passes; dfq_deploy.quant.fused)
-            with FusedActivationQuant(student):
-                for step in bar:
-                    imgs, t_logits, m = _generator_step(gen, teacher, bns, g_opt, cfg, rng, objective, student)
-                    s_logits = student(imgs)
-                    loss, extra = objective.loss(imgs, t_logits, s_logits, step, cfg.steps)
-                    student_step(loss, s_opt, sched, step)
-                    m.update(loss=loss.item(), **extra)
-                    if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                        history.append({"phase": "kd", "step": step, **m, "lr": sched.get_last_lr()[0]})
-                    bar.set_postfix(loss=f"{m['loss']:.3f}", gen=f"{m['gen_loss']:.3f}")
-                    if on_step is not None:
-                        on_step(step + 1, student)
-                    ck.step("kd", step + 1, lambda: kd_state(step + 1), total=cfg.steps)
-            last = history[-1].get("loss", float("nan")) if history else float("nan")
-            log.info("%s done: %d steps, last loss %.4f (%.0f s total)", name, cfg.steps, last, time.time() - t0)
-    finally:
-        objective.close()
-    student.eval()
-    return history
+def _joint_steps(run: _Run, bns: BNStatsLoss, on_step, name: str) -> None:
+    """Phase 3: one generator step, then one student step on the same images, ``cfg.steps`` times."""
+    cfg, student = run.cfg, run.student
+    s_opt, sched = student_optimizer((p for p in student.parameters() if p.requires_grad), cfg.student_lr,
+                                     cfg.momentum, cfg.weight_decay, cfg.steps)
+    section = CheckpointSection(run.ck, "kd", cfg.steps, run.rng, student=student, gen=run.gen, g_opt=run.g_opt,
+                                s_opt=s_opt, sched=sched, objective=run.objective)
+    start, saved_history = section.resume()
+    run.history = saved_history if saved_history is not None else run.history
+    if on_step is not None and start == 0:
+        on_step(0, student)
+    student.train()
+    bar = tqdm(range(start, cfg.steps), desc=name, disable=not run.progress, initial=start, total=cfg.steps)
+    # Brevitas' activation quantizers through one fused autograd function (same values and gradients, fewer tensor
+    # passes; dfq_deploy.quant.fastpath)
+    with FusedActivationQuant(student):
+        for step in bar:
+            with run.timer("joint"):
+                imgs, t_logits, m = _generator_step(run.gen, run.teacher, bns, run.g_opt, cfg, run.rng,
+                                                    run.objective, student)
+            loss, extra = run.objective.loss(imgs, t_logits, student(imgs), step, cfg.steps)
+            student_step(loss, s_opt, sched, step)
+            m.update(loss=loss.item(), **extra)
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                run.history.append({"phase": "kd", "step": step, **m, "lr": sched.get_last_lr()[0]})
+            bar.set_postfix(loss=f"{m['loss']:.3f}", gen=f"{m['gen_loss']:.3f}")
+            if on_step is not None:
+                on_step(step + 1, student)
+            section.step(step + 1, run.history)
+    last = run.history[-1].get("loss", float("nan")) if run.history else float("nan")
+    log.info("%s done: %d steps, last loss %.4f (%.0f s total)", name, cfg.steps, last, time.time() - run.t0)

@@ -4,7 +4,7 @@
   CVPR 2020), or
 - ``noise``: standard-normal images (what a user without data tries first; a baseline),
 
-then (``recon_iters > 0``, default 100) the student is reconstructed block by block against the float teacher on the
+then (``recon.iters > 0``, default 100) the student is reconstructed block by block against the float teacher on the
 same images (:mod:`dfq_deploy.quant.reconstruct`). No generator, no KD: on the shipped teacher this measured best at
 W4A4 and W3A3 of every recipe at the default budget, in a fraction of the time (docs/benchmarks.md).
 """
@@ -14,50 +14,38 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
-from typing import Callable
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from typing import Annotated, Callable, Literal
 
 import torch
+from pydantic import Field
 
 from ..checkpoint import Checkpointer
 from ..device import module_device
 from ..distributed import gather_batches, my_share, rank_seed
-from ..errors import ConfigError
-from ..quant import ReconstructionOptions, calibrate, reconstruct
+from ..config import Count, Rate, Weight, config_class
+from ..quant import calibrate, reconstruct
 from ..synthesis import invert_images
+from .options import ReconOptions, RecipeOptions
 
 log = logging.getLogger("dfq_deploy")
 
 
-@dataclass(frozen=True)
-class PTQConfig(ReconstructionOptions):
-    source: str = "zeroq"        # "zeroq" (data-free default) or "noise" (the naive baseline)
-    calib_batches: int = 4       # batches of calibration images
-    batch_size: int = 128
-    zeroq_steps: int = 100       # Adam iterations per batch of ZeroQ images
-    zeroq_lr: float = 0.1
-    log_every: int = 10
-    seed: int = 0
-    recon_iters: int = 100       # block reconstruction steps per block (0 = calibration only)
-    # one shifted / mirrored copy of the calibration images joins the reconstruction set. Measured on the shipped
-    # teacher (3 seeds, full test split): W4A4 92.83 +- 0.52 -> 93.36 +- 0.05 %, W3A3 90.32 +- 0.32 -> 90.86 +- 0.32 %;
-    # three copies or twice the steps per block measured no better (seed 0)
-    recon_augment: int = 1
+@config_class
+class PTQConfig(RecipeOptions):
+    source: Literal["zeroq", "noise"] = "zeroq"   # "zeroq" (data-free default) or "noise" (the naive baseline)
+    zeroq_steps: Annotated[Count, Field(ge=1)] = 100   # Adam iterations per batch of ZeroQ images
+    zeroq_lr: Rate = 0.1
+    # reconstruction on by default, with one shifted / mirrored copy of the calibration images in its set: measured
+    # best at the default budget; three copies or twice the steps per block measured no better (docs/benchmarks.md)
+    recon: ReconOptions = ReconOptions(iters=100, augment=1)
     # the work the defaults may spend, in teacher GMACs: the ZeroQ inversion's (images x steps x GMAC per image) and
     # the reconstruction's (steps x batch x GMAC per image). The defaults fit the shipped teacher with room to spare;
     # a larger model keeps the recipe's proportions and scales the fields it was not given (calib_batches,
-    # zeroq_steps, recon_iters) down to fit, to no fewer than MIN_SCALED steps (fit_budget; docs/models.md). 0 = never
+    # zeroq_steps, recon.iters) down to fit, to no fewer than MIN_SCALED steps (fit_budget; docs/models.md). 0 = never
     # scale.
-    budget_gmac: float = 2000.0
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.source not in ("noise", "zeroq"):
-            raise ConfigError(f"ptq: source must be 'noise' or 'zeroq', not {self.source!r}")
-        if not self.budget_gmac >= 0:
-            raise ConfigError(f"ptq: budget_gmac={self.budget_gmac!r} must be >= 0 (0: never scale the defaults)")
-        if self.calib_batches < 1 or self.batch_size < 2 or self.zeroq_steps < 1 or self.zeroq_lr <= 0:
-            raise ConfigError("ptq: calib_batches and zeroq_steps must be >= 1, batch_size >= 2, zeroq_lr > 0")
+    budget_gmac: Weight = 2000.0
 
 
 # the fewest ZeroQ / reconstruction steps the budget scales to: below this, inverted images and learned roundings
@@ -71,8 +59,9 @@ def fit_budget(cfg: PTQConfig, gmac_per_image: float, given: set[str]) -> tuple[
 
     The ZeroQ work is ``images x steps x gmac``; both factors shrink by ``sqrt(budget / work)`` (whole batches, at
     least one; at least :data:`MIN_SCALED` steps), so a model 100x the budget keeps a tenth of the images and a
-    tenth of the steps. The reconstruction's ``recon_iters x recon_batch x gmac`` shrinks through ``recon_iters``
-    alone (at least :data:`MIN_SCALED`), since every block needs the same images."""
+    tenth of the steps. The reconstruction's ``recon.iters x recon.batch x gmac`` shrinks through ``recon.iters``
+    alone (at least :data:`MIN_SCALED`), since every block needs the same images. ``given`` holds the keys the
+    user set, in any spelling (``recon_iters``, ``recon.iters``, ``recon``)."""
     if cfg.budget_gmac <= 0 or gmac_per_image <= 0:
         return cfg, {}
     changes: dict = {}
@@ -83,12 +72,19 @@ def fit_budget(cfg: PTQConfig, gmac_per_image: float, given: set[str]) -> tuple[
             changes["calib_batches"] = max(1, math.floor(cfg.calib_batches * shrink))
         if "zeroq_steps" not in given:
             changes["zeroq_steps"] = max(min(MIN_SCALED, cfg.zeroq_steps), math.floor(cfg.zeroq_steps * shrink))
-    recon = cfg.recon_iters * cfg.recon_batch * gmac_per_image
-    if recon > cfg.budget_gmac and "recon_iters" not in given:
-        changes["recon_iters"] = max(min(MIN_SCALED, cfg.recon_iters),
-                                     math.floor(cfg.recon_iters * cfg.budget_gmac / recon))
-    changes = {k: v for k, v in changes.items() if v != getattr(cfg, k)}
+    iters = cfg.recon.iters
+    recon = iters * cfg.recon.batch * gmac_per_image
+    if recon > cfg.budget_gmac and not given & {"recon_iters", "recon.iters", "recon"}:
+        changes["recon.iters"] = max(min(MIN_SCALED, iters), math.floor(iters * cfg.budget_gmac / recon))
+    changes = {k: v for k, v in changes.items() if v != _get(cfg, k)}
     return (replace(cfg, **changes) if changes else cfg), changes
+
+
+def _get(cfg, key: str):
+    """``cfg``'s value of a field or a dotted section field."""
+    for name in key.split("."):
+        cfg = getattr(cfg, name)
+    return cfg
 
 
 class _InversionRecord:
@@ -133,11 +129,12 @@ def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tupl
 
 def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
-              run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None) -> list[dict]:
-    """Calibrate ``student`` in place, then (``recon_iters > 0``) reconstruct it block by block on the same images.
+              run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
+              timer: Callable[[str], AbstractContextManager] | None = None) -> list[dict]:
+    """Calibrate ``student`` in place, then (``recon.iters > 0``) reconstruct it block by block on the same images.
     Returns the inversion history (empty for noise) and the reconstruction's. ``checkpoint``: saved after each
     batch of ZeroQ images and each reconstructed block, and continued from there (calibration is redone: it is
-    deterministic)."""
+    deterministic). ``timer`` is accepted as every recipe's, and unused."""
     t0 = time.perf_counter()
     batches, history = calibration_images(teacher, cfg, img_shape, progress, checkpoint)
     t1 = time.perf_counter()

@@ -236,3 +236,31 @@ def test_same_seed_config_and_threads_give_byte_identical_files(runner, tmp_path
         assert r.exit_code == 0, r.output
     for name in ("model.onnx", "student.safetensors"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_the_recon_section_from_yaml_set_and_old_flat_keys(runner, tmp_path, tiny_card):
+    import yaml
+
+    f = tmp_path / "r.yaml"
+    f.write_text("recipe: ptq\nrecon: {batch: 16}\n")
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--config", str(f), "--set",
+                             "recon.iters=7", "--set", "recon_qdrop=0.25", "--dry-run", "--eval-limit", "20",
+                             "--out", str(tmp_path / "run")])
+    assert r.exit_code == 0, r.output
+    recipe = yaml.safe_load(r.output.split("\n", 1)[1])
+    assert "recon_iters" not in recipe  # written in the nested form
+    assert recipe["recon"] == {"iters": 7, "batch": 16, "qdrop": 0.25, "round_lr": 0.01, "scale_lr": 0.01,
+                               "round_weight": 0.01, "augment": 1}  # the rest: ptq's defaults
+
+
+def test_recipe_help_lists_the_registry(runner):
+    from dfq_deploy.recipes import RECIPES
+
+    r = runner.invoke(main, ["train-export", "--help"])
+    text = "".join(r.output.split())  # click wraps the help, also at hyphens
+
+    def squeezed(s):
+        return "".join(s.split())
+
+    assert r.exit_code == 0 and squeezed(f"ptq (default): {RECIPES['ptq'].summary}") in text
+    assert all(squeezed(f"{name}: {entry.summary}") in text for name, entry in RECIPES.items() if name != "ptq")

@@ -43,3 +43,20 @@ def test_amp_changes_nothing_on_the_cpu(tiny_teacher):
         states.append(s.state_dict())
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
+
+
+def test_the_timer_hook_wraps_every_generator_step_by_phase(tiny_teacher):
+    import contextlib
+
+    seen: list[str] = []
+
+    @contextlib.contextmanager
+    def timer(phase):
+        seen.append(phase + " in")
+        yield
+        seen.append(phase + " out")
+
+    cfg = GDFQConfig(steps=3, warmup_steps=2, batch_size=16, log_every=1, calib_source="noise")
+    train_gdfq(tiny_teacher, quantize_model(tiny_teacher, QuantScheme(4, 4)), cfg, (1, 28, 28), 10, progress=False,
+               timer=timer)
+    assert seen == ["warmup in", "warmup out"] * 2 + ["joint in", "joint out"] * 3

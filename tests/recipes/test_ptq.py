@@ -57,10 +57,12 @@ def test_the_budget_scales_only_what_was_not_given_and_keeps_small_models_as_the
     zeroq = scaled.calib_batches * scaled.batch_size * scaled.zeroq_steps * 1.8
     full = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * 1.8
     assert changed and zeroq < full / 10 and scaled.zeroq_steps >= MIN_SCALED and scaled.calib_batches >= 1
-    assert scaled.recon_iters * scaled.recon_batch * 1.8 <= cfg.budget_gmac or scaled.recon_iters == MIN_SCALED
-    given, changed = fit_budget(cfg, 1.8, {"zeroq_steps", "recon_iters"})  # what the user set is kept
-    assert given.zeroq_steps == cfg.zeroq_steps and given.recon_iters == cfg.recon_iters
-    assert "zeroq_steps" not in changed
+    assert scaled.recon.iters * scaled.recon.batch * 1.8 <= cfg.budget_gmac or scaled.recon.iters == MIN_SCALED
+    assert "recon.iters" in changed and scaled.recon.augment == cfg.recon.augment  # the section's other fields kept
+    for spelling in ("recon_iters", "recon.iters"):  # the flat key of older runs and the nested one
+        given, changed = fit_budget(cfg, 1.8, {"zeroq_steps", spelling})  # what the user set is kept
+        assert given.zeroq_steps == cfg.zeroq_steps and given.recon.iters == cfg.recon.iters
+        assert "zeroq_steps" not in changed and "recon.iters" not in changed
     assert fit_budget(PTQConfig(budget_gmac=0), 50.0, set())[1] == {}
     huge, _ = fit_budget(cfg, 1000.0, set())
-    assert (huge.calib_batches, huge.zeroq_steps, huge.recon_iters) == (1, MIN_SCALED, MIN_SCALED)
+    assert (huge.calib_batches, huge.zeroq_steps, huge.recon.iters) == (1, MIN_SCALED, MIN_SCALED)
