@@ -36,15 +36,29 @@ def test_adversarial_term_reaches_the_generator(tiny_teacher):
     assert torch.isfinite(g_adv).all() and (g_adv - g_plain).abs().max() > 1e-6  # the student's disagreement pushes
 
 
+def _divergence(teacher, student, x):
+    """KL(teacher || student) on ``x``, in eval mode; the student's mode is left as it was."""
+    was_training = student.training
+    with torch.no_grad():
+        out = torch.nn.functional.kl_div(student.eval()(x).log_softmax(1), teacher(x).softmax(1),
+                                         reduction="batchmean").item()
+    student.train(was_training)
+    return out
+
+
 def test_dfqf_inception_loss_falls_and_student_learns(tiny_teacher):
     student = quantize_model(tiny_teacher, QuantScheme(4, 4))
+    held_out = torch.randn(256, 1, 28, 28, generator=torch.Generator().manual_seed(123))
+    before = _divergence(tiny_teacher, student, held_out)
     cfg = DFQFConfig(steps=30, warmup_steps=30, batch_size=32, log_every=1, student_lr=0.01)
     hist = train_dfqf(tiny_teacher, student, cfg, (1, 28, 28), 10, progress=False)
     warm = [h["gen_is"] for h in hist if h["phase"] == "warmup"]
     assert sum(warm[-5:]) / 5 < sum(warm[:5]) / 5  # confident images of every class: IS loss falls
     kd = [h for h in hist if h["phase"] == "kd"]
     assert len(kd) == 30 and all("gen_adv" in h for h in kd)
-    assert sum(h["kd"] for h in kd[-6:]) / 6 < sum(h["kd"] for h in kd[:6]) / 6
+    # the student learns: its divergence from the teacher on fixed inputs it never trained on falls (the KD loss
+    # on the generator's own images is no measure of that: the generator is trained to raise it)
+    assert _divergence(tiny_teacher, student, held_out) < 0.9 * before
     assert not student.training
 
 
