@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from ..checkpoint import NO_CHECKPOINT, Checkpointer
+from ..quant import QuantScheme
 from ..rundir import RunDir
 from ..targets import Target
 from .config import TrainExportConfig
@@ -22,7 +23,7 @@ class Inputs:
     """Everything a run needs, resolved and validated before any training starts."""
 
     target: Target
-    scheme: Any                             # the QuantScheme the student is quantized with
+    scheme: QuantScheme
     recipe_cfg: Any
     recipe_fn: Any
     runtime: tuple[type, str, str | None]   # (runtime class that checks parity, its report name, engine note)
