@@ -6,8 +6,15 @@ from pathlib import Path
 
 
 def plot_history(history: list[dict], path: Path) -> None:
-    """Synthesis losses; the student's KD loss or, without KD, each block's reconstruction error; and
-    (multi-teacher recipes) the teacher weights over training."""
+    """Write :func:`history_png` of ``history`` to ``path``."""
+    Path(path).write_bytes(history_png(history))
+
+
+def history_png(history: list[dict]) -> bytes:
+    """The training history as one PNG figure: synthesis losses; the student's KD loss or, without KD, each block's
+    reconstruction error; and (multi-teacher recipes) the teacher weights over training."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,5 +58,7 @@ def plot_history(history: list[dict], path: Path) -> None:
         axes[2].set_title("teacher loss weights (balancer)")
         axes[2].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    return buf.getvalue()

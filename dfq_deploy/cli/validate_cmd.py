@@ -43,28 +43,26 @@ def validate_cmd(target, runtimes, data, limit, data_root, gate, out, threads, e
 
 
 def summary(report: dict) -> str:
+    """The lines ``validate`` prints: the verdict, then one line per runtime and per part of the gate."""
     from ..isa import describe
-    from ..validate.gate import portability_text
+    from ..validate.verdict import layer_thresholds, portability_text, runtime_thresholds, status, verdict_word
 
     lines = [f"validation of {report['model']} on {report['data']} ({report['samples']} images): "
-             f"{'PASS' if report['passed'] else 'FAIL'}",
+             f"{verdict_word(report['passed'])}",
              f"  {report['reference']:<28} accuracy {report['reference_accuracy'] if report['labelled'] else 'n/a'}"]
     for name, r in report["runtimes"].items():
         acc = f"{r['accuracy']:.2f} %" if r["accuracy"] is not None else "n/a"
-        bound = ("" if r.get("rounding_baseline") is None else
-                 f" (gate >= {r['min_agreement']} %: the reference's own float64 agreement is "
-                 f"{r['rounding_baseline']:.3f} %)")
-        lines.append(f"  {name:<28} accuracy {acc}  agreement {r['top1_agreement']:.3f} %{bound}  "
-                     f"max {r['max_diff_steps']} output steps (not gated)  {'pass' if r['passed'] else 'FAIL'}")
+        lines.append(f"  {name:<28} accuracy {acc}  agreement {r['top1_agreement']:.3f} % ({runtime_thresholds(r)})  "
+                     f"max {r['max_diff_steps']} output steps (not gated)  {status(r['passed'])}")
     layers = report["layers"]
     if layers is not None:
         lines.append(f"  {'layer-local check':<28} {len(layers['layers'])} activations, worst "
-                     f"{layers['worst_steps']:g} step, {layers['worst_mismatch']:.4%} of elements  "
-                     f"{'pass' if layers['passed'] else 'FAIL'}")
+                     f"{layers['worst_steps']:g} step, {layers['worst_mismatch']:.4%} of elements "
+                     f"(gate {layer_thresholds(report['gate'])})  {status(layers['passed'])}")
     if report["census"] is not None:
         c = report["census"]
         lines.append(f"  {'integer census':<28} {c['integer_compute']} integer Conv/Gemm, {len(c['float_compute'])} "
-                     f"float  {'pass' if c['all_integer'] else 'FAIL'}")
+                     f"float  {status(c['all_integer'])}")
     if report.get("pair_sums") is not None:
         lines.append(f"  {'portability':<28} {portability_text(report['pair_sums'], report.get('portable'))}")
     if report.get("cpu"):

@@ -36,6 +36,7 @@ from ..errors import ConfigError, ParityError
 from ..isa import cpu_info, describe
 from .local import LocalResult
 from .parity import DEFAULT_MAX_ACCURACY_DIFF, DEFAULT_MIN_AGREEMENT, ParityResult, compare_logits
+from .verdict import failure_message
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class GateResult:
     # where end to end failed although every layer passed: the reference's top-1 agreement with itself evaluated in
     # float64 (see float64_logits)
     float64_agreement: float | None = None
+    output_step: float | None = None                # the logits' quantization step (reported as validation's own key)
 
     def failures(self) -> list[str]:
         """One line per reason the gate fails, the faulty layer first (empty when it passes)."""
@@ -139,11 +141,13 @@ class GateResult:
 
 def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], data, onnx_path: Path,
                  gate: Gate, *, student=None, profile: str | None = None, skipped: dict | None = None,
-                 threads: int | None = None, progress: bool = False, emulated=None) -> GateResult:
+                 threads: int | None = None, progress: bool = False, emulated=None,
+                 census: dict | None = None) -> GateResult:
     """The comparator: ``outputs`` (runtime name -> logits on ``data``) against ``reference``, plus the
     layer-local check of the graph (reference: ``student``, else the graph unoptimised) and the integer census.
     ``emulated``: a :class:`dfq_deploy.runtimes.emulated.EmulatedCPU` to run the layer-local check on (the outputs
-    then come from the same emulated CPU), whose CPU is the one reported."""
+    then come from the same emulated CPU), whose CPU is the one reported. ``census``: the graph's
+    ``KernelCensus.to_dict()`` where the caller has it already (else it is taken here, where it applies)."""
     from ..export import ort_kernel_census
     from ..export.inspect import output_quant_step
     from ..export.load import load_onnx_safely
@@ -164,8 +168,9 @@ def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, 
     layers = check_layers(onnx_path, data.images[pick].numpy(), student, max_steps=gate.layer_max_steps,
                           max_mismatch=gate.layer_max_mismatch, threads=threads, progress=progress,
                           session=None if emulated is None else emulated.session)
-    census = None
-    if profile == "onnxruntime" and "onnxruntime" in outputs:
+    if profile != "onnxruntime" or "onnxruntime" not in outputs:
+        census = None
+    elif census is None:
         census = ort_kernel_census(onnx_path).to_dict()
     model = load_onnx_safely(onnx_path)
     cpu = cpu_info() if emulated is None else {**emulated.cpu_info(), "emulated_by": f"qemu -cpu {emulated.model}"}
@@ -177,7 +182,7 @@ def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, 
             stability = itself.top1_agreement
             rows = {name: rounding_bound(r, itself, gate) for name, r in rows.items()}
     return GateResult(gate, reference_name, rows, layers, census, dict(skipped or {}),
-                      check_pair_sums(model).to_dict(), scheme_portable(model), cpu, stability)
+                      check_pair_sums(model).to_dict(), scheme_portable(model), cpu, stability, step)
 
 
 def float64_logits(student, data, batch_size: int = 250) -> np.ndarray | None:
@@ -208,29 +213,6 @@ def rounding_bound(row: ParityResult, itself: ParityResult, gate: Gate) -> Parit
         return row
     return replace(row, min_agreement=min(floor, gate.min_agreement),
                    max_accuracy_diff=max(cap, gate.max_accuracy_diff), rounding_baseline=itself.top1_agreement)
-
-
-def portability_text(pair_sums: dict | None, portable: bool | None) -> str:
-    """One line on whether the model computes the same integers on every CPU (its static pair-sum bound)."""
-    if pair_sums is None:
-        return "not checked"
-    if pair_sums["exact_without_vnni"]:
-        u8 = pair_sums.get("uint8_weights", 0)
-        return (f"same integers on every CPU: worst 16-bit pair sum {pair_sums['worst_pair_sum']} <= "
-                f"{pair_sums['limit']} in {pair_sums['checked'] - u8} int8-weight Conv/Gemm"
-                + (f", {u8} with uint8 weights (u8 x u8 kernels)" if u8 else ""))
-    names = pair_sums["saturating"]
-    how = ("exported as portable: FAILS" if portable else
-           "exported with --vnni-only" if portable is False else "no portable claim in its metadata")
-    return (f"exact only on CPUs with VNNI / AMX, ARM and GPUs: {len(names)} layer(s) can saturate a 16-bit pair sum "
-            f"on x86 without VNNI (worst {pair_sums['worst_pair_sum']}; {how})")
-
-
-def failure_message(report: dict, html_path: Path) -> str:
-    gate = report["gate"]
-    return (f"parity gate failed: {'; '.join(report['failures'])} (gate: per layer <= {gate['layer_max_steps']:g} "
-            f"step and <= {gate['layer_max_mismatch']:.3%} of elements; top-1 agreement >= {gate['min_agreement']} "
-            f"%, accuracy within {gate['max_accuracy_diff']} pt); report: {html_path}")
 
 
 def raise_for_gate(report: dict, html_path: Path, hint: str) -> None:

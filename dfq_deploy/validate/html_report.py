@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import tempfile
-from pathlib import Path
+
+from .verdict import portability_text, runtime_thresholds, status, thresholds, verdict_word
 
 
 def _png(fig) -> str:
@@ -20,7 +20,7 @@ def _png(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def _figures(report: dict, history: list[dict]) -> list[tuple[str, str]]:
+def _figures(report: dict, history_png: bytes | None) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,13 +69,8 @@ def _figures(report: dict, history: list[dict]) -> list[tuple[str, str]]:
             ax.set_title(f"confusion matrix: {name}")
             figs.append((f"Confusion matrix ({name})", _png(fig)))
             break  # one is enough to read; the per-class table covers every runtime
-    if history:
-        from ..figures import plot_history
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "h.png"
-            plot_history(history, path)
-            figs.append(("Training: losses and teacher weights", base64.b64encode(path.read_bytes()).decode()))
+    if history_png:
+        figs.append(("Training: losses and teacher weights", base64.b64encode(history_png).decode()))
     return figs
 
 
@@ -89,75 +84,12 @@ def _fmt(v, spec=".2f", unit=""):
     return "n/a" if v is None else f"{v:{spec}}{unit}"
 
 
-def render_html(report: dict, history: list[dict] | None = None) -> str:
-    """The page for ``report`` (from :func:`dfq_deploy.validate.validate.validate`)."""
-    verdict = "PASS" if report["passed"] else "FAIL"
-    rows = [[report["reference"], _fmt(report["reference_accuracy"], unit=" %"), "reference", "-", "-", "-"]]
-    for name, r in report["runtimes"].items():
-        bound = ("" if r.get("rounding_baseline") is None else
-                 f" (gate ≥ {r['min_agreement']} %: the reference's own float64 agreement is "
-                 f"{r['rounding_baseline']:.3f} %)")
-        rows.append([name, _fmt(r["accuracy"], unit=" %"), _fmt(r["top1_agreement"], ".3f", " %") + bound,
-                     _fmt(r["max_diff_steps"], "g"), _fmt(r["mean_diff_steps"], ".4f"),
-                     "pass" if r["passed"] else "FAIL"])
-    gate = report["gate"]
-    parts = [f"<h1>dfq-deploy validation: <span class='{verdict.lower()}'>{verdict}</span></h1>",
-             f"<p>model <code>{html.escape(report['model'])}</code> (profile {html.escape(str(report['profile']))})"
-             f", data {html.escape(report['data'])} ({report['samples']} images), reference "
-             f"{html.escape(report['reference'])}, output step {_fmt(report['output_step'], '.4g')}.</p>",
-             f"<p>Gate: every quantized activation, computed by the runtime from the reference's own inputs, within "
-             f"{gate['layer_max_steps']:g} step of the reference, inside its quantizer's integer range, and on another "
-             f"code with no rounding tie to explain it in at most "
-             f"{gate['layer_max_mismatch']:.3%} of its elements; end to end top-1 agreement &ge; "
-             f"{gate['min_agreement']} % and accuracy within {gate['max_accuracy_diff']} pt"
-             + (f", logits within {gate['max_logit_steps']:g} output steps" if gate.get("max_logit_steps") is not None
-                else "") + "; with the onnxruntime profile every Conv/Gemm an integer kernel.</p>"]
-    if report.get("failures"):
-        parts.append("<h2>Why it fails</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in report["failures"])
-                     + "</ul>")
-    parts.append(_table(["runtime", "accuracy", "top-1 agreement", "max diff (steps)", "mean diff (steps)", "gate"],
-                        rows))
-    if report["skipped"]:
-        parts.append("<h2>Not run here</h2>" + _table(["runtime", "why"], [[k, v] for k, v in
-                                                                           report["skipped"].items()]))
-    census = report.get("census")
-    if census is not None:
-        parts.append(f"<h2>Integer census</h2><p>{census['integer_compute']} Conv/Gemm run as integer kernels in ONNX "
-                     f"Runtime, {len(census['float_compute'])} in float"
-                     + (f": {html.escape(', '.join(census['float_compute']))}" if census["float_compute"] else "")
-                     + ".</p>")
-    if report.get("pair_sums") is not None or report.get("cpu"):
-        from ..isa import describe
-        from .gate import portability_text
-
-        parts.append("<h2>Where parity was proven</h2><p>"
-                     + (f"Checked on {html.escape(describe(report['cpu']))}.<br>" if report.get("cpu") else "")
-                     + (f"Portability: {html.escape(portability_text(report['pair_sums'], report.get('portable')))}."
-                        if report.get("pair_sums") is not None else "") + "</p>")
-        pairs = [d for d in (report.get("pair_sums") or {}).get("layers", []) if not d["exact_without_vnni"]]
-        if pairs:
-            parts.append(_table(["integer layer", "input codes", "weight codes", "worst 16-bit pair sum"],
-                                [[d["node"], d["input_codes"], d["weight_codes"], d["worst_pair_sum"]]
-                                 for d in pairs]))
-    layers = report.get("layers")
-    if layers:
-        first = layers["first_failure"]
-        parts.append("<h2>Layer-local check</h2>")
-        where = (f"first faulty activation: <b>{html.escape(first['node'])}</b> ({html.escape(first['module'])}), "
-                 f"{first['max_steps']:g} steps, {first.get('unexplained', 0.0):.3%} of its elements on another code "
-                 f"without a tie" if first else
-                 f"every activation within the gate (worst {layers['worst_steps']:g} step, "
-                 f"{layers['worst_mismatch']:.4%} of elements)")
-        parts.append(f"<p>{where}; {layers['samples']} images, reference {html.escape(layers['reference'])}, runtime "
-                     f"{html.escape(layers['runtime'])}.</p>")
-        parts.append(_table(["#", "graph node", "module", "shape", "max steps", "share on another code",
-                             "of which no tie", "integer range (graph / quantizer)", "gate"],
-                            [[d["index"], d["node"], d["module"], d["shape"], f"{d['max_steps']:g}",
-                              f"{d['mismatched']:.4%}", f"{d.get('unexplained', 0.0):.4%}",
-                              f"{d.get('code_range')} / {d.get('expected_range') or '-'}",
-                              "pass" if d["passed"] else f"FAIL ({d['cause']})" if d.get("cause") else "FAIL"]
-                             for d in layers["layers"]]))
-    figs = _figures(report, history or [])
+def render_html(report: dict, history_png: bytes | None = None) -> str:
+    """The page for ``report`` (from :func:`dfq_deploy.validate.validate.validate`); ``history_png``: the training
+    history figure of the run (:func:`dfq_deploy.figures.history_png`), shown among the figures."""
+    verdict = verdict_word(report["passed"])
+    parts = _heading(report) + _runtime_table(report) + _census(report) + _where_proven(report) + _layers(report)
+    figs = _figures(report, history_png)
     parts.append("<h2>Figures</h2>")
     parts += [f"<figure><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'><figcaption>{html.escape(t)}"
               "</figcaption></figure>" for t, b in figs]
@@ -175,3 +107,83 @@ def render_html(report: dict, history: list[dict] | None = None) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>dfq-deploy validation {verdict}</title>"
             f"<style>{style}</style></head><body data-figures='{len(figs)}'>{''.join(parts)}"
             f"<script>{script}</script></body></html>\n")
+
+
+def _heading(report: dict) -> list[str]:
+    """The verdict, what was compared, the gate's thresholds and why it fails."""
+    verdict = verdict_word(report["passed"])
+    parts = [f"<h1>dfq-deploy validation: <span class='{verdict.lower()}'>{verdict}</span></h1>",
+             f"<p>model <code>{html.escape(report['model'])}</code> (profile {html.escape(str(report['profile']))})"
+             f", data {html.escape(report['data'])} ({report['samples']} images), reference "
+             f"{html.escape(report['reference'])}, output step {_fmt(report['output_step'], '.4g')}.</p>",
+             f"<p>Gate: {html.escape(thresholds(report['gate']))}; with the onnxruntime profile every Conv/Gemm an "
+             "integer kernel. Per layer, every quantized activation is computed by the runtime from the reference's "
+             "own inputs, must lie inside its quantizer's integer range, and counts as off only on another code that "
+             "no rounding tie explains.</p>"]
+    if report.get("failures"):
+        parts.append("<h2>Why it fails</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in report["failures"])
+                     + "</ul>")
+    return parts
+
+
+def _runtime_table(report: dict) -> list[str]:
+    """One row per runtime (the reference first), and the runtimes not run here."""
+    rows = [[report["reference"], _fmt(report["reference_accuracy"], unit=" %"), "reference", "-", "-", "-"]]
+    for name, r in report["runtimes"].items():
+        rows.append([name, _fmt(r["accuracy"], unit=" %"),
+                     _fmt(r["top1_agreement"], ".3f", " %") + f" ({runtime_thresholds(r)})",
+                     _fmt(r["max_diff_steps"], "g"), _fmt(r["mean_diff_steps"], ".4f"), status(r["passed"])])
+    parts = [_table(["runtime", "accuracy", "top-1 agreement", "max diff (steps)", "mean diff (steps)", "gate"],
+                    rows)]
+    if report["skipped"]:
+        parts.append("<h2>Not run here</h2>" + _table(["runtime", "why"], [[k, v] for k, v in
+                                                                           report["skipped"].items()]))
+    return parts
+
+
+def _census(report: dict) -> list[str]:
+    census = report.get("census")
+    if census is None:
+        return []
+    return [f"<h2>Integer census</h2><p>{census['integer_compute']} Conv/Gemm run as integer kernels in ONNX "
+            f"Runtime, {len(census['float_compute'])} in float"
+            + (f": {html.escape(', '.join(census['float_compute']))}" if census["float_compute"] else "") + ".</p>"]
+
+
+def _where_proven(report: dict) -> list[str]:
+    """The CPU the runtimes ran on, and whether the model computes the same integers on every CPU."""
+    if report.get("pair_sums") is None and not report.get("cpu"):
+        return []
+    from ..isa import describe
+
+    parts = ["<h2>Where parity was proven</h2><p>"
+             + (f"Checked on {html.escape(describe(report['cpu']))}.<br>" if report.get("cpu") else "")
+             + (f"Portability: {html.escape(portability_text(report['pair_sums'], report.get('portable')))}."
+                if report.get("pair_sums") is not None else "") + "</p>"]
+    pairs = [d for d in (report.get("pair_sums") or {}).get("layers", []) if not d["exact_without_vnni"]]
+    if pairs:
+        parts.append(_table(["integer layer", "input codes", "weight codes", "worst 16-bit pair sum"],
+                            [[d["node"], d["input_codes"], d["weight_codes"], d["worst_pair_sum"]] for d in pairs]))
+    return parts
+
+
+def _layers(report: dict) -> list[str]:
+    """The layer-local check: the first faulty activation (or the worst), then one row per activation."""
+    layers = report.get("layers")
+    if not layers:
+        return []
+    first = layers["first_failure"]
+    where = (f"first faulty activation: <b>{html.escape(first['node'])}</b> ({html.escape(first['module'])}), "
+             f"{first['max_steps']:g} steps, {first.get('unexplained', 0.0):.3%} of its elements on another code "
+             f"without a tie" if first else
+             f"every activation within the gate (worst {layers['worst_steps']:g} step, "
+             f"{layers['worst_mismatch']:.4%} of elements)")
+    return ["<h2>Layer-local check</h2>",
+            f"<p>{where}; {layers['samples']} images, reference {html.escape(layers['reference'])}, runtime "
+            f"{html.escape(layers['runtime'])}.</p>",
+            _table(["#", "graph node", "module", "shape", "max steps", "share on another code", "of which no tie",
+                    "integer range (graph / quantizer)", "gate"],
+                   [[d["index"], d["node"], d["module"], d["shape"], f"{d['max_steps']:g}", f"{d['mismatched']:.4%}",
+                     f"{d.get('unexplained', 0.0):.4%}", f"{d.get('code_range')} / {d.get('expected_range') or '-'}",
+                     "pass" if d["passed"] else f"FAIL ({d['cause']})" if d.get("cause") else "FAIL"]
+                    for d in layers["layers"]])]

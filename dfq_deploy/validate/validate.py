@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -99,13 +99,71 @@ def validate(cfg: ValidateConfig) -> dict:
     """
     import torch
 
-    from ..data import load_eval_set
-    from ..runtimes import find_runtime, get_runtime
-
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    target = _open_target(cfg)
+    meta = _metadata(target.onnx_path)
+    data = _eval_data(cfg, meta, target.onnx_path)
+    # nothing passes that compared nothing: at least one runtime must run against the reference (checked first)
+    compared, skipped = _runtimes_here(cfg.runtimes, has_student=target.student is not None)
+    if target.student is not None:
+        reference_name, reference_rt = "torch", make_runtime("torch", target.student, cfg)
+    else:  # no PyTorch model: the graph's own semantics, unoptimised
+        reference_name = "onnx (unoptimised reference)"
+        reference_rt = make_runtime("onnxruntime", target.onnx_path, cfg, optimize=False)
+    reference = run_logits(reference_rt, data, progress=cfg.progress)
+    if cfg.engine:
+        _check_engine_belongs(Path(cfg.engine), target.onnx_path)
+    with contextlib.ExitStack() as stack:
+        emulated = None
+        if cfg.emulate_cpu is not None:  # ONNX Runtime, end to end and layer by layer, on the emulated CPU
+            from ..runtimes.emulated import EmulatedCPU
+
+            emulated = stack.enter_context(EmulatedCPU(cfg.emulate_cpu, cfg.threads or 1))
+        model = {name: cfg.engine if name == "tensorrt" and cfg.engine else target.onnx_path for name in compared}
+        outputs = {name: run_logits(make_runtime(name, model[name], cfg, emulated=emulated), data,
+                                    progress=cfg.progress) for name in compared}
+        report = build_report(reference_name, reference, outputs, skipped, data, target.onnx_path, cfg.gate,
+                              student=target.student, profile=meta.get("profile"), threads=cfg.threads,
+                              progress=cfg.progress, emulated=emulated)
+    report["changed_since_run"] = target.changed  # files that differ from the run's manifest.json (not gated)
+    write_reports(target.out_dir, report, history_figure(target.history))
+    raise_for_gate(report, target.out_dir / "validation.html",
+                   hint="the report's layer table names the faulty activation; a correct export passes the default "
+                        "gate (docs/validate.md)")
+    return report
+
+
+def make_runtime(name: str, model, cfg: ValidateConfig, *, emulated=None, optimize: bool = True):
+    """The runtime ``name`` on ``model`` (the student for torch; an .onnx file, or for tensorrt a plan, otherwise)
+    with the options ``cfg`` gives it: the one place ``validate`` builds a runtime. ``emulated``: the
+    :class:`~dfq_deploy.runtimes.emulated.EmulatedCPU` ONNX Runtime runs on; ``optimize`` False: ONNX Runtime with
+    its graph optimisations off (the graph's own semantics)."""
+    from ..runtimes import get_runtime
+
+    if name == "onnxruntime" and emulated is not None:
+        from ..runtimes.emulated import EmulatedOnnxRuntime
+
+        return EmulatedOnnxRuntime(model, cpu=cfg.emulate_cpu, threads=cfg.threads or 1)
+    if name == "onnxruntime":
+        return get_runtime(name)(model, threads=cfg.threads, optimize=optimize)
+    return get_runtime(name)(model)
+
+
+@dataclass
+class _Target:
+    """What ``validate`` checks: the graph, where its reports go and, for a run directory, the run's student."""
+
+    onnx_path: Path
+    out_dir: Path
+    student: object = None
+    history: list = field(default_factory=list)
+    changed: list = field(default_factory=list)    # files that differ from the run's manifest.json
+
+
+def _open_target(cfg: ValidateConfig) -> _Target:
+    """A train-export run directory (its manifest verified, its student loaded) or a bare .onnx file."""
     target = Path(cfg.target)
-    student, history, run_report, changed = None, [], None, []
     if target.is_dir():
         from ..rundir import load_run, verify_run
 
@@ -114,14 +172,17 @@ def validate(cfg: ValidateConfig) -> dict:
             raise ConfigError(f"{target} has no model.onnx", hint="pass a train-export run directory or an .onnx file")
         changed = verify_run(target)
         student, _, run_report = load_run(target)
-        history = run_report.get("history", [])
-        out_dir = Path(cfg.out) if cfg.out else target
-    elif target.is_file():
-        onnx_path = target
-        out_dir = Path(cfg.out) if cfg.out else target.parent
-    else:
-        raise ConfigError(f"{target} not found", hint="pass a train-export run directory or an .onnx file")
-    meta = _metadata(onnx_path)
+        return _Target(onnx_path, Path(cfg.out) if cfg.out else target, student, run_report.get("history", []),
+                       changed)
+    if target.is_file():
+        return _Target(target, Path(cfg.out) if cfg.out else target.parent)
+    raise ConfigError(f"{target} not found", hint="pass a train-export run directory or an .onnx file")
+
+
+def _eval_data(cfg: ValidateConfig, meta: dict, onnx_path: Path):
+    """The evaluation set, normalised and sized as the model's metadata says."""
+    from ..data import load_eval_set
+
     if "input_shape" not in meta:
         raise ConfigError(f"{onnx_path} has no dfq-deploy metadata (input shape, normalisation)",
                           hint="validate models exported by dfq-deploy")
@@ -132,19 +193,26 @@ def validate(cfg: ValidateConfig) -> dict:
                           f"{tuple(meta['input_shape'])}",
                           hint="pick evaluation data of the model's size: --data imagefolder:PATH (resized and "
                                "centre-cropped to it) or --data synthetic")
-    # nothing passes that compared nothing: at least one runtime must run against the reference (checked first)
-    available, skipped = [], {}
-    for name in cfg.runtimes:
+    return data
+
+
+def _runtimes_here(names: tuple[str, ...], *, has_student: bool) -> tuple[list[str], dict[str, str]]:
+    """(the runtimes to compare with the reference, {runtime: why it is skipped}); raises when nothing would be
+    compared."""
+    from ..runtimes import find_runtime
+
+    compared, skipped = [], {}
+    for name in names:
         if name == "torch":
-            if student is None:
+            if not has_student:
                 skipped[name] = "no PyTorch model next to a bare .onnx (pass the run directory)"
             continue  # the reference itself
         cls, reason = find_runtime(name)
         if cls is None:
             skipped[name] = reason
         else:
-            available.append((name, cls))
-    if not available:
+            compared.append(name)
+    if not compared:
         if not skipped:
             raise ConfigError("--runtimes torch alone compares the PyTorch reference with itself",
                               hint="add a runtime to compare with it, e.g. --runtimes torch,onnxruntime")
@@ -153,65 +221,41 @@ def validate(cfg: ValidateConfig) -> dict:
                               hint="pass the train-export run directory, or --runtimes onnxruntime for a bare .onnx")
         raise RuntimeUnavailableError("nothing was compared: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()),
                                       hint="install a runtime that can run here, or add --runtimes onnxruntime")
-    if student is not None:
-        reference_name = "torch"
-        reference = run_logits(get_runtime("torch")(student), data, progress=cfg.progress)
-    else:  # no PyTorch model: the graph's own semantics, unoptimised
-        reference_name = "onnx (unoptimised reference)"
-        reference = run_logits(get_runtime("onnxruntime")(onnx_path, threads=cfg.threads, optimize=False), data,
-                               progress=cfg.progress)
-    outputs = {}
-    if cfg.engine:
-        _check_engine_belongs(Path(cfg.engine), onnx_path)
-    with contextlib.ExitStack() as stack:
-        emulated = None
-        if cfg.emulate_cpu is not None:  # ONNX Runtime, end to end and layer by layer, on the emulated CPU
-            from ..runtimes.emulated import EmulatedCPU, EmulatedOnnxRuntime
-
-            emulated = stack.enter_context(EmulatedCPU(cfg.emulate_cpu, cfg.threads or 1))
-        for name, cls in available:
-            if name == "onnxruntime" and emulated is not None:
-                rt = EmulatedOnnxRuntime(onnx_path, cpu=cfg.emulate_cpu, threads=cfg.threads or 1)
-            elif name == "onnxruntime":
-                rt = cls(onnx_path, threads=cfg.threads)
-            else:
-                rt = cls(cfg.engine if name == "tensorrt" and cfg.engine else onnx_path)
-            outputs[name] = run_logits(rt, data, progress=cfg.progress)
-        report = build_report(reference_name, reference, outputs, skipped, data, onnx_path, cfg.gate,
-                              student=student, profile=meta.get("profile"), threads=cfg.threads,
-                              progress=cfg.progress, emulated=emulated)
-    report["changed_since_run"] = changed  # files that differ from the run's manifest.json (reported, not gated)
-    write_reports(out_dir, report, history)
-    raise_for_gate(report, out_dir / "validation.html",
-                   hint="the report's layer table names the faulty activation; a correct export passes the default "
-                        "gate (docs/validate.md)")
-    return report
+    return compared, skipped
 
 
 def build_report(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], skipped: dict,
                  data, onnx_path: Path, gate: Gate, *, student=None, profile: str | None = None,
-                 threads: int | None = None, progress: bool = False, emulated=None) -> dict:
-    """The validation report (a plain dict, written as ``validation.json``) of logits already computed."""
-    from ..export.inspect import output_quant_step
-
+                 threads: int | None = None, progress: bool = False, emulated=None, census: dict | None = None) -> dict:
+    """The validation report (a plain dict, written as ``validation.json``) of logits already computed.
+    ``census``: the graph's integer-kernel census where the caller took it already."""
     result = check_parity(reference_name, reference, outputs, data, onnx_path, gate, student=student,
-                          profile=profile, skipped=skipped, threads=threads, progress=progress, emulated=emulated)
+                          profile=profile, skipped=skipped, threads=threads, progress=progress, emulated=emulated,
+                          census=census)
     labels = data.labels.numpy() if data.labelled else None
     return {
         "model": str(onnx_path), "profile": profile, "data": data.name, "samples": len(data),
         "labelled": labels is not None,
         "reference_accuracy": float((reference.argmax(1) == labels).mean() * 100) if labels is not None else None,
-        "output_step": output_quant_step(onnx_path), **result.to_dict(), "class_names": list(data.class_names),
+        "output_step": result.output_step, **result.to_dict(), "class_names": list(data.class_names),
     }
 
 
-def write_reports(out_dir: Path, report: dict, history: list[dict]) -> None:
-    """``validation.json`` and ``validation.html`` in ``out_dir``, each written atomically."""
+def history_figure(history: list[dict]) -> bytes | None:
+    """The training history as PNG (what a run's ``losses.png`` holds); None without a history."""
+    from ..figures import history_png
+
+    return history_png(history) if history else None
+
+
+def write_reports(out_dir: Path, report: dict, history_png: bytes | None = None) -> None:
+    """``validation.json`` and ``validation.html`` (with ``history_png``, the training history as PNG, among its
+    figures) in ``out_dir``, each written atomically."""
     from .html_report import render_html
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("validation.json", json.dumps(report, indent=2) + "\n"),
-                       ("validation.html", render_html(report, history))):
+                       ("validation.html", render_html(report, history_png))):
         tmp = out_dir / f".{name}.tmp{os.getpid()}"
         tmp.write_text(text)
         os.replace(tmp, out_dir / name)
