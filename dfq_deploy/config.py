@@ -25,7 +25,7 @@ MAX_COUNT = 10_000_000
 _CEILINGS = (MAX_IMAGES_PER_BATCH, MAX_COUNT)
 
 
-def _not_a_flag(value):
+def not_a_flag(value):
     """YAML's ``true`` is a Python int; as a count or a rate it is a mistake, not 1."""
     if isinstance(value, bool):
         raise ValueError("must be a number, not true or false")
@@ -33,10 +33,10 @@ def _not_a_flag(value):
 
 
 # The field types recipe configs are declared with; narrow one with ``Annotated[Count, Field(ge=1)]``.
-Count = Annotated[int, BeforeValidator(_not_a_flag), Field(ge=0, le=MAX_COUNT)]          # steps, images, sizes
-BatchSize = Annotated[int, BeforeValidator(_not_a_flag), Field(ge=2, le=MAX_IMAGES_PER_BATCH)]  # images per step
-Seed = Annotated[int, BeforeValidator(_not_a_flag), Field(ge=0, lt=2 ** 32)]
-Number = Annotated[float, BeforeValidator(_not_a_flag)]     # finite: configs refuse nan and inf
+Count = Annotated[int, BeforeValidator(not_a_flag), Field(ge=0, le=MAX_COUNT)]          # steps, images, sizes
+BatchSize = Annotated[int, BeforeValidator(not_a_flag), Field(ge=2, le=MAX_IMAGES_PER_BATCH)]  # images per step
+Seed = Annotated[int, BeforeValidator(not_a_flag), Field(ge=0, lt=2 ** 32)]
+Number = Annotated[float, BeforeValidator(not_a_flag)]     # finite: configs refuse nan and inf
 Rate = Annotated[Number, Field(gt=0)]                       # learning rates, temperatures
 Weight = Annotated[Number, Field(ge=0)]                     # loss weights
 Flag = StrictBool
@@ -168,8 +168,8 @@ def describe_error(e: ValidationError, cls, where: str, data: dict) -> ConfigErr
     in_list = any(isinstance(p, int) for p in err["loc"])
     value = _given(data, path, err["input"]) if in_list else err["input"]
     if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
-        section = _default_of(cls, path[:-1])
-        close = difflib.get_close_matches(path[-1], [f.name for f in dataclasses.fields(section)], n=3)
+        owner = _default_of(cls, path[:-1]) if len(path) > 1 else cls
+        close = difflib.get_close_matches(path[-1], [f.name for f in dataclasses.fields(owner)], n=3)
         hint = (f"did you mean {' or '.join('.'.join([*path[:-1], c]) for c in close)}?" if close
                 else f"valid keys: {', '.join(valid_keys(cls))}")
         return ConfigError(f"{where}: unknown key {key}", hint=hint)
@@ -180,7 +180,7 @@ def describe_error(e: ValidationError, cls, where: str, data: dict) -> ConfigErr
         message = f"{key}={value!r} {_range(cls, path, err) or _rule(err, in_list)}"
     try:
         hint = _example_hint(cls, path, where)
-    except (AttributeError, KeyError):  # a path pydantic names that has no default of its own
+    except (AttributeError, KeyError, TypeError, yaml.YAMLError):  # no default of its own, or none YAML can write
         hint = _defaults_hint(where)
     return ConfigError(f"{where}: {message}", hint=hint)
 
@@ -234,7 +234,8 @@ def _rule(err: dict, in_list: bool) -> str:
 
 def _default_of(cls, path: list[str]) -> Any:
     """The default at ``path`` (a field, or a section's field) of ``cls``."""
-    value: Any = {f.name: f.default for f in dataclasses.fields(cls)}[path[0]]
+    field = {f.name: f for f in dataclasses.fields(cls)}[path[0]]
+    value: Any = field.default_factory() if field.default is dataclasses.MISSING else field.default
     for name in path[1:]:
         value = getattr(value, name)
     return value
