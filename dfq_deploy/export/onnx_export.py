@@ -31,11 +31,12 @@ from .ort_passes import (pad_conv_input_channels, pools_outside_integer_range, q
                          relu_int8_to_uint8, shift_signed_activations_to_uint8, unsigned_weights_where_pairs_saturate)
 from .pair_sums import check_pair_sums
 from .passes import requantize_grid_preserving_ops
+from .trt_rules import TensorRTCheck, check_tensorrt_rules
 from .trt_passes import (UnrepresentableActivation, activations_to_signed_float_clip, fold_weight_clips_to_float_qdq,
                          int32_bias_to_float)
 
 
-def _onnxruntime_profile(model: onnx.ModelProto, portable: bool) -> dict:
+def _onnxruntime_profile(model: onnx.ModelProto, portable: bool) -> tuple[dict, None]:
     done = {"grid_preserving_outputs_requantized": requantize_grid_preserving_ops(model),
             "relu_int8_to_uint8": relu_int8_to_uint8(model)}
     done["signed_activations_moved_to_uint8"] = shift_signed_activations_to_uint8(model)
@@ -45,12 +46,10 @@ def _onnxruntime_profile(model: onnx.ModelProto, portable: bool) -> dict:
     # int8-weight convolutions on MLAS' symmetric path, and pads with each weight's own zero point)
     done["weights_moved_to_uint8"] = unsigned_weights_where_pairs_saturate(model) if portable else 0
     done["conv_input_channels_padded"] = pad_conv_input_channels(model)  # after the shift: pads with the uint8 zp
-    return done
+    return done, None
 
 
-def _tensorrt_profile(model: onnx.ModelProto, portable: bool) -> dict:
-    from .trt_rules import check_tensorrt_rules
-
+def _tensorrt_profile(model: onnx.ModelProto, portable: bool) -> tuple[dict, TensorRTCheck]:
     done = {"grid_preserving_outputs_requantized": requantize_grid_preserving_ops(model)}
     try:
         done.update(activations_to_signed_float_clip(model))
@@ -66,11 +65,12 @@ def _tensorrt_profile(model: onnx.ModelProto, portable: bool) -> dict:
         raise ExportError("the TensorRT profile still breaks TensorRT's Q/DQ rules: "
                           + "; ".join(str(v) for v in check.violations[:5]),
                           hint="this model has a layer pattern the tensorrt profile does not rewrite yet")
-    return done
+    return done, check
 
 
 # profile name -> graph passes applied after the Brevitas export (model, portable); returns what each pass changed
-PROFILES: dict[str, Callable[[onnx.ModelProto, bool], dict]] = {"onnxruntime": _onnxruntime_profile,
+# and, for the tensorrt profile, the rule check the graph passed
+PROFILES: dict[str, Callable[[onnx.ModelProto, bool], tuple[dict, TensorRTCheck | None]]] = {"onnxruntime": _onnxruntime_profile,
                                                                  "tensorrt": _tensorrt_profile}
 
 
@@ -80,6 +80,7 @@ class ExportResult:
     profile: str
     passes: dict
     num_nodes: int
+    tensorrt_rules: TensorRTCheck | None = None   # the tensorrt profile's rule check (the graph passed it)
 
 
 def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[int, ...], profile: str = "onnxruntime",
@@ -123,7 +124,7 @@ def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[in
                 raise ExportError(f"Brevitas QCDQ export failed: {type(e).__name__}: {e}") from e
         model = onnx.load(tmp)
         bits = layer_bits(model)  # read before the profile's rewrites (the tensorrt one moves the Clips)
-        passes = PROFILES[profile](model, portable)
+        passes, rules = PROFILES[profile](model, portable)
         if profile == "tensorrt":
             portable = portable and bool(check_pair_sums(model))
         set_metadata(model, {**(metadata or {}), "dfq_deploy.profile": profile, "dfq_deploy.version": __version__,
@@ -134,4 +135,4 @@ def export_onnx(qmodel: torch.nn.Module, path: str | Path, input_shape: tuple[in
         except onnx.checker.ValidationError as e:
             raise ExportError(f"exported graph fails onnx.checker: {e}") from e
         onnx.save(model, str(tmp))
-    return ExportResult(path, profile, passes, len(model.graph.node))
+    return ExportResult(path, profile, passes, len(model.graph.node), rules)

@@ -131,7 +131,9 @@ def has_compute_budget(recipe_cfg) -> bool:
 def keeps_pixel_range(recipe_cfg) -> bool:
     """The recipe keeps the images it inverts inside the range a real normalised image can take, and so needs the
     card's normalisation (``pixel_mean`` / ``pixel_std``; see recipes/lis.py)."""
-    return hasattr(recipe_cfg, "pixel_mean")
+    from ..recipes.options import PixelRange
+
+    return isinstance(recipe_cfg, PixelRange)
 
 
 def _fit_budget(recipe_cfg, teacher: torch.nn.Module, card, given: set[str]) -> tuple[object, dict]:

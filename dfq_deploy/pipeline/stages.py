@@ -81,23 +81,21 @@ def export(ctx: RunContext, student: torch.nn.Module) -> Exported:
     tensorrt profile, what its TensorRT rule check found."""
     from tqdm.auto import tqdm
 
-    from ..export import check_tensorrt_rules, export_onnx, ort_kernel_census
+    from ..export import export_onnx, ort_kernel_census
 
     cfg, inp, run_dir = ctx.cfg, ctx.inputs, ctx.run_dir
     onnx_path = run_dir / "model.onnx"
     profile = inp.target.profile
-    with tqdm(total=3, desc=f"export ({profile} profile)", disable=not cfg.progress, leave=False) as bar:
+    with tqdm(total=2, desc=f"export ({profile} profile)", disable=not cfg.progress, leave=False) as bar:
         with ctx.timings.measure("export"):
             exp = export_onnx(student, onnx_path, tuple(inp.card.input_shape), profile=profile,
                               metadata=_metadata(ctx), portable=inp.scheme.portable)
         bar.update()
         census = ort_kernel_census(onnx_path)
         bar.update()
-        # the tensorrt profile refuses to write a graph that breaks a rule (ExportError): the check is read again
-        # here only for what the report counts (quantized layers, Q/DQ pairs)
-        rules = check_tensorrt_rules(str(onnx_path)) if profile == "tensorrt" else None
-        assert rules is None or rules.ok, rules.violations
-        bar.update()
+    # the tensorrt profile refuses to write a graph that breaks a rule (ExportError); its check counts what the
+    # report shows (quantized layers, Q/DQ pairs)
+    rules = exp.tensorrt_rules
     log.info("export (%s profile): %s; ONNX Runtime runs %d Conv/Gemm as integer kernels, %d float", cfg.target,
              exp.passes, census.integer_compute, len(census.float_compute))
     if rules is not None:
@@ -123,16 +121,17 @@ def _metadata(ctx: RunContext) -> dict[str, str]:
 def check(ctx: RunContext, student: torch.nn.Module, exported: Exported) -> Checked:
     """Stage 4: the PyTorch reference and the target runtime on the evaluation set, through the validate gate (the
     same report and HTML page as ``dfq-deploy validate``)."""
-    from ..runtimes import get_runtime
+    from ..runtimes import RuntimeOptions, make_runtime
     from ..validate import run_logits
     from ..validate.validate import build_report
 
     cfg, inp, onnx_path = ctx.cfg, ctx.inputs, exported.onnx_path
     rt_cls, rt_name, engine_note = inp.runtime
     with ctx.timings.measure("torch_eval"):
-        ref = run_logits(get_runtime("torch")(student), inp.eval_set, progress=cfg.progress)
+        ref = run_logits(make_runtime("torch", student), inp.eval_set, progress=cfg.progress)
     with ctx.timings.measure(f"{cfg.target}_eval"):
-        other = run_logits(rt_cls(onnx_path, threads=cfg.threads), inp.eval_set, progress=cfg.progress)
+        other = run_logits(rt_cls.from_options(onnx_path, RuntimeOptions(threads=cfg.threads)), inp.eval_set,
+                           progress=cfg.progress)
     with ctx.timings.measure("parity_check"):
         validation = build_report("torch", ref, {rt_name: other}, {"tensorrt": engine_note} if engine_note else {},
                                   inp.eval_set, onnx_path, cfg.gate, student=student, profile=inp.target.profile,

@@ -254,7 +254,7 @@ class TensorRTRuntime(Runtime):
     @classmethod
     def from_options(cls, model, options: RuntimeOptions = RuntimeOptions()) -> Runtime:
         """The plan ``options.engine`` where given, else ``model``'s (built or cached)."""
-        return cls(options.engine if options.engine else model)
+        return cls(options.engine if options.engine else model, threads=options.threads)
 
     @classmethod
     def is_available(cls) -> bool:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import ConfigError, ModelError, RuntimeUnavailableError
+from ..files import atomic_write, file_sha256
 from .gate import Gate, check_parity, raise_for_gate
 from .parity import run_logits
 
@@ -76,14 +76,12 @@ def _metadata(onnx_path: Path) -> dict:
 
 def _check_engine_belongs(plan: Path, onnx_path: Path) -> None:
     """A plan from ``dfq-deploy compile`` must have been built from this very ONNX file (its record says which)."""
-    import hashlib
-
     try:
         record = json.loads(Path(f"{plan}.json").read_text())
     except (OSError, ValueError):
         raise ModelError(f"--engine {plan}: its record {plan}.json is missing or unreadable",
                          hint="build the plan with `dfq-deploy compile`, which writes both") from None
-    actual = hashlib.sha256(onnx_path.read_bytes()).hexdigest()
+    actual = file_sha256(onnx_path)
     if not isinstance(record, dict) or record.get("onnx_sha256") != actual:
         raise ModelError(f"--engine {plan} was built from another ONNX file than {onnx_path}",
                          hint=f"rebuild it: `dfq-deploy compile {onnx_path} --target tensorrt --overwrite`")
@@ -120,8 +118,7 @@ def validate(cfg: ValidateConfig) -> dict:
             from ..runtimes.emulated import EmulatedCPU
 
             emulated = stack.enter_context(EmulatedCPU(cfg.emulate_cpu, cfg.threads or 1))
-        model = {name: cfg.engine if name == "tensorrt" and cfg.engine else target.onnx_path for name in compared}
-        outputs = {name: run_logits(make_runtime(name, model[name], cfg, emulated=emulated), data,
+        outputs = {name: run_logits(make_runtime(name, target.onnx_path, cfg, emulated=emulated), data,
                                     progress=cfg.progress) for name in compared}
         report = build_report(reference_name, reference, outputs, skipped, data, target.onnx_path, cfg.gate,
                               student=target.student, profile=meta.get("profile"), threads=cfg.threads,
@@ -135,19 +132,16 @@ def validate(cfg: ValidateConfig) -> dict:
 
 
 def make_runtime(name: str, model, cfg: ValidateConfig, *, emulated=None, optimize: bool = True):
-    """The runtime ``name`` on ``model`` (the student for torch; an .onnx file, or for tensorrt a plan, otherwise)
-    with the options ``cfg`` gives it: the one place ``validate`` builds a runtime. ``emulated``: the
-    :class:`~dfq_deploy.runtimes.emulated.EmulatedCPU` ONNX Runtime runs on; ``optimize`` False: ONNX Runtime with
-    its graph optimisations off (the graph's own semantics)."""
-    from ..runtimes import get_runtime
+    """The runtime ``name`` on ``model`` (the student for torch, an .onnx file otherwise; ``cfg.engine`` stands in
+    for tensorrt's plan) with the options ``cfg`` gives it, through the runtime registry. ``emulated``: the
+    :class:`~dfq_deploy.runtimes.emulated.EmulatedCPU` that ONNX Runtime runs on, or None; ``optimize`` False:
+    ONNX Runtime with its graph optimisations off (the graph's own semantics)."""
+    from ..runtimes import RuntimeOptions
+    from ..runtimes import make_runtime as from_registry
 
-    if name == "onnxruntime" and emulated is not None:
-        from ..runtimes.emulated import EmulatedOnnxRuntime
-
-        return EmulatedOnnxRuntime(model, cpu=cfg.emulate_cpu, threads=cfg.threads or 1)
-    if name == "onnxruntime":
-        return get_runtime(name)(model, threads=cfg.threads, optimize=optimize)
-    return get_runtime(name)(model)
+    options = RuntimeOptions(threads=cfg.threads, optimize=optimize, engine=cfg.engine,
+                             emulate_cpu=cfg.emulate_cpu if emulated is not None else None)
+    return from_registry(name, model, options)
 
 
 @dataclass
@@ -256,6 +250,4 @@ def write_reports(out_dir: Path, report: dict, history_png: bytes | None = None)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("validation.json", json.dumps(report, indent=2) + "\n"),
                        ("validation.html", render_html(report, history_png))):
-        tmp = out_dir / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text)
-        os.replace(tmp, out_dir / name)
+        atomic_write(out_dir / name, text)
