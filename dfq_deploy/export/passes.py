@@ -18,7 +18,7 @@ REQUANT_SUFFIX = "_requant_q"
 
 def _grid(G: Graph, chain: QDQ) -> tuple | None:
     """The values that define a chain's grid (scale, zero point, Clip bounds, axis), comparable across chains."""
-    q, clip, (dq,) = chain
+    clip, (dq,) = chain.clip, chain.dqs
     parts = [G.const(name) for name in (*dq.input[1:3], *(clip.input[1:3] if clip is not None else ()))]
     if any(p is None for p in parts):
         return None
@@ -58,7 +58,7 @@ def requantize_grid_preserving_ops(model: onnx.ModelProto) -> int:
         users = G.consumers.get(n.output[0], [])
         if not users or all(u.op_type == "QuantizeLinear" for u in users):
             continue
-        q, clip, (dq,) = chains[0]
+        q, clip, (dq,) = chains[0].q, chains[0].clip, chains[0].dqs
         base = n.name or n.output[0]
         chain = [onnx.helper.make_node("QuantizeLinear", [n.output[0], *q.input[1:]], [G.fresh(n.output[0] + "_q")],
                                        name=base + REQUANT_SUFFIX)]
