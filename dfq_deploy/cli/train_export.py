@@ -85,6 +85,7 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
         click.echo(preflight(cfg))
         return
     if nproc is not None and nproc > 1 and not distributed.launched():
+        _check_nproc_fits(nproc, device)
         # the user's mistakes are reported here, once, rather than by every process under torchrun
         preflight(cfg)
         sys.exit(run_under_torchrun(nproc, without_option(sys.argv[1:], "--nproc")))
@@ -93,6 +94,27 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
         return  # rank 0 prints the summary
     click.echo(summary_text(result.report))
     click.echo(f"run directory: {result.run_dir}")
+
+
+def _check_nproc_fits(nproc: int, device: str) -> None:
+    """Refuse more training processes than the machine has GPUs (on CUDA) or CPU cores (on the CPU), before any
+    process starts: more would only share the same hardware, each with its own copy of the models, until the kernel
+    kills them for memory."""
+    import os
+
+    from ..device import resolve_device
+    from ..errors import ConfigError
+
+    if resolve_device(device).type == "cuda":
+        import torch
+
+        have, what = torch.cuda.device_count(), "CUDA GPU(s)"
+    else:
+        have, what = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, \
+            "CPU core(s) this process may use"
+    if nproc > have:
+        raise ConfigError(f"--nproc {nproc} is more processes than this machine's {have} {what}",
+                          hint=f"use --nproc {have} or fewer")
 
 
 def _check_launch(nproc, resume_dir, dry_run) -> None:

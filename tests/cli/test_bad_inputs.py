@@ -246,6 +246,7 @@ MATRIX = [
     ("device-unknown", lambda e: e.te("--device", "tpu"), 2, "is not a device"),
     ("device-cuda-without-gpu", _no_cuda, 6, "no CUDA GPU"),
     ("nproc-zero", lambda e: e.te("--nproc", "0"), 2, "--nproc 0"),
+    ("nproc-past-the-cores", lambda e: e.te("--device", "cpu", "--nproc", "64"), 2, "more processes than this"),
     ("gate-agreement-nan", lambda e: e.te("--min-agreement", "nan"), 2, "min_agreement=nan"),
     ("gate-mismatch-over-one", lambda e: e.te("--layer-max-mismatch", "2"), 2, "share in [0, 1]"),
     ("dry-run-with-resume", lambda e: ["train-export", "--resume", str(e.run), "--dry-run"], 2, "--dry-run"),
