@@ -236,3 +236,46 @@ def test_killed_run_resumes_to_bit_identical_files(tmp_path, sig):
     os.umask(mask)
     assert (out / "model.onnx").stat().st_mode & 0o777 == 0o666 & ~mask
     assert out.stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def test_resume_refuses_a_teacher_whose_weights_changed(runner, tmp_path, tiny_card):
+    """run.json records the teacher weights' sha256; a resume against other weights would finish a student trained
+    against two teachers, so it is refused (exit 4) naming both hashes. Unchanged weights resume."""
+    from dfq_deploy.files import file_sha256
+    from dfq_deploy.pipeline import TrainExportConfig
+    from dfq_deploy.pipeline.run import _run_record
+    from dfq_deploy.pipeline.resolve import resolve
+    from dfq_deploy.rundir import write_run_config
+
+    out = tmp_path / "run"
+    cfg = TrainExportConfig(teacher=str(tiny_card), eval_limit=16, out=str(out), progress=False,
+                            recipe_options={"calib_batches": 1, "batch_size": 16, "zeroq_steps": 2, "recon.iters": 1})
+    rd = create_run_dir(cfg.out, cfg.recipe, "w4a4")
+    record = _run_record(cfg, resolve(cfg))
+    weights = tiny_card.parent / "tiny.safetensors"
+    assert record["teacher_sha256"] == file_sha256(weights)
+    write_run_config(rd, record)
+    torch.save({"format": 1, "sections": {}}, rd.partial / CHECKPOINT)
+    rd.release()
+    before, original = record["teacher_sha256"], weights.read_bytes()
+    teacher = make_tiny_teacher()
+    teacher.fc.bias.data += 1  # the user retrained or replaced the teacher meanwhile
+    from safetensors.torch import save_file
+
+    save_file(teacher.state_dict(), str(weights))
+    r = runner.invoke(main, ["train-export", "--resume", str(out), "--quiet"])
+    assert r.exit_code == 4 and "changed since the run started" in r.output, r.output
+    assert before[:16] in r.output and file_sha256(weights)[:16] in r.output and "Traceback" not in r.output
+    assert (rd.partial / CHECKPOINT).is_file()  # the run is kept for a resume with the right weights
+    weights.write_bytes(original)
+    r = runner.invoke(main, ["train-export", "--resume", str(out), "--quiet"])
+    assert r.exit_code == 0 and (out / "report.json").is_file(), r.output
+
+
+def test_run_json_with_an_unknown_key_is_a_config_error_with_a_fix():
+    from dfq_deploy.pipeline import TrainExportConfig
+
+    saved = {**TrainExportConfig().to_dict(), "evil": 1}
+    with pytest.raises(ConfigError, match="unknown key evil") as e:
+        TrainExportConfig.from_dict(saved)
+    assert e.value.hint

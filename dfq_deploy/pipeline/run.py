@@ -14,7 +14,8 @@ import torch
 from .. import __version__, distributed
 from ..checkpoint import NO_CHECKPOINT, Checkpointer
 from ..device import device_name, resolve_device
-from ..errors import DfqDeployError
+from ..errors import DfqDeployError, ModelError
+from ..files import file_sha256
 from ..rundir import create_run_dir, read_run_config, reopen_run_dir, write_run_config
 from . import rendezvous, stages
 from .config import TrainExportConfig
@@ -50,7 +51,7 @@ def train_export(cfg: TrainExportConfig) -> RunResult:
     cfg = replace(cfg, teacher=str(inp.card_path.resolve()))
     rd = create_run_dir(cfg.out, cfg.recipe, inp.scheme.tag)
     try:
-        write_run_config(rd, {"format": 1, "dfq_deploy_version": __version__, "config": cfg.to_dict()})
+        write_run_config(rd, _run_record(cfg, inp))
     except BaseException:
         rd.discard()
         raise
@@ -79,11 +80,34 @@ def resume_run(run_dir: str | Path, *, device: str | None = None, threads: int |
                         "uninterrupted run", saved.get("dfq_deploy_version"), __version__)
         ck = Checkpointer.load(rd.partial, cfg.checkpoint_every)
         inp = resolve(cfg)
+        _same_teacher(saved, inp)
     except BaseException:
         rd.release()
         raise
     log.info("resuming %s from its checkpoint (%s)", rd.final, ck.describe())
     return run_stages(RunContext(cfg, inp, rd, ck))
+
+
+def _teacher_sha256(inp) -> str:
+    return file_sha256(inp.card_path.parent / inp.card.weights)
+
+
+def _run_record(cfg: TrainExportConfig, inp, **extra) -> dict:
+    """What ``run.json`` keeps for ``--resume``: the settings, and the teacher weights' hash they were trained
+    against."""
+    return {"format": 1, "dfq_deploy_version": __version__, "config": cfg.to_dict(),
+            "teacher_sha256": _teacher_sha256(inp), **extra}
+
+
+def _same_teacher(saved: dict, inp) -> None:
+    """Refuse to resume against other teacher weights than the run started with: the student would finish trained
+    against two teachers."""
+    before, now = saved.get("teacher_sha256"), _teacher_sha256(inp)
+    if before is not None and before != now:
+        weights = inp.card_path.parent / inp.card.weights
+        raise ModelError(f"the teacher weights {weights} changed since the run started (sha256 {before[:16]}... "
+                         f"then, {now[:16]}... now)",
+                         hint="restore the weights the run started with, or start a new run")
 
 
 def run_stages(ctx: RunContext) -> RunResult:
@@ -136,8 +160,7 @@ def _train_export_distributed(cfg: TrainExportConfig) -> RunResult:
             cfg = replace(cfg, teacher=str(inp.card_path.resolve()))
             if world.main:
                 rd = create_run_dir(cfg.out, cfg.recipe, inp.scheme.tag)
-                write_run_config(rd, {"format": 1, "dfq_deploy_version": __version__, "config": cfg.to_dict(),
-                                      "world_size": world.size})
+                write_run_config(rd, _run_record(cfg, inp, world_size=world.size))
         except DfqDeployError as e:
             error = e
         rendezvous.start_together(error, rd)
