@@ -28,6 +28,8 @@ def atomic_path(path: str | Path, *, mode: int = 0o666) -> Iterator[Path]:
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
+            # a writer that replaced the file (safetensors writes its own, owner-only) still gives it ``mode``
+            os.fchmod(fd, mode & ~_umask())
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -35,6 +37,13 @@ def atomic_path(path: str | Path, *, mode: int = 0o666) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and back: the one portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | Path, data: bytes | str, *, mode: int = 0o666) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..device import DEVICE_HELP
@@ -29,4 +31,5 @@ def pretrain(out, arch, width, epochs, batch_size, lr, seed, limit, data_root, d
     cfg = PretrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, limit=limit,
                          device=device)
     card = pretrain_teacher(cfg, out, command=command_line(), data_root=data_root, overwrite=overwrite)
-    click.echo(f"teacher {card.arch}: test accuracy {card.test_accuracy:.2f}% -> {out}")
+    # the card is written as .json whatever suffix --out has: print the path that exists
+    click.echo(f"teacher {card.arch}: test accuracy {card.test_accuracy:.2f}% -> {Path(out).with_suffix('.json')}")

@@ -85,6 +85,9 @@ def _check_settings(cfg: PretrainConfig) -> None:
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.lr <= 0:
         raise ConfigError(f"bad pretrain settings epochs={cfg.epochs} batch={cfg.batch_size} lr={cfg.lr}",
                           hint="epochs and --batch-size >= 1, --lr > 0, e.g. --epochs 20 --lr 0.1")
+    if cfg.limit is not None and cfg.limit < 1:  # a negative slice would silently drop images from the end
+        raise ConfigError(f"--limit {cfg.limit} must be at least 1", hint="e.g. --limit 4096, or leave it out for "
+                          "all training images")
     if cfg.epochs > 10_000 or cfg.batch_size > 65_536 or not math.isfinite(cfg.lr):
         raise ConfigError(f"pretrain settings past their ceilings: epochs={cfg.epochs} (<= 10000), batch="
                           f"{cfg.batch_size} (<= 65536), lr={cfg.lr} (finite)", hint="e.g. --epochs 20")

@@ -335,6 +335,8 @@ MATRIX = [
      "unknown model"),
     ("pretrain-zero-epochs", lambda e: ["pretrain", "--out", str(e.tmp / "t.json"), "--epochs", "0"], 2,
      "epochs=0"),
+    ("pretrain-negative-limit", lambda e: ["pretrain", "--out", str(e.tmp / "t.json"), "--limit", "-1"], 2,
+     "--limit -1 must be at least 1"),
 ]
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import torch
 
@@ -25,3 +26,8 @@ def test_pretrain_learns_and_writes_a_card(tmp_path):
     model, _ = load_teacher(tmp_path / "t.json")
     assert model(torch.randn(1, 1, 28, 28)).shape == (1, 10)
     assert not list(tmp_path.glob("*.tmp"))
+    # readable by another account (a CI user, a deployment service), as any file the user's umask allows
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("t.json", "t.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
