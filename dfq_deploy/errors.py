@@ -61,3 +61,10 @@ class TrainingError(DfqDeployError):
     """Training diverged (non-finite loss) or could not start."""
 
     exit_code = 8
+
+
+class StorageError(DfqDeployError):
+    """The machine refused a write: the disk or a quota is full, a file-size limit (``ulimit -f``) was reached, or
+    the file system is read-only. The user's environment, not a bug."""
+
+    exit_code = 9

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import shutil
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+
+from .errors import StorageError
 
 _CHUNK = 1 << 20
 
@@ -25,7 +29,13 @@ def atomic_path(path: str | Path, *, mode: int = 0o666) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:
+            failure = storage_failure(path, e)
+            if failure is None:
+                raise
+            raise failure from e
         fd = os.open(tmp, os.O_RDONLY)
         try:
             # a writer that replaced the file (safetensors writes its own, owner-only) still gives it ``mode``
@@ -61,3 +71,41 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(_CHUNK), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "a disk quota is full",
+                   errno.EFBIG: "the file-size limit (ulimit -f) was reached",
+                   errno.EROFS: "the file system is read-only"}
+# below this much free space a writer's failure without an errno (torch.save reports a C++ stream error) is taken
+# for a full disk
+_NEARLY_FULL = 1 << 20
+
+
+def storage_failure(path: str | Path, e: BaseException) -> StorageError | None:
+    """A :class:`StorageError` naming ``path`` and what ran out, when ``e`` (or an exception it wraps) is the
+    machine refusing a write; None when it is something else. Writers that report no errno (torch's C++ stream)
+    are diagnosed from the file system: free space, and the process's file-size limit."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _STORAGE_ERRNOS:
+            return _storage_error(path, _STORAGE_ERRNOS[seen.errno])
+        seen = seen.__cause__ or seen.__context__
+    if not isinstance(e, (OSError, RuntimeError)):
+        return None
+    folder = Path(path).parent
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(folder).free < _NEARLY_FULL:
+            return _storage_error(path, _STORAGE_ERRNOS[errno.ENOSPC])
+    with contextlib.suppress(ImportError, OSError, ValueError):
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            return _storage_error(path, f"{_STORAGE_ERRNOS[errno.EFBIG]} ({limit} bytes)")
+    return None
+
+
+def _storage_error(path: str | Path, what: str) -> StorageError:
+    return StorageError(f"cannot write {path}: {what}",
+                        hint="free space (or raise the limit) where the output goes, or write it to another disk "
+                             "(--out)")

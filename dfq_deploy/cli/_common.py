@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..errors import DfqDeployError
+from ..files import storage_failure
 
 
 def handle_errors(fn):
@@ -38,7 +39,12 @@ def handle_errors(fn):
             _record_exit_code(6)
             sys.exit(6)
         except Exception as e:  # noqa: BLE001 - the boundary: every other exception is reported as a bug
-            _report_bug(e)
+            failure = storage_failure(e.filename or "a file", e) if isinstance(e, OSError) else None
+            if failure is None:
+                _report_bug(e)
+            click.echo(f"error: {failure}", err=True)  # the machine refused a write: the user's environment
+            _record_exit_code(failure.exit_code)
+            sys.exit(failure.exit_code)
 
     return wrapper
 

@@ -99,6 +99,9 @@ def validate(cfg: ValidateConfig) -> dict:
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.out is not None and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise ConfigError(f"--out {cfg.out} is a file: the reports go into a folder",
+                          hint="pass a folder (it is created if missing), or leave --out out")
     target = _open_target(cfg)
     meta = _metadata(target.onnx_path)
     data = _eval_data(cfg, meta, target.onnx_path)

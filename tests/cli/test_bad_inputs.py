@@ -324,6 +324,8 @@ MATRIX = [
      "not valid UTF-8"),
     ("validate-unknown-runtime", lambda e: ["validate", str(e.run), "--runtimes", "foo"], 2, "unknown runtime"),
     ("validate-limit-zero", lambda e: ["validate", str(e.run), "--limit", "0"], 2, "limit=0"),
+    ("validate-out-is-a-file", lambda e: ["validate", str(e.run), "--out", str(e.file("a-file.txt", "x"))], 2,
+     "is a file: the reports go into a folder"),
     ("validate-nothing-compared", _no_tensorrt, 6, "nothing was compared"),
     ("validate-onnx-against-itself",
      lambda e: ["validate", str(e.run / "model.onnx"), "--runtimes", "torch", "--quiet"], 2, "nothing to compare"),
@@ -429,3 +431,24 @@ def _table() -> str:
 
 if __name__ == "__main__":
     print(_table())
+
+
+def test_a_write_the_machine_refuses_is_exit_9_and_leaves_nothing(tmp_path):
+    """A file-size limit (``ulimit -f``, as a full disk would) while the run writes: one typed line naming the file and
+    what ran out, exit 9, and no run directory or partial folder left behind."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    out = tmp_path / "run"
+    exe = str(Path(sys.executable).parent / "dfq-deploy")
+    proc = subprocess.run([exe, "train-export", "--set", "zeroq_steps=2", "--set", "calib_batches=1", "--set",
+                           "recon.iters=2", "--batch-size", "16", "--eval-limit", "64", "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, preexec_fn=limit_file_size)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert "error: cannot write" in proc.stderr and "file-size limit" in proc.stderr and "fix:" in proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
