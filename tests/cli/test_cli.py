@@ -286,3 +286,12 @@ def test_a_run_logged_to_a_file_stays_a_readable_size(tmp_path):
         assert any(line.startswith(stage) for line in updates), stage
     # at a terminal's redraw rate this run prints well over a hundred updates
     assert len(updates) < 60 and len(proc.stderr) < 4000, (len(updates), len(proc.stderr))
+
+
+def test_pretrain_prints_the_card_it_wrote(runner, tmp_path):
+    """``--out t/teacher.txt`` writes ``t/teacher.json`` (and its weights): the line printed names that file."""
+    r = runner.invoke(main, ["pretrain", "--out", str(tmp_path / "t" / "teacher.txt"), "--arch", "resnet8",
+                             "--width", "4", "--epochs", "1", "--limit", "256"])
+    assert r.exit_code == 0, r.output
+    card = tmp_path / "t" / "teacher.json"
+    assert card.is_file() and r.output.strip().endswith(f"-> {card}")
