@@ -9,6 +9,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..errors import DataError
+from ..progress import leave_inner_bars
 
 
 # Input values per evaluation batch at most. Evaluation holds a batch's activations at once, and at 224x224 a batch
@@ -147,7 +148,7 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     batch_size = fitting_batch(images.shape[1:], batch_size)
     correct = 0
     with torch.no_grad():
-        for i in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress, leave=False):
+        for i in tqdm(range(0, len(labels), batch_size), desc=desc, disable=not progress, leave=leave_inner_bars()):
             logits = model(images[i : i + batch_size].to(dev))
             correct += (logits.argmax(1).cpu() == labels[i : i + batch_size]).sum().item()
     return 100.0 * correct / max(1, len(labels))

@@ -19,6 +19,7 @@ from ..device import device_name, resolve_device
 from ..errors import ConfigError
 from ..files import atomic_path, atomic_write
 from .zoo import ModelCard, build_model
+from ..progress import leave_inner_bars
 
 FMNIST_MEAN = (0.2860,)
 FMNIST_STD = (0.3530,)
@@ -107,7 +108,7 @@ def _train(model: torch.nn.Module, cfg: PretrainConfig, tr_x: torch.Tensor, tr_y
         perm = torch.randperm(len(tr_y), generator=gen)
         loss_sum, correct = 0.0, 0
         bar = tqdm(range(steps_per_epoch), desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False)
+                   leave=leave_inner_bars())
         for s in bar:
             idx = perm[s * cfg.batch_size : (s + 1) * cfg.batch_size]
             x = augment(tr_x[idx].to(dev), cfg.pad, cfg.flip, gen)

@@ -15,6 +15,7 @@ from .. import __version__
 from ..device import device_name
 from ..rundir import sha256
 from .context import RunContext
+from ..progress import leave_inner_bars
 
 log = logging.getLogger("dfq_deploy")
 
@@ -86,7 +87,7 @@ def export(ctx: RunContext, student: torch.nn.Module) -> Exported:
     cfg, inp, run_dir = ctx.cfg, ctx.inputs, ctx.run_dir
     onnx_path = run_dir / "model.onnx"
     profile = inp.target.profile
-    with tqdm(total=2, desc=f"export ({profile} profile)", disable=not cfg.progress, leave=False) as bar:
+    with tqdm(total=2, desc=f"export ({profile} profile)", disable=not cfg.progress, leave=leave_inner_bars()) as bar:
         with ctx.timings.measure("export"):
             exp = export_onnx(student, onnx_path, tuple(inp.card.input_shape), profile=profile,
                               metadata=_metadata(ctx), portable=inp.scheme.portable)

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelError, TrainingError
 from ..isa import PAIR_SUM_LIMIT
+from ..progress import leave_inner_bars
 
 _COMPUTE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -348,7 +349,7 @@ def calibrate(qmodel: nn.Module, batches: Iterable[torch.Tensor], progress: bool
     qmodel.eval()
     batches = list(batches)
     with torch.no_grad(), calibration_mode(qmodel):
-        for x in tqdm(batches, desc="calibration", disable=not progress, leave=False):
+        for x in tqdm(batches, desc="calibration", disable=not progress, leave=leave_inner_bars()):
             qmodel(x)
     for key, m in quantizers.items():
         m.observer_only = before[key]

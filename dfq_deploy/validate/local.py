@@ -47,6 +47,7 @@ from ..errors import ModelError
 from ..export.graph import Graph, attr, broadcast
 from ..export.passes import REQUANT_SUFFIX
 from ..ort_session import ort_session
+from ..progress import leave_inner_bars
 
 # how close to a half-step (in quantization steps) the reference's unrounded value must be for a one-step difference
 # to count as a rounding tie: float32 accumulation of a few thousand products differs by far less between PyTorch and
@@ -441,7 +442,7 @@ class _ForcedRun:
         """Run the forced graph (optimised or not) on every batch and tally activations ``which``."""
         sess = self.make(self.forced, optimize)
         chunks = range(0, int(self.x.shape[0]), self.batch_size)
-        for lo in tqdm(chunks, desc=desc, disable=not self.progress, leave=False):
+        for lo in tqdm(chunks, desc=desc, disable=not self.progress, leave=leave_inner_bars()):
             xb = self.x[lo:lo + self.batch_size]
             ref = self.reference(xb)
             # each forced input: the reference's value on the chain's own grid, quantized again by the graph's Q

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from ..data import EvalSet
 from ..runtimes import Runtime
+from ..progress import leave_inner_bars
 
 # the end-to-end defaults of the gate (dfq_deploy.validate.gate.Gate reads them; docs/validate.md says why)
 DEFAULT_MIN_AGREEMENT = 98.0
@@ -20,7 +21,7 @@ def run_logits(runtime: Runtime, data: EvalSet, batch_size: int = 500, progress:
     outs = []
     with runtime:
         for x, _ in tqdm(list(data.batches(batch_size)), desc=f"evaluate {runtime.name}", disable=not progress,
-                         leave=False):
+                         leave=leave_inner_bars()):
             outs.append(runtime.infer(x.numpy()))
     return np.concatenate(outs)
 

@@ -282,8 +282,12 @@ def test_a_run_logged_to_a_file_stays_a_readable_size(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     updates = proc.stderr.replace("\r", "\n").splitlines()
     # every stage still says it started (a bar at 0 %): ZeroQ, reconstruction, evaluation, the layer-local check
-    for stage in ("ZeroQ inversion", "block reconstruction", "evaluate torch", "layer-local parity"):
-        assert any(line.startswith(stage) for line in updates), stage
+    # every stage says it started (a bar at 0 %) and ended (100 %, with its time): ZeroQ, reconstruction, the
+    # evaluations, the layer-local check
+    for stage in ("ZeroQ inversion", "block reconstruction", "evaluate torch", "evaluate onnxruntime",
+                  "layer-local parity"):
+        assert any(line.startswith(stage) and " 0%" in line for line in updates), stage
+        assert any(line.startswith(stage) and "100%" in line for line in updates), stage
     # at a terminal's redraw rate this run prints well over a hundred updates
     assert len(updates) < 60 and len(proc.stderr) < 4000, (len(updates), len(proc.stderr))
 
