@@ -6,8 +6,8 @@ import contextlib
 import errno
 import hashlib
 import os
-import shutil
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,8 +90,8 @@ def storage_failure(path: str | Path, e: BaseException) -> StorageError | None:
         if isinstance(seen, OSError) and seen.errno in _STORAGE_ERRNOS:
             return _storage_error(path, _STORAGE_ERRNOS[seen.errno])
         seen = seen.__cause__ or seen.__context__
-    if not isinstance(e, (OSError, RuntimeError)):
-        return None
+    if not isinstance(e, (OSError, RuntimeError)) or getattr(e, "errno", None) is not None:
+        return None  # an error that says what it is (not found, permission, ...) is not diagnosed otherwise
     folder = Path(path).parent
     with contextlib.suppress(OSError):
         if shutil.disk_usage(folder).free < _NEARLY_FULL:

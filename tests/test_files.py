@@ -69,3 +69,23 @@ def test_file_sha256_streams(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.open", spy_open)
     file_sha256(tmp_path / "f")
     assert reads and all(0 < n <= 7 for n in reads)
+
+
+def test_a_refused_write_is_told_from_other_errors():
+    import errno
+
+    from dfq_deploy.errors import StorageError
+    from dfq_deploy.files import storage_failure
+
+    full = storage_failure("/out/model.onnx", OSError(errno.ENOSPC, "No space left on device"))
+    assert isinstance(full, StorageError) and full.exit_code == 9 and "/out/model.onnx: the disk is full" in str(full)
+    try:  # a library that wraps the OSError in its own exception is still read through
+        try:
+            raise OSError(errno.EFBIG, "File too large")
+        except OSError as inner:
+            raise RuntimeError("writer failed") from inner
+    except RuntimeError as outer:
+        assert "file-size limit" in str(storage_failure("/out/x", outer))
+    # an error that names another cause is not a storage failure (on a machine with free space and no size limit)
+    assert storage_failure("/out/x", FileNotFoundError(errno.ENOENT, "No such file")) is None
+    assert storage_failure("/out/x", ValueError("bad")) is None
