@@ -104,11 +104,43 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
 def gmac_per_image(model: nn.Module, input_shape) -> float:
     """Multiply-accumulates of one forward pass on one input, in billions (torch's FLOP counter: convolutions and
     matrix products)."""
+    return _forward_cost(model, input_shape)[0]
+
+
+# what one Conv/Gemm output value costs in the recipes' training passes, in multiply-accumulates: quantizers,
+# normalisations, activations and their gradients are elementwise and bound by memory traffic, so a model of many
+# thin layers (depthwise convolutions) costs far more time than its MACs say. Fitted to forward-backward timings on
+# 2 CPU cores (docs/benchmarks.md, "Your own model at 224x224")
+ACTIVATION_MACS = 250
+
+
+def work_per_image(model: nn.Module, input_shape) -> float:
+    """The work of one forward pass on one input in billions of MAC-equivalents: the multiply-accumulates plus
+    :data:`ACTIVATION_MACS` for each value a convolution or linear layer writes. The unit of the recipes' compute
+    budget (``budget_gmac``)."""
+    gmac, outputs = _forward_cost(model, input_shape)
+    return gmac + ACTIVATION_MACS * outputs / 1e9
+
+
+def _forward_cost(model: nn.Module, input_shape) -> tuple[float, int]:
+    """(GMACs, values written by Conv/Linear layers) of one forward pass on one zero input."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, *input_shape))
-    return counter.get_total_flops() / 2e9
+    outputs = [0]
+
+    def count(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            outputs[0] += output[0].numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    try:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return counter.get_total_flops() / 2e9, outputs[0]
 
 
 _ABSENT = object()

@@ -100,8 +100,9 @@ def summary_text(r: dict) -> str:
     ]
     if (r.get("budget") or {}).get("scaled"):
         b = r["budget"]
-        lines.append(f"  budget                    {b['gmac_per_image']:.3g} GMAC per image: scaled to fit "
-                     f"budget_gmac={b['budget_gmac']:g}: " + ", ".join(f"{k}={v}" for k, v in b["scaled"].items()))
+        scaled = ", ".join(f"{k}={v}" for k, v in b["scaled"].items())
+        lines.append(f"  budget                    {b['work_per_image']:.3g} GMAC-equivalents per image: scaled "
+                     f"to fit budget_gmac={b['budget_gmac']:g}: {scaled}")
     if r.get("portability"):
         text = portability_text(r["portability"], r["portability"].get("portable"))
         lines.append(f"  portability               {text}")

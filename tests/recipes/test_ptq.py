@@ -51,18 +51,49 @@ def test_the_budget_scales_only_what_was_not_given_and_keeps_small_models_as_the
     from dfq_deploy.recipes.ptq import MIN_SCALED, PTQConfig, fit_budget
 
     cfg = PTQConfig(recon_iters=100)
-    same, changed = fit_budget(cfg, 0.031, set())  # the shipped teacher's cost: the defaults fit
+    same, changed = fit_budget(cfg, 0.069, set())  # the shipped teacher's work per image: the defaults fit
     assert same == cfg and changed == {}
-    scaled, changed = fit_budget(cfg, 1.8, set())  # ResNet-18 at 224x224
-    zeroq = scaled.calib_batches * scaled.batch_size * scaled.zeroq_steps * 1.8
-    full = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * 1.8
+    scaled, changed = fit_budget(cfg, 2.4, set())  # ResNet-18 at 224x224
+    zeroq = scaled.calib_batches * scaled.batch_size * scaled.zeroq_steps * 2.4
+    full = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * 2.4
     assert changed and zeroq < full / 10 and scaled.zeroq_steps >= MIN_SCALED and scaled.calib_batches >= 1
-    assert scaled.recon.iters * scaled.recon.batch * 1.8 <= cfg.budget_gmac or scaled.recon.iters == MIN_SCALED
+    assert scaled.recon.iters * scaled.recon.batch * 2.4 <= cfg.budget_gmac or scaled.recon.iters == MIN_SCALED
     assert "recon.iters" in changed and scaled.recon.augment == cfg.recon.augment  # the section's other fields kept
     for spelling in ("recon_iters", "recon.iters"):  # the flat key of older runs and the nested one
-        given, changed = fit_budget(cfg, 1.8, {"zeroq_steps", spelling})  # what the user set is kept
+        given, changed = fit_budget(cfg, 2.4, {"zeroq_steps", spelling})  # what the user set is kept
         assert given.zeroq_steps == cfg.zeroq_steps and given.recon.iters == cfg.recon.iters
         assert "zeroq_steps" not in changed and "recon.iters" not in changed
     assert fit_budget(PTQConfig(budget_gmac=0), 50.0, set())[1] == {}
     huge, _ = fit_budget(cfg, 1000.0, set())
     assert (huge.calib_batches, huge.zeroq_steps, huge.recon.iters) == (1, MIN_SCALED, MIN_SCALED)
+
+
+def test_work_per_image_charges_the_values_layers_write_so_thin_models_are_not_free(tiny_teacher):
+    import torchvision
+
+    from dfq_deploy.models import gmac_per_image, work_per_image
+    from dfq_deploy.models.zoo import ACTIVATION_MACS
+    from dfq_deploy.recipes.ptq import PTQConfig
+
+    outputs = []  # what the Conv/Linear layers write for one image, counted here by hand
+    hooks = [m.register_forward_hook(lambda _m, _i, out: outputs.append(out[0].numel()))
+             for m in tiny_teacher.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    tiny_teacher(torch.zeros(1, 1, 28, 28))
+    for hook in hooks:
+        hook.remove()
+    gmac = gmac_per_image(tiny_teacher, (1, 28, 28))
+    assert work_per_image(tiny_teacher, (1, 28, 28)) == pytest.approx(gmac + ACTIVATION_MACS * sum(outputs) / 1e9)
+    # a depthwise-heavy model does few MACs for the values it writes: by MACs alone it would look 6x cheaper than
+    # ResNet-18 and keep the full defaults' proportions where it costs about as much time per image
+    mobile = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    resnet = torchvision.models.resnet18(num_classes=10).eval()
+    shape = (3, 224, 224)
+    assert gmac_per_image(mobile, shape) < gmac_per_image(resnet, shape) / 5
+    assert work_per_image(mobile, shape) > work_per_image(resnet, shape) / 2
+    # the shipped teacher's defaults fit the default budget as they are
+    from dfq_deploy.models import load_teacher
+
+    teacher, card = load_teacher()
+    cfg = PTQConfig()
+    zeroq = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * work_per_image(teacher, card.input_shape)
+    assert zeroq <= cfg.budget_gmac
