@@ -51,6 +51,8 @@ METHODS: dict[str, tuple[str, dict, str]] = {
     "ptq-recon-aug1": ("ptq", {"source": "zeroq", "recon_augment": 1},
                        "the default recipe: ZeroQ calibration + block reconstruction on the images and one shifted / "
                        "mirrored copy of them"),
+    "ptq-recon-mse": ("ptq", {"source": "zeroq", "recon_augment": 1, "weight_clip": "mse"},
+                      "the default recipe with each channel's weight range searched for the least error"),
     "ptq-recon-slr1e-3": ("ptq", {"source": "zeroq", "recon_scale_lr": 1e-3, "recon_augment": 0},
                           "ZeroQ calibration + block reconstruction with step-size learning rate 1e-3 "
                           "(the first default)"),
@@ -87,9 +89,14 @@ def _ort_accuracy(onnx_path: Path, eval_set, threads: int | None) -> tuple[float
 
 
 def _options(cls, budget: dict, overrides: dict, seed: int) -> dict:
+    """The budget's and the method's options that ``cls`` takes: its fields and its sections' fields, flat
+    (``recon_iters``) or dotted, which ``cls`` gathers into the section itself."""
+    from dfq_deploy.config import section_key
+
     fields = cls.__dataclass_fields__
     own = budget.get(cls.__name__, {})
-    return {k: v for k, v in {**budget, **own, **overrides, "seed": seed}.items() if k in fields}
+    return {k: v for k, v in {**budget, **own, **overrides, "seed": seed}.items()
+            if k in fields or section_key(cls, k) is not None}
 
 
 def main(argv: list[str] | None = None) -> int:

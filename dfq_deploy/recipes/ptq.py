@@ -37,6 +37,9 @@ class PTQConfig(RecipeOptions):
     source: Literal["zeroq", "noise"] = "zeroq"   # "zeroq" (data-free default) or "noise" (the naive baseline)
     zeroq_steps: Annotated[Count, Field(ge=1)] = 100   # Adam iterations per batch of ZeroQ images
     zeroq_lr: Rate = 0.1
+    # each channel's weight range: "max" = its largest weight (Brevitas' default), "mse" = the clipping bound of
+    # least quantization error (quant.weight_clip), searched before calibration
+    weight_clip: Literal["max", "mse"] = "max"
     # reconstruction on by default, with one shifted / mirrored copy of the calibration images in its set: measured
     # best at the default budget; three copies or twice the steps per block measured no better (docs/benchmarks.md)
     recon: ReconOptions = ReconOptions(iters=100, augment=1)
@@ -140,6 +143,10 @@ def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig
     t0 = time.perf_counter()
     batches, history = calibration_images(teacher, cfg, img_shape, progress, checkpoint)
     t1 = time.perf_counter()
+    if cfg.weight_clip == "mse":
+        from ..quant.weight_clip import clip_weights
+
+        clip_weights(student)
     calibrate(student, batches, progress=progress)
     t2 = time.perf_counter()
     history += reconstruct(student, batches, cfg.reconstruction(), progress, checkpoint)
