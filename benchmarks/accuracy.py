@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from dfq_deploy.data import evaluate
     from dfq_deploy.quant import QuantScheme, calibrate, quantize_model, reconstruct
     from dfq_deploy.recipes import RECIPES, LISConfig, PTQConfig
+    from dfq_deploy.recipes.ptq import set_weight_ranges
     from dfq_deploy.recipes.fixed_set import SetKDConfig, kd_on_images
     from dfq_deploy.recipes.loop import KDLoopConfig, _zeroq_images
 
@@ -235,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
                     if recipe == "ptq" and overrides["source"] == "zeroq":
                         batches = zeroq_batches()
                         t0 = time.time()
-                        calibrate(student, batches)
                         cfg = PTQConfig(**_options(PTQConfig, budget, overrides, seed))
+                        set_weight_ranges(student, cfg)
+                        calibrate(student, batches)
                         reconstruct(student, batches, cfg.reconstruction(), progress=False)
                     elif recipe == "real-qat":
                         t0 = time.time()

@@ -2,6 +2,7 @@
 
 Names:
     ``resnet20``/``resnet32``/... or ``resnet`` (CIFAR-style, kwargs ``depth``, ``width``, ``in_channels``,
+    ``num_classes``), ``mobilenetv2`` (a MobileNetV2 for small images, kwargs ``width``, ``in_channels``,
     ``num_classes``) and ``torchvision:<name>`` for any torchvision classification model (kwargs forwarded to
     ``torchvision.models.get_model``; weights come from a user file, never from a hub).
 """
@@ -36,6 +37,13 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
             return CifarResNet(**kwargs)
         except TypeError as e:
             raise ModelError(f"bad arguments for {arch}: {e}", hint="use depth, width, in_channels, num_classes") from e
+    if arch == "mobilenetv2":
+        from .mobilenet_small import SmallMobileNetV2
+
+        try:
+            return SmallMobileNetV2(**kwargs)
+        except TypeError as e:
+            raise ModelError(f"bad arguments for {arch}: {e}", hint="use width, in_channels, num_classes") from e
     if arch.startswith("torchvision:"):
         name = arch.split(":", 1)[1]
         import torchvision
@@ -47,7 +55,7 @@ def build_model(arch: str, **kwargs: Any) -> nn.Module:
             return torchvision.models.get_model(name, weights=None, **kwargs)
         except (TypeError, ValueError) as e:
             raise ModelError(f"bad arguments for {arch}: {e}") from e
-    raise ModelError(f"unknown model {arch!r}", hint="use resnet20 (CIFAR-style) or torchvision:<name>")
+    raise ModelError(f"unknown model {arch!r}", hint="use resnet20 (CIFAR-style), mobilenetv2 or torchvision:<name>")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -132,6 +132,15 @@ def calibration_images(teacher: torch.nn.Module, cfg: PTQConfig, img_shape: tupl
     return [b.to(dev) for b in gather_batches(mine, cfg.calib_batches)], record.history
 
 
+def set_weight_ranges(student: torch.nn.Module, cfg: PTQConfig) -> None:
+    """Each weight channel's range as ``cfg.weight_clip`` says, in place; before calibration, whose activation ranges
+    follow from the weights."""
+    if cfg.weight_clip == "mse":
+        from ..quant.weight_clip import clip_weights
+
+        clip_weights(student)
+
+
 def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig, img_shape: tuple[int, int, int],
               num_classes: int, progress: bool = True, on_step: Callable[[int, torch.nn.Module], None] | None = None,
               run_dir=None, warmup_cache: dict | None = None, checkpoint: Checkpointer | None = None,
@@ -143,10 +152,7 @@ def train_ptq(teacher: torch.nn.Module, student: torch.nn.Module, cfg: PTQConfig
     t0 = time.perf_counter()
     batches, history = calibration_images(teacher, cfg, img_shape, progress, checkpoint)
     t1 = time.perf_counter()
-    if cfg.weight_clip == "mse":
-        from ..quant.weight_clip import clip_weights
-
-        clip_weights(student)
+    set_weight_ranges(student, cfg)
     calibrate(student, batches, progress=progress)
     t2 = time.perf_counter()
     history += reconstruct(student, batches, cfg.reconstruction(), progress, checkpoint)
