@@ -339,6 +339,8 @@ MATRIX = [
      "epochs=0"),
     ("pretrain-negative-limit", lambda e: ["pretrain", "--out", str(e.tmp / "t.json"), "--limit", "-1"], 2,
      "--limit -1 must be at least 1"),
+    ("pretrain-resume-nothing", lambda e: ["pretrain", "--out", str(e.tmp / "t.json"), "--resume"], 2,
+     "no stopped pretraining"),
 ]
 
 

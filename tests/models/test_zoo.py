@@ -24,6 +24,22 @@ def test_torchvision_models_by_name():
     assert build_model("torchvision:mobilenet_v2", num_classes=3)(torch.randn(1, 3, 64, 64)).shape == (1, 3)
 
 
+def test_small_mobilenet_v2_has_inverted_residuals_at_28x28():
+    from dfq_deploy.models.mobilenet_small import SmallMobileNetV2
+
+    m = build_model("mobilenetv2", width=8, in_channels=1, num_classes=10)
+    assert isinstance(m, SmallMobileNetV2) and m(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
+    depthwise = [c for c in convs if c.groups > 1 and c.groups == c.in_channels == c.out_channels]
+    assert len(depthwise) == 11 and all(c.kernel_size == (3, 3) for c in depthwise)  # one per block
+    assert sum(b.residual for b in m.blocks) == 7  # every block that keeps its shape adds its input
+    assert all(isinstance(x, torch.nn.ReLU6) for x in m.modules() if isinstance(x, (torch.nn.ReLU, torch.nn.ReLU6)))
+    feature = m.head(m.blocks(m.stem(torch.randn(1, 1, 28, 28))))
+    assert feature.shape[-2:] == (4, 4)  # three stride-2 stages
+    with pytest.raises(ModelError, match="width must be even"):
+        build_model("mobilenetv2", width=7)
+
+
 @pytest.mark.parametrize("name", ["resnet21", "vgg", "torchvision:nope"])
 def test_unknown_models_are_user_errors(name):
     with pytest.raises(ModelError):
