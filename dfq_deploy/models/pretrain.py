@@ -184,7 +184,7 @@ def _train(model: torch.nn.Module, cfg: PretrainConfig, tr_x: torch.Tensor, tr_y
                    disable=not progress, leave=leave_inner_bars())
         for _ in bar:
             loss = _step(model, opt, sched, cfg, tr_x, tr_y, dev, gen, at)
-            bar.set_postfix(loss=f"{loss:.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
             if ck.stop_signal is not None:  # asked to stop: save where the epoch stands, then stop
                 ck.unit_done("pretrain", at.epoch, state)
         history.append({"epoch": at.epoch + 1, "train_loss": at.loss_sum / len(tr_y),

@@ -91,7 +91,7 @@ def _kd_steps(teacher, student, images, cfg: SetKDConfig, rng, history: list[dic
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 history.append({"phase": "kd", "step": step, "kd": loss.item(), "loss": loss.item(),
                                 "lr": sched.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if on_step is not None:
                 on_step(step + 1, student)
             section.step(step + 1, history)

@@ -323,7 +323,7 @@ def _warm_up(run: _Run, bns: BNStatsLoss, cache: dict | None) -> None:
             _, _, m = _generator_step(run.gen, run.teacher, bns, run.g_opt, cfg, run.rng, run.objective)
         if step % cfg.log_every == 0:
             run.history.append({"phase": "warmup", "step": step, **m})
-        bar.set_postfix(loss=f"{m['gen_loss']:.3f}", bns=f"{m['gen_bns']:.3f}")
+        bar.set_postfix(loss=f"{m['gen_loss']:.3f}", bns=f"{m['gen_bns']:.3f}", refresh=False)
         section.step(step + 1, run.history)
     log.info("generator warm-up done: %d steps (%.0f s)", cfg.warmup_steps, time.time() - run.t0)
     if key is not None:
@@ -379,7 +379,7 @@ def _joint_steps(run: _Run, bns: BNStatsLoss, on_step, name: str) -> None:
             m.update(loss=loss.item(), **extra)
             if step % cfg.log_every == 0 or step == cfg.steps - 1:
                 run.history.append({"phase": "kd", "step": step, **m, "lr": sched.get_last_lr()[0]})
-            bar.set_postfix(loss=f"{m['loss']:.3f}", gen=f"{m['gen_loss']:.3f}")
+            bar.set_postfix(loss=f"{m['loss']:.3f}", gen=f"{m['gen_loss']:.3f}", refresh=False)
             if on_step is not None:
                 on_step(step + 1, student)
             section.step(step + 1, run.history)

@@ -281,7 +281,6 @@ def test_a_run_logged_to_a_file_stays_a_readable_size(tmp_path):
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     updates = proc.stderr.replace("\r", "\n").splitlines()
-    # every stage still says it started (a bar at 0 %): ZeroQ, reconstruction, evaluation, the layer-local check
     # every stage says it started (a bar at 0 %) and ended (100 %, with its time): ZeroQ, reconstruction, the
     # evaluations, the layer-local check
     for stage in ("ZeroQ inversion", "block reconstruction", "evaluate torch", "evaluate onnxruntime",
@@ -290,6 +289,25 @@ def test_a_run_logged_to_a_file_stays_a_readable_size(tmp_path):
         assert any(line.startswith(stage) and "100%" in line for line in updates), stage
     # at a terminal's redraw rate this run prints well over a hundred updates
     assert len(updates) < 60 and len(proc.stderr) < 4000, (len(updates), len(proc.stderr))
+
+
+def test_a_pretraining_logged_to_a_file_does_not_print_every_loss(tmp_path):
+    """A bar's loss read-out waits for the bar's next redraw instead of forcing one each step: without a terminal a
+    pretraining of 256 steps prints a few lines, not 256."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    exe = str(Path(sys.executable).parent / "dfq-deploy")
+    proc = subprocess.run([exe, "pretrain", "--out", str(tmp_path / "t.json"), "--arch", "resnet8", "--width", "4",
+                           "--epochs", "1", "--limit", "4096", "--batch-size", "16", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    updates = proc.stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("pretrain epoch 1/1") and "100%" in line for line in updates)
+    assert len(updates) < 20, (len(updates), proc.stderr[-1000:])
 
 
 def test_pretrain_prints_the_card_it_wrote(runner, tmp_path):
