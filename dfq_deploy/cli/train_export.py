@@ -13,8 +13,8 @@ from ._common import gate_options, handle_errors
 @click.command("train-export")
 @click.option("--target", type=click.Choice(list(TARGETS)), default="onnxruntime", show_default=True,
               help="Runtime to deploy to; chooses the export profile and the parity check.")
-@click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`). Default: the shipped "
-              "ResNet-20 Fashion-MNIST teacher.")
+@click.option("--teacher", default=None, help="Model card (.json from `dfq-deploy pretrain`), or the name of a "
+              "shipped teacher: resnet20_fmnist (the default) or mobilenetv2_fmnist.")
 @click.option("--recipe", default=None, help=recipe_help())
 @click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False),
               help="Recipe YAML: `recipe: <name>` plus any of its config fields (command-line options win).")

@@ -228,12 +228,30 @@ class ModelCard:
             raise ModelError(f"model card {path}: " + "; ".join(problems), hint=hint)
 
 
+def shipped_teachers() -> list[str]:
+    """The names of the teachers shipped with the package (``--teacher NAME``)."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.json"))
+
+
+def teacher_card_path(card: str | Path | None) -> Path:
+    """The model card ``card`` names: a path, or the name of a shipped teacher (``mobilenetv2_fmnist``) where no
+    file of that name exists; None is the default shipped teacher."""
+    if card is None:
+        return SHIPPED_TEACHER
+    path = Path(card)
+    if not path.exists() and path.name == str(card) and (SHIPPED_DIR / f"{path.name}.json").is_file():
+        return SHIPPED_DIR / f"{path.name}.json"
+    return path
+
+
 def load_teacher(card_path: str | Path | None = None) -> tuple[nn.Module, ModelCard]:
-    """Load a float teacher from its model card (default: the checkpoint shipped with the package), in eval mode."""
-    card_path = Path(card_path) if card_path is not None else SHIPPED_TEACHER
+    """Load a float teacher from its model card (a path or a shipped teacher's name, :func:`teacher_card_path`;
+    default: the shipped ResNet-20), in eval mode."""
+    card_path = teacher_card_path(card_path)
     if not card_path.is_file():
         raise ModelError(f"model card {card_path} not found",
-                         hint="pass the .json written by `dfq-deploy pretrain`, or omit --teacher for the shipped one")
+                         hint="pass the .json written by `dfq-deploy pretrain`, a shipped teacher's name ("
+                              f"{', '.join(shipped_teachers())}), or omit --teacher for the default one")
     card = ModelCard.from_json(card_path)
     model = build_model(card.arch, **card.arch_kwargs)
     weights = Path(card.weights)

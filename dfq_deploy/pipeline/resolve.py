@@ -24,7 +24,8 @@ log = logging.getLogger("dfq_deploy")
 def resolve(cfg: TrainExportConfig) -> Inputs:
     """Check the target, the recipe and its options, the teacher and the evaluation data; quantize the student."""
     from ..data import load_eval_set
-    from ..models import SHIPPED_TEACHER, load_teacher
+    from ..models import load_teacher
+    from ..models.zoo import teacher_card_path
     from ..quant import quantize_model
     from ..recipes import RECIPES
 
@@ -36,7 +37,7 @@ def resolve(cfg: TrainExportConfig) -> Inputs:
         raise ConfigError(f"unknown recipe {cfg.recipe!r}", hint=f"use one of {', '.join(RECIPES)}")
     recipe_cls, recipe_fn = RECIPES[cfg.recipe]
     recipe_cfg = config_from_dict(recipe_cls, cfg.recipe_options, where=f"recipe {cfg.recipe}")
-    card_path = Path(cfg.teacher) if cfg.teacher else SHIPPED_TEACHER
+    card_path = teacher_card_path(cfg.teacher)
     teacher, card = load_teacher(card_path)
     _runs_at_its_size(teacher, card, card_path)
     recipe_cfg = _without_batchnorm(teacher, cfg.recipe, recipe_cfg)

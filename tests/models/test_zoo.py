@@ -98,3 +98,19 @@ def test_safetensors_weights_of_a_versioned_module_load(tmp_path):
     fresh = build_model("torchvision:mnasnet0_5", num_classes=10)
     load_weights(fresh, tmp_path / "m.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+
+
+def test_a_shipped_teacher_is_picked_by_name_and_a_file_of_that_name_wins(tmp_path, monkeypatch):
+    from dfq_deploy.models import SHIPPED_TEACHER
+    from dfq_deploy.models.zoo import shipped_teachers, teacher_card_path
+
+    assert "resnet20_fmnist" in shipped_teachers()
+    assert teacher_card_path(None) == SHIPPED_TEACHER == teacher_card_path("resnet20_fmnist")
+    monkeypatch.chdir(tmp_path)
+    assert load_teacher("resnet20_fmnist")[1].arch == "resnet20"
+    (tmp_path / "resnet20_fmnist").write_text("{}")  # the user's own file of that name is what they mean
+    assert teacher_card_path("resnet20_fmnist") == tmp_path.joinpath("resnet20_fmnist").relative_to(tmp_path)
+    assert teacher_card_path("sub/resnet20_fmnist") == tmp_path.joinpath("sub/resnet20_fmnist").relative_to(tmp_path)
+    with pytest.raises(ModelError) as e:
+        load_teacher("no_such_teacher")
+    assert "resnet20_fmnist" in e.value.hint
