@@ -1,5 +1,5 @@
-"""Data-free methods (and the baselines a user would otherwise pick) on the shipped ResNet-20 Fashion-MNIST teacher,
-at several bit widths, budgets and seeds. Accuracy is measured on **ONNX Runtime integer kernels after export** on
+"""Data-free methods (and the baselines a user would otherwise pick) on a shipped Fashion-MNIST teacher (ResNet-20
+by default, ``--teacher mobilenetv2_fmnist`` for the MobileNetV2), at several bit widths, budgets and seeds. Accuracy is measured on **ONNX Runtime integer kernels after export** on
 the full Fashion-MNIST test split (10 000 images).
 
     .venv/bin/python benchmarks/accuracy.py --budget demo --seeds 0,1,2 --bits W4A4,W3A3 \\
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default="ptq-zeroq,ptq-recon,gdfq,dmkd")
     ap.add_argument("--budget", default="demo", choices=sorted(BUDGETS))
     ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--teacher", default=None, help="model card or shipped teacher name (default: the shipped "
+                    "ResNet-20); give each teacher its own --out")
     ap.add_argument("--eval-limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--device", default="cpu", help="where the recipes train (export and ONNX Runtime: CPU); write "
@@ -144,12 +146,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
-    teacher, card = load_teacher()
+    teacher, card = load_teacher(args.teacher)
+    if results.get("teacher", card.arch) != card.arch:
+        ap.error(f"{out} holds rows of another teacher ({results['teacher']}): give this one its own --out")
     shape, classes = tuple(card.input_shape), len(card.class_names)
     eval_set = load_eval_set("fashion-mnist", card.mean, card.std, limit=args.eval_limit)
     out.parent.mkdir(parents=True, exist_ok=True)
     fp_acc = evaluate(teacher, eval_set.images, eval_set.labels)
-    results.update({"fp_accuracy": fp_acc, "eval": f"{eval_set.name} ({len(eval_set)} images)",
+    results.update({"teacher": card.arch, "fp_accuracy": fp_acc, "eval": f"{eval_set.name} ({len(eval_set)} images)",
                     "budgets": {k: v or "the recipe defaults (what train-export runs)" for k, v in BUDGETS.items()},
                     "machine": {"cpu": platform.processor() or platform.machine(), "cpu_info": cpu_info(),
                                 "threads": torch.get_num_threads(),
