@@ -1,6 +1,7 @@
 """Data-free methods (and the baselines a user would otherwise pick) on a shipped Fashion-MNIST teacher (ResNet-20
-by default, ``--teacher mobilenetv2_fmnist`` for the MobileNetV2), at several bit widths, budgets and seeds. Accuracy is measured on **ONNX Runtime integer kernels after export** on
-the full Fashion-MNIST test split (10 000 images).
+by default, ``--teacher mobilenetv2_fmnist`` for the MobileNetV2), at several bit widths, budgets and seeds.
+Accuracy is measured on **ONNX Runtime integer kernels after export** on the full Fashion-MNIST test split (10 000
+images).
 
     .venv/bin/python benchmarks/accuracy.py --budget demo --seeds 0,1,2 --bits W4A4,W3A3 \\
         --methods dmkd,gdfq,ptq-zeroq,ptq-recon [--out benchmarks/results/accuracy.json] \\
