@@ -274,6 +274,12 @@ class _PreQuant:
         self.value = module.act_quant.fused_activation_quant_proxy.activation_impl(_value(inputs[0])).detach()
 
 
+# the smallest an activation step size may become in reconstruction, as a fraction of its calibrated value. Left
+# free, a block can learn to switch a branch off by shrinking its step size towards nothing (seen at 2 bits): the
+# quantizer then saturates at a value of almost zero, which the trained model computes in float but an integer
+# runtime, whose requantization multiplies by the inverse of that step, does not reproduce near zero
+MIN_STEP_FRACTION = 0.01
+
 PROBE_IMAGES = 256  # about this many images measure each block's error before and after its reconstruction
 
 
@@ -473,6 +479,7 @@ def _train_block(sub: fx.GraphModule, block: Block, chain: _Chain, fp_out: torch
     template = chain.template
     in_scale = template.scale if template is not None else None
     warm = int(cfg.warmup * cfg.iters)
+    floors = [p.detach() * MIN_STEP_FRACTION for p in scales]
     try:
         for it in range(cfg.iters):
             x, idx = _batch(chain, cfg, rng)
@@ -487,8 +494,8 @@ def _train_block(sub: fx.GraphModule, block: Block, chain: _Chain, fp_out: torch
             average_gradients([r.param for r in rounding] + scales)
             opt.step()
             with torch.no_grad():
-                for p in scales:
-                    p.clamp_(min=1e-8)
+                for p, floor in zip(scales, floors):
+                    p.copy_(torch.maximum(p, floor))
             bar.update()
             stopped()  # the last finished block is saved already
     finally:

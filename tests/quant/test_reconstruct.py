@@ -89,6 +89,29 @@ def test_reconstructed_student_exports_to_integer_kernels_with_parity(tmp_path, 
     assert np.abs(ref - out).max() <= output_quant_step(path) * 1.001
 
 
+def _act_steps(student) -> dict[str, float]:
+    from dfq_deploy.quant.fastpath import is_act_quant
+
+    return {n: float(m.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl.value.detach())
+            for n, m in student.named_modules() if is_act_quant(m)
+            and hasattr(m.act_quant.fused_activation_quant_proxy.tensor_quant.scaling_impl, "value")}
+
+
+def test_a_step_size_cannot_learn_its_way_to_nothing(tiny_teacher):
+    """However hard the optimiser pushes (here a step-size learning rate a thousand times the default, which sends
+    Adam's first steps far below zero), no activation step size ends below MIN_STEP_FRACTION of its calibrated
+    value: a step of almost nothing is a branch switched off in a way integer runtimes do not reproduce."""
+    from dfq_deploy.quant.reconstruct import MIN_STEP_FRACTION
+
+    s = _student(tiny_teacher, "W2A2")
+    before = _act_steps(s)
+    reconstruct(s, _images(), ReconstructionConfig(iters=20, batch_size=16, scale_lr=10.0), progress=False)
+    after = _act_steps(s)
+    assert before.keys() == after.keys() and before
+    assert all(after[n] >= before[n] * MIN_STEP_FRACTION * (1 - 1e-6) for n in before), (before, after)
+    assert any(after[n] <= before[n] * MIN_STEP_FRACTION * 1.001 for n in before)  # the floor was reached
+
+
 def test_reconstruction_is_deterministic_for_a_seed(tiny_teacher):
     a, b = _student(tiny_teacher), _student(tiny_teacher)
     for s in (a, b):
