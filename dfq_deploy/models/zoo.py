@@ -109,12 +109,6 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-def gmac_per_image(model: nn.Module, input_shape) -> float:
-    """Multiply-accumulates of one forward pass on one input, in billions (torch's FLOP counter: convolutions and
-    matrix products)."""
-    return _forward_cost(model, input_shape)[0]
-
-
 # what one Conv/Gemm output value costs in the recipes' training passes, in multiply-accumulates: quantizers,
 # normalisations, activations and their gradients are elementwise and bound by memory traffic, so a model of many
 # thin layers (depthwise convolutions) costs far more time than its MACs say. Fitted to forward-backward timings on
@@ -122,16 +116,23 @@ def gmac_per_image(model: nn.Module, input_shape) -> float:
 ACTIVATION_MACS = 250
 
 
-def work_per_image(model: nn.Module, input_shape) -> float:
-    """The work of one forward pass on one input in billions of MAC-equivalents: the multiply-accumulates plus
-    :data:`ACTIVATION_MACS` for each value a convolution or linear layer writes. The unit of the recipes' compute
-    budget (``budget_gmac``)."""
-    gmac, outputs = _forward_cost(model, input_shape)
-    return gmac + ACTIVATION_MACS * outputs / 1e9
+@dataclass(frozen=True)
+class ForwardCost:
+    """What one forward pass on one input costs: billions of multiply-accumulates (``gmac``) and billions of values
+    written by convolution and linear layers (``gvalues``)."""
+
+    gmac: float
+    gvalues: float
+
+    def work(self, per_value: float = ACTIVATION_MACS) -> float:
+        """Billions of MAC-equivalents: the MACs plus ``per_value`` for each value written. The unit of the
+        recipes' compute budget (``budget_gmac``)."""
+        return self.gmac + per_value * self.gvalues
 
 
-def _forward_cost(model: nn.Module, input_shape) -> tuple[float, int]:
-    """(GMACs, values written by Conv/Linear layers) of one forward pass on one zero input."""
+def forward_cost(model: nn.Module, input_shape) -> ForwardCost:
+    """The cost of one forward pass of ``model`` on one zero input (torch's FLOP counter for the MACs, forward hooks
+    on the Conv/Linear modules for the values)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     outputs = [0]
@@ -148,7 +149,17 @@ def _forward_cost(model: nn.Module, input_shape) -> tuple[float, int]:
     finally:
         for hook in hooks:
             hook.remove()
-    return counter.get_total_flops() / 2e9, outputs[0]
+    return ForwardCost(counter.get_total_flops() / 2e9, outputs[0] / 1e9)
+
+
+def gmac_per_image(model: nn.Module, input_shape) -> float:
+    """Multiply-accumulates of one forward pass on one input, in billions."""
+    return forward_cost(model, input_shape).gmac
+
+
+def work_per_image(model: nn.Module, input_shape) -> float:
+    """The work of one forward pass on one input in billions of MAC-equivalents (:meth:`ForwardCost.work`)."""
+    return forward_cost(model, input_shape).work()
 
 
 _ABSENT = object()

@@ -142,17 +142,18 @@ def _fit_budget(recipe_cfg, teacher: torch.nn.Module, card, given: set[str]) -> 
     returned as it is. ``given``: the options the user set, which are never scaled."""
     if not has_compute_budget(recipe_cfg):
         return recipe_cfg, {}
-    from ..models import gmac_per_image, work_per_image
-    from ..recipes.ptq import fit_budget
+    from ..models import forward_cost
+    from ..recipes.ptq import RECON_VALUE_MACS, fit_budget
 
-    work = work_per_image(teacher, card.input_shape)
-    recipe_cfg, scaled = fit_budget(recipe_cfg, work, given)
+    cost = forward_cost(teacher, card.input_shape)
+    recipe_cfg, scaled = fit_budget(recipe_cfg, cost, given)
     if scaled:
         log.warning("the teacher costs %.3g GMAC-equivalents per image: to fit budget_gmac=%g the recipe runs with %s "
-                    "(set them, or --set budget_gmac=0, to run more)", work, recipe_cfg.budget_gmac,
+                    "(set them, or --set budget_gmac=0, to run more)", cost.work(), recipe_cfg.budget_gmac,
                     ", ".join(f"{k}={v}" for k, v in scaled.items()))
-    return recipe_cfg, {"gmac_per_image": round(gmac_per_image(teacher, card.input_shape), 4),
-                        "work_per_image": round(work, 4), "budget_gmac": recipe_cfg.budget_gmac, "scaled": scaled}
+    return recipe_cfg, {"gmac_per_image": round(cost.gmac, 4), "work_per_image": round(cost.work(), 4),
+                        "reconstruction_work_per_image": round(cost.work(RECON_VALUE_MACS), 4),
+                        "budget_gmac": recipe_cfg.budget_gmac, "scaled": scaled}
 
 
 def _with_card_pixel_range(recipe_cfg, card):

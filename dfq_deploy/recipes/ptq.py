@@ -24,6 +24,7 @@ from pydantic import Field
 from ..checkpoint import Checkpointer
 from ..device import module_device
 from ..distributed import gather_batches, my_share, rank_seed
+from ..models.zoo import ACTIVATION_MACS, ForwardCost
 from ..config import Count, Rate, Weight, config_class
 from ..quant import calibrate, reconstruct
 from ..synthesis import invert_images
@@ -43,13 +44,13 @@ class PTQConfig(RecipeOptions):
     # reconstruction on by default, with one shifted / mirrored copy of the calibration images in its set: measured
     # best at the default budget; three copies or twice the steps per block measured no better (docs/benchmarks.md)
     recon: ReconOptions = ReconOptions(iters=100, augment=1)
-    # the work the defaults may spend, in billions of MAC-equivalents of the teacher (models.work_per_image: its
+    # the work the defaults may spend, in billions of MAC-equivalents of the teacher (models.ForwardCost.work: its
     # multiply-accumulates plus a cost per value its layers write, which is where thin layers spend their time):
     # the ZeroQ inversion's (images x steps x work per image) and the reconstruction's (steps x batch x work per
-    # image). The defaults fit the shipped teacher with room to spare; a larger model keeps the recipe's
-    # proportions and scales the fields it was not given (calib_batches, zeroq_steps, recon.iters) down to fit, to
-    # no fewer than MIN_SCALED steps (fit_budget; docs/models.md). 0 = never scale.
-    budget_gmac: Weight = 4000.0
+    # image, each value charged RECON_VALUE_MACS). The defaults fit the shipped teacher with room to spare; a larger
+    # model keeps the recipe's proportions and scales the fields it was not given (calib_batches, zeroq_steps,
+    # recon.iters) down to fit, to no fewer than MIN_SCALED steps (fit_budget; docs/models.md). 0 = never scale.
+    budget_gmac: Weight = 5500.0
 
 
 # the fewest ZeroQ / reconstruction steps the budget scales to: below this, inverted images and learned roundings
@@ -57,20 +58,25 @@ class PTQConfig(RecipeOptions):
 MIN_SCALED = 20
 
 
-def fit_budget(cfg: PTQConfig, work_per_image: float, given: set[str]) -> tuple[PTQConfig, dict]:
-    """``cfg`` with the fields not in ``given`` scaled so the work fits ``cfg.budget_gmac`` for a teacher of
-    ``work_per_image`` (billions of MAC-equivalents, :func:`dfq_deploy.models.work_per_image`); and what changed
-    (empty when nothing did).
+# a reconstruction step runs a fake quantizer on every value a block writes, forward and backward, on top of
+# what an inversion step does: per value it costs about twice as much (docs/benchmarks.md)
+RECON_VALUE_MACS = 2 * ACTIVATION_MACS
 
-    The ZeroQ work is ``images x steps x work``; both factors shrink by ``sqrt(budget / work)`` (whole batches, at
-    least one; at least :data:`MIN_SCALED` steps), so a model 100x the budget keeps a tenth of the images and a
-    tenth of the steps. The reconstruction's ``recon.iters x recon.batch x work`` shrinks through ``recon.iters``
-    alone (at least :data:`MIN_SCALED`), since every block needs the same images. ``given`` holds the keys the
-    user set, in any spelling (``recon_iters``, ``recon.iters``, ``recon``)."""
-    if cfg.budget_gmac <= 0 or work_per_image <= 0:
+
+def fit_budget(cfg: PTQConfig, cost: ForwardCost, given: set[str]) -> tuple[PTQConfig, dict]:
+    """``cfg`` with the fields not in ``given`` scaled so the work fits ``cfg.budget_gmac`` for a teacher whose
+    forward pass on one image costs ``cost``; and what changed (empty when nothing did).
+
+    The ZeroQ work is ``images x steps x cost.work()``; both factors shrink by ``sqrt(budget / work)`` (whole
+    batches, at least one; at least :data:`MIN_SCALED` steps), so a model 100x the budget keeps a tenth of the
+    images and a tenth of the steps. The reconstruction's ``recon.iters x recon.batch x
+    cost.work(RECON_VALUE_MACS)`` shrinks through ``recon.iters`` alone (at least :data:`MIN_SCALED`), since every
+    block needs the same images. ``given`` holds the keys the user set, in any spelling (``recon_iters``,
+    ``recon.iters``, ``recon``)."""
+    if cfg.budget_gmac <= 0 or cost.work() <= 0:
         return cfg, {}
     changes: dict = {}
-    zeroq = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * work_per_image
+    zeroq = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * cost.work()
     if cfg.source == "zeroq" and zeroq > cfg.budget_gmac:
         shrink = math.sqrt(cfg.budget_gmac / zeroq)
         if "calib_batches" not in given:
@@ -78,7 +84,7 @@ def fit_budget(cfg: PTQConfig, work_per_image: float, given: set[str]) -> tuple[
         if "zeroq_steps" not in given:
             changes["zeroq_steps"] = max(min(MIN_SCALED, cfg.zeroq_steps), math.floor(cfg.zeroq_steps * shrink))
     iters = cfg.recon.iters
-    recon = iters * cfg.recon.batch * work_per_image
+    recon = iters * cfg.recon.batch * cost.work(RECON_VALUE_MACS)
     if recon > cfg.budget_gmac and not given & {"recon_iters", "recon.iters", "recon"}:
         changes["recon.iters"] = max(min(MIN_SCALED, iters), math.floor(iters * cfg.budget_gmac / recon))
     changes = {k: v for k, v in changes.items() if v != _get(cfg, k)}

@@ -130,6 +130,21 @@ def test_train_export_on_a_tiny_teacher(runner, tmp_path, tiny_card):
     assert not list(tmp_path.glob(".run.partial*"))
 
 
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_train_export_on_the_shipped_mobilenet_by_name(runner, tmp_path, target):
+    """The second shipped teacher (depthwise-separable blocks, ReLU6, residual adds) through the main job in both
+    export profiles, picked by its name: every convolution integer, the gate passes."""
+    out = tmp_path / "run"
+    r = runner.invoke(main, ["train-export", "--teacher", "mobilenetv2_fmnist", "--target", target, "--set",
+                             "zeroq_steps=3", "--set", "calib_batches=1", "--set", "recon_iters=3", "--batch-size",
+                             "16", "--eval-limit", "200", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["teacher"]["card"].endswith("mobilenetv2_fmnist.json") and report["target"] == target
+    assert report["census"]["all_integer"] and report["census"]["integer_compute"] == 35
+    assert report["gate"]["passed"]
+
+
 @pytest.mark.parametrize("recipe,args", [
     ("dfqf", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16"]),
     ("adversarial", ["--steps", "3", "--warmup-steps", "2", "--batch-size", "16", "--set", "students=2",

@@ -52,8 +52,8 @@ def test_the_summary_words_the_verdict_as_every_other_output():
     assert runtime_thresholds(parity) in text and "float64 evaluation on 96.000 %" in text
     assert f"(gate {layer_thresholds(gate)})" in text and "parity gate               FAIL: a; b" in text
     assert "budget" not in text  # nothing was scaled: no budget line
-    scaled = {"gmac_per_image": 0.2995, "work_per_image": 1.969, "budget_gmac": 4000.0,
-              "scaled": {"calib_batches": 1, "zeroq_steps": 20, "recon.iters": 63}}
+    scaled = {"gmac_per_image": 0.2995, "work_per_image": 1.969, "reconstruction_work_per_image": 3.64,
+              "budget_gmac": 5500.0, "scaled": {"calib_batches": 1, "zeroq_steps": 23, "recon.iters": 47}}
     budget_line = [line for line in summary_text({**report, "budget": scaled}).splitlines() if "budget" in line]
     assert budget_line == ["  budget                    1.97 GMAC-equivalents per image: scaled to fit "
-                           "budget_gmac=4000: calib_batches=1, zeroq_steps=20, recon.iters=63"]
+                           "budget_gmac=5500: calib_batches=1, zeroq_steps=23, recon.iters=47"]

@@ -48,30 +48,36 @@ def test_ptq_reconstruction_runs_after_calibration(tiny_teacher):
 
 
 def test_the_budget_scales_only_what_was_not_given_and_keeps_small_models_as_they_are():
-    from dfq_deploy.recipes.ptq import MIN_SCALED, PTQConfig, fit_budget
+    from dfq_deploy.models import ForwardCost
+    from dfq_deploy.recipes.ptq import MIN_SCALED, RECON_VALUE_MACS, PTQConfig, fit_budget
 
     cfg = PTQConfig(recon_iters=100)
-    same, changed = fit_budget(cfg, 0.069, set())  # the shipped teacher's work per image: the defaults fit
+    same, changed = fit_budget(cfg, ForwardCost(0.031, 0.000154), set())  # the shipped teacher: the defaults fit
     assert same == cfg and changed == {}
-    scaled, changed = fit_budget(cfg, 2.4, set())  # ResNet-18 at 224x224
-    zeroq = scaled.calib_batches * scaled.batch_size * scaled.zeroq_steps * 2.4
-    full = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * 2.4
+    resnet18 = ForwardCost(1.81, 0.00248)  # at 224x224
+    scaled, changed = fit_budget(cfg, resnet18, set())
+    zeroq = scaled.calib_batches * scaled.batch_size * scaled.zeroq_steps * resnet18.work()
+    full = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * resnet18.work()
     assert changed and zeroq < full / 10 and scaled.zeroq_steps >= MIN_SCALED and scaled.calib_batches >= 1
-    assert scaled.recon.iters * scaled.recon.batch * 2.4 <= cfg.budget_gmac or scaled.recon.iters == MIN_SCALED
+    recon = scaled.recon.iters * scaled.recon.batch * resnet18.work(RECON_VALUE_MACS)
+    assert recon <= cfg.budget_gmac < (scaled.recon.iters + 1) * scaled.recon.batch * resnet18.work(RECON_VALUE_MACS)
     assert "recon.iters" in changed and scaled.recon.augment == cfg.recon.augment  # the section's other fields kept
+    # MobileNetV2 at 224x224: a sixth of ResNet-18's MACs, more of its values written: fewer reconstruction steps
+    mobile, _ = fit_budget(cfg, ForwardCost(0.30, 0.00668), set())
+    assert mobile.recon.iters < scaled.recon.iters
     for spelling in ("recon_iters", "recon.iters"):  # the flat key of older runs and the nested one
-        given, changed = fit_budget(cfg, 2.4, {"zeroq_steps", spelling})  # what the user set is kept
+        given, changed = fit_budget(cfg, resnet18, {"zeroq_steps", spelling})  # what the user set is kept
         assert given.zeroq_steps == cfg.zeroq_steps and given.recon.iters == cfg.recon.iters
         assert "zeroq_steps" not in changed and "recon.iters" not in changed
-    assert fit_budget(PTQConfig(budget_gmac=0), 50.0, set())[1] == {}
-    huge, _ = fit_budget(cfg, 1000.0, set())
+    assert fit_budget(PTQConfig(budget_gmac=0), ForwardCost(50.0, 1.0), set())[1] == {}
+    huge, _ = fit_budget(cfg, ForwardCost(1000.0, 1.0), set())
     assert (huge.calib_batches, huge.zeroq_steps, huge.recon.iters) == (1, MIN_SCALED, MIN_SCALED)
 
 
 def test_work_per_image_charges_the_values_layers_write_so_thin_models_are_not_free(tiny_teacher):
     import torchvision
 
-    from dfq_deploy.models import gmac_per_image, work_per_image
+    from dfq_deploy.models import forward_cost, gmac_per_image, work_per_image
     from dfq_deploy.models.zoo import ACTIVATION_MACS
     from dfq_deploy.recipes.ptq import PTQConfig
 
@@ -83,6 +89,7 @@ def test_work_per_image_charges_the_values_layers_write_so_thin_models_are_not_f
         hook.remove()
     gmac = gmac_per_image(tiny_teacher, (1, 28, 28))
     assert work_per_image(tiny_teacher, (1, 28, 28)) == pytest.approx(gmac + ACTIVATION_MACS * sum(outputs) / 1e9)
+    assert forward_cost(tiny_teacher, (1, 28, 28)).gvalues == pytest.approx(sum(outputs) / 1e9)
     # a depthwise-heavy model does few MACs for the values it writes: by MACs alone it would look 6x cheaper than
     # ResNet-18 and keep the full defaults' proportions where it costs about as much time per image
     mobile = torchvision.models.mobilenet_v2(num_classes=10).eval()
@@ -90,10 +97,11 @@ def test_work_per_image_charges_the_values_layers_write_so_thin_models_are_not_f
     shape = (3, 224, 224)
     assert gmac_per_image(mobile, shape) < gmac_per_image(resnet, shape) / 5
     assert work_per_image(mobile, shape) > work_per_image(resnet, shape) / 2
-    # the shipped teacher's defaults fit the default budget as they are
+    # every shipped teacher runs the defaults as they are
     from dfq_deploy.models import load_teacher
+    from dfq_deploy.models.zoo import shipped_teachers
+    from dfq_deploy.recipes.ptq import fit_budget
 
-    teacher, card = load_teacher()
-    cfg = PTQConfig()
-    zeroq = cfg.calib_batches * cfg.batch_size * cfg.zeroq_steps * work_per_image(teacher, card.input_shape)
-    assert zeroq <= cfg.budget_gmac
+    for name in shipped_teachers():
+        teacher, card = load_teacher(name)
+        assert fit_budget(PTQConfig(), forward_cost(teacher, card.input_shape), set()) == (PTQConfig(), {}), name
