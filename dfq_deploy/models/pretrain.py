@@ -71,6 +71,7 @@ def pretrain_teacher(cfg: PretrainConfig, out: str | Path, command: str = "", da
     te_x = normalize_uint8(te_x, FMNIST_MEAN, FMNIST_STD)
     arch_kwargs = {"width": cfg.width, "in_channels": 1, "num_classes": 10}
     model = build_model(cfg.arch, **arch_kwargs).to(dev)
+    ck.folder.mkdir(parents=True, exist_ok=True)  # only now: a run refused before training leaves nothing behind
     try:
         with ck.stop_on_signals():
             history, wall = _train(model, cfg, tr_x, tr_y, dev, gen, progress, ck)
@@ -126,7 +127,6 @@ def _checkpointer(cfg: PretrainConfig, out: Path, resume: bool) -> Checkpointer:
             raise ConfigError(f"--resume with other settings than the stopped pretraining: {', '.join(changed)}",
                               hint="resume with the settings it started with, or remove " + str(folder))
         return ck
-    folder.mkdir(parents=True, exist_ok=True)
     return Checkpointer(folder, every=0)
 
 
