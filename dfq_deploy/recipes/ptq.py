@@ -47,7 +47,7 @@ class PTQConfig(RecipeOptions):
     # the work the defaults may spend, in billions of MAC-equivalents of the teacher (models.ForwardCost.work: its
     # multiply-accumulates plus a cost per value its layers write, which is where thin layers spend their time):
     # the ZeroQ inversion's (images x steps x work per image) and the reconstruction's (steps x batch x work per
-    # image, each value charged RECON_VALUE_MACS). The defaults fit the shipped teacher with room to spare; a larger
+    # image, each value charged RECON_VALUE_MACS). The defaults fit both shipped teachers unscaled; a larger
     # model keeps the recipe's proportions and scales the fields it was not given (calib_batches, zeroq_steps,
     # recon.iters) down to fit, to no fewer than MIN_SCALED steps (fit_budget; docs/models.md). 0 = never scale.
     budget_gmac: Weight = 5500.0

@@ -130,7 +130,8 @@ def test_train_export_on_a_tiny_teacher(runner, tmp_path, tiny_card):
     assert not list(tmp_path.glob(".run.partial*"))
 
 
-@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"], ids=["ort-profile", "trt-profile"])  # runs without TensorRT
+# ids that do not say "tensorrt": the conftest skips those without TensorRT, and this one needs only its profile
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"], ids=["ort-profile", "trt-profile"])
 def test_train_export_on_the_shipped_mobilenet_by_name(runner, tmp_path, target):
     """The second shipped teacher (depthwise-separable blocks, ReLU6, residual adds) through the main job in both
     export profiles, picked by its name: every convolution integer, the gate passes."""
