@@ -157,11 +157,6 @@ def gmac_per_image(model: nn.Module, input_shape) -> float:
     return forward_cost(model, input_shape).gmac
 
 
-def work_per_image(model: nn.Module, input_shape) -> float:
-    """The work of one forward pass on one input in billions of MAC-equivalents (:meth:`ForwardCost.work`)."""
-    return forward_cost(model, input_shape).work()
-
-
 _ABSENT = object()
 
 

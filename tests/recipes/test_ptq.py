@@ -77,7 +77,7 @@ def test_the_budget_scales_only_what_was_not_given_and_keeps_small_models_as_the
 def test_work_per_image_charges_the_values_layers_write_so_thin_models_are_not_free(tiny_teacher):
     import torchvision
 
-    from dfq_deploy.models import forward_cost, gmac_per_image, work_per_image
+    from dfq_deploy.models import forward_cost, gmac_per_image
     from dfq_deploy.models.zoo import ACTIVATION_MACS
     from dfq_deploy.recipes.ptq import PTQConfig
 
@@ -88,7 +88,7 @@ def test_work_per_image_charges_the_values_layers_write_so_thin_models_are_not_f
     for hook in hooks:
         hook.remove()
     gmac = gmac_per_image(tiny_teacher, (1, 28, 28))
-    assert work_per_image(tiny_teacher, (1, 28, 28)) == pytest.approx(gmac + ACTIVATION_MACS * sum(outputs) / 1e9)
+    assert forward_cost(tiny_teacher, (1, 28, 28)).work() == pytest.approx(gmac + ACTIVATION_MACS * sum(outputs) / 1e9)
     assert forward_cost(tiny_teacher, (1, 28, 28)).gvalues == pytest.approx(sum(outputs) / 1e9)
     # a depthwise-heavy model does few MACs for the values it writes: by MACs alone it would look 6x cheaper than
     # ResNet-18 and keep the full defaults' proportions where it costs about as much time per image
@@ -96,7 +96,7 @@ def test_work_per_image_charges_the_values_layers_write_so_thin_models_are_not_f
     resnet = torchvision.models.resnet18(num_classes=10).eval()
     shape = (3, 224, 224)
     assert gmac_per_image(mobile, shape) < gmac_per_image(resnet, shape) / 5
-    assert work_per_image(mobile, shape) > work_per_image(resnet, shape) / 2
+    assert forward_cost(mobile, shape).work() > forward_cost(resnet, shape).work() / 2
     # every shipped teacher runs the defaults as they are
     from dfq_deploy.models import load_teacher
     from dfq_deploy.models.zoo import shipped_teachers
