@@ -53,6 +53,11 @@ from ..progress import leave_inner_bars
 # to count as a rounding tie: float32 accumulation of a few thousand products differs by far less between PyTorch and
 # ONNX Runtime; a fault's displaced values fall this close to a half-step only by chance (2 x 0.05 = 10 % of them)
 TIE_TOLERANCE = 0.05
+# Activation values one pass of the layer-local check may hold per copy. Each pass holds every quantized
+# activation of its batch several times over (the reference's values and ties, the forced feeds, the runtime's
+# outputs), so at large inputs the batch, not the model, sets the peak memory; a bounded batch keeps a deep
+# 224x224 model within a small machine and changes no count (the tallies add up element by element).
+LOCAL_CHECK_VALUES = 32 * 2**20
 
 _ONNX_TO_NP = {onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.INT8: np.int8,
                onnx.TensorProto.UINT16: np.uint16, onnx.TensorProto.INT16: np.int16}
@@ -371,7 +376,8 @@ def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps
         qmodel: the Brevitas model the graph was exported from (the reference); None: the graph run unoptimised.
         max_steps: largest allowed difference of one element, in quantization steps (a tie: exactly one).
         max_mismatch: largest allowed share of an activation's elements on another code.
-        batch_size: images per pass (the reference's activations of a batch are held in memory at once).
+        batch_size: most images per pass (the reference's activations of a batch are held in memory at once;
+            fewer where one image's activations are large: ``LOCAL_CHECK_VALUES``).
         session: ``session(model, optimize)`` returns an object with ``InferenceSession.run``'s signature that
             runs the teacher-forced graph (default: ONNX Runtime in this process;
             ``runtimes.emulated.EmulatedCPU.session`` runs it on an emulated CPU).
@@ -427,6 +433,15 @@ class _ForcedRun:
         self.modules = [c.name for c in self.chains]
         self.expected: list[tuple[int, int] | None] = [None] * len(self.chains)
         self.make = session or (lambda m, optimize: ort_session(m, optimize=optimize, threads=threads))
+        self.batch_size = self._fitting(batch_size)
+
+    def _fitting(self, most: int) -> int:
+        """``most`` images per pass, or fewer where one image's activations exceed their share of
+        ``LOCAL_CHECK_VALUES``: measured on the first image, as the reference reports them."""
+        if self.x.shape[0] == 0:
+            return most
+        per_image = sum(int(a.value.size) for a in self.reference(self.x[:1]))
+        return max(1, min(most, LOCAL_CHECK_VALUES // max(per_image, 1)))
 
     def reference(self, xb: np.ndarray) -> list[Activation]:
         """The reference's activations on one batch."""

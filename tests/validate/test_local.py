@@ -14,6 +14,8 @@ from dfq_deploy.quant import QuantScheme, calibrate, quantize_model
 from dfq_deploy.runtimes.emulated import EmulatedCPU, emulator
 from dfq_deploy.validate.local import activation_chains, check_layers, forced_model
 
+from .faults import plant_scale_error
+
 INTEGER = INTEGER_COMPUTE_OPS | INTEGER_ADD_OPS
 
 
@@ -124,3 +126,33 @@ def test_a_model_exported_as_portable_that_can_saturate_fails_the_gate(tmp_path)
         verdicts[claim] = [f for f in result.failures() if "16-bit pair sum" in f]
         assert result.pair_sums["exact_without_vnni"] is False and result.cpu["int8_dot"] in ("int32", "int16-pairs")
     assert verdicts["false"] == [] and len(verdicts["true"]) == 1 and "can saturate" in verdicts["true"][0]
+
+
+def test_large_activations_shrink_the_batch_and_change_no_count(tmp_path, monkeypatch):
+    """One pass holds every activation of its batch several times over; where one image's activations are large
+    the check takes fewer images per pass, and the tallies it reports are the same."""
+    import dfq_deploy.validate.local as local
+
+    q = _student("W4A4")
+    path = tmp_path / "m.onnx"
+    export_onnx(q, path, (1, 28, 28))
+    plant_scale_error(path, factor=1.05)  # something to count: one layer off on part of its elements
+    x = torch.randn(24, 1, 28, 28, generator=torch.Generator().manual_seed(2)).numpy()
+    whole = check_layers(path, x, q, batch_size=32)
+    passes = []
+    real = local._ForcedRun.reference
+
+    def counted(self, xb):
+        passes.append(int(xb.shape[0]))
+        return real(self, xb)
+
+    monkeypatch.setattr(local._ForcedRun, "reference", counted)
+    monkeypatch.setattr(local, "LOCAL_CHECK_VALUES", 1)  # less than one image: one image per pass
+    split = check_layers(path, x, q, batch_size=32)
+    # the probe, then one image per pass (the failing layer's second look runs them all again)
+    assert set(passes) == {1} and len(passes) in (1 + 24, 1 + 2 * 24)
+    def counts(result):
+        return [(a.max_steps, a.mismatched, a.unexplained, a.shape, a.passed) for a in result.layers]
+
+    assert any(0 < a.mismatched < 1 for a in whole.layers)
+    assert counts(split) == counts(whole)
