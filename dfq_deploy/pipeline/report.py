@@ -46,7 +46,7 @@ def build_report(ctx: RunContext, trained: Trained, exported: Exported, checked:
                         "portable": validation["portable"]},
         "gate": {"passed": validation["passed"], "failures": validation["failures"], **validation["gate"],
                  "layers": {k: v for k, v in validation["layers"].items() if k != "layers"},
-                 "float64_agreement": validation["float64_agreement"]},
+                 "float64_agreement": validation["float64_agreement"], "tie_replay": validation.get("tie_replay")},
         "history": trained.history,
         "tensorrt": None if rules is None else {"rule_check": rules.to_dict(),
                                                 "engine": "built" if engine_note is None else

@@ -12,7 +12,11 @@ A runtime passes when
    reference itself cannot hold through rounding (its float64 evaluation agrees with it on less than
    ``min_agreement``), the runtime is held to that float64 agreement less the same tolerance (``100 -
    min_agreement`` points), and to its accuracy difference plus ``max_accuracy_diff``. No runtime, however exact,
-   can beat rounding's own agreement on such inputs; one that falls further behind fails;
+   can beat rounding's own agreement on such inputs; one that falls further behind fails. Where that still fails
+   ONNX Runtime, the reference is evaluated once more with ONNX Runtime's own choices at rounding ties
+   (:mod:`.replay`): if that explains the runtime (every difference replayed is a tie of one step, and the runtime
+   agrees with the replayed reference within the gate's own thresholds), the runtime is held to the replayed
+   reference's agreement with the plain one in the same way;
 3. **integer census**: with the onnxruntime profile, every Conv/Gemm runs as an integer kernel in ONNX Runtime;
 4. **portability**: a model exported with the portable scheme (the default; its metadata says so) has no integer
    Conv/Gemm whose 16-bit pair sums can saturate on x86 CPUs without VNNI (:mod:`dfq_deploy.export.pair_sums`), so
@@ -34,6 +38,7 @@ import numpy as np
 
 from ..errors import ConfigError, ParityError
 from ..isa import cpu_info, describe
+from ..ort_session import ort_session
 from .local import LocalResult
 from .parity import DEFAULT_MAX_ACCURACY_DIFF, DEFAULT_MIN_AGREEMENT, ParityResult, compare_logits
 from .verdict import failure_message
@@ -92,6 +97,9 @@ class GateResult:
     # where end to end failed although every layer passed: the reference's top-1 agreement with itself evaluated in
     # float64 (see float64_logits)
     float64_agreement: float | None = None
+    # where that did not settle it: the reference with ONNX Runtime's own rounding ties (see replay.py), with its
+    # agreement with the reference and with the runtime
+    tie_replay: dict | None = None
     output_step: float | None = None                # the logits' quantization step (reported as validation's own key)
 
     def failures(self) -> list[str]:
@@ -136,7 +144,7 @@ class GateResult:
                 "layers": None if self.layers is None else self.layers.to_dict(),
                 "census": self.census, "skipped": dict(self.skipped), "pair_sums": self.pair_sums,
                 "portable": self.portable, "cpu": dict(self.cpu), "float64_agreement": self.float64_agreement,
-                "failures": self.failures(), "passed": bool(self)}
+                "tie_replay": self.tie_replay, "failures": self.failures(), "passed": bool(self)}
 
 
 def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, np.ndarray], data, onnx_path: Path,
@@ -181,8 +189,36 @@ def check_parity(reference_name: str, reference: np.ndarray, outputs: dict[str, 
             itself = compare_logits(reference, wide, labels, runtime="float64", reference_name=reference_name)
             stability = itself.top1_agreement
             rows = {name: rounding_bound(r, itself, gate) for name, r in rows.items()}
+    replay = None
+    if student is not None and layers and "onnxruntime" in rows and not rows["onnxruntime"]:
+        replay = _tie_bound(rows, model, data, student, reference, outputs["onnxruntime"], labels, reference_name,
+                            gate, emulated.session if emulated is not None else
+                            (lambda m, optimize: ort_session(m, optimize=optimize, threads=threads)))
     return GateResult(gate, reference_name, rows, layers, census, dict(skipped or {}),
-                      check_pair_sums(model).to_dict(), scheme_portable(model), cpu, stability, step)
+                      check_pair_sums(model).to_dict(), scheme_portable(model), cpu, stability, replay, step)
+
+
+def _tie_bound(rows: dict, model, data, student, reference: np.ndarray, runtime: np.ndarray, labels,
+               reference_name: str, gate: Gate, session) -> dict | None:
+    """Where every layer passed and ONNX Runtime still fails end to end: the reference evaluated with the runtime's
+    own rounding ties (:mod:`.replay`). If that explains the runtime (no difference that is not a tie, and the
+    runtime agrees with it within the gate's own thresholds), the row is held to the replayed reference's agreement
+    with the plain one, as for float64; otherwise the row stands. Changes ``rows`` in place; returns what it found."""
+    from .replay import replayed_logits
+
+    found = replayed_logits(model, data.images.numpy(), student, runtime, session)
+    if found is None:
+        return None
+    itself = compare_logits(reference, found.logits, labels, runtime="tie replay", reference_name=reference_name)
+    explains = compare_logits(found.logits, runtime, labels, runtime="onnxruntime", reference_name="tie replay",
+                              min_agreement=gate.min_agreement, max_accuracy_diff=gate.max_accuracy_diff)
+    summary = {**found.to_dict(), "agreement_with_reference": itself.top1_agreement,
+               "runtime_agreement": explains.top1_agreement, "explains": bool(explains) and found.stopped_at is None}
+    if summary["explains"]:
+        bound = rounding_bound(rows["onnxruntime"], itself, gate)
+        if bound.rounding_baseline == itself.top1_agreement:
+            rows["onnxruntime"] = replace(bound, rounding_source=found.describe("onnxruntime"))
+    return summary
 
 
 def float64_logits(student, data, batch_size: int = 250) -> np.ndarray | None:

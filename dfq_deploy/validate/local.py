@@ -299,28 +299,44 @@ def _int_range(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
 
 def torch_activations(qmodel, x: np.ndarray) -> list[Activation]:
     """Every activation quantizer call of the Brevitas model on ``x``, in call order."""
+    return torch_run(qmodel, x)[0]
+
+
+def torch_run(qmodel, x: np.ndarray, replace: dict[int, np.ndarray] | None = None
+              ) -> tuple[list[Activation], np.ndarray]:
+    """The Brevitas model on ``x``: every activation quantizer call in call order, and the logits.
+
+    ``replace``: call index -> the value that call outputs instead of its own (the rest of the network then computes
+    from it), as recorded; its tie flags stay those of its own unrounded input."""
     import torch
     from brevitas.nn.quant_layer import QuantNonLinearActLayer
 
     records: list[Activation] = []
+    replace = replace or {}
     hooks = []
     for name, mod in qmodel.named_modules():
         if isinstance(mod, QuantNonLinearActLayer):  # QuantIdentity, QuantReLU, QuantHardTanh, ...
             def hook(m, inp, out, name=name):  # the proxy returns a QuantTensor even where the layer does not
-                if hasattr(out, "scale") and out.scale is not None:
-                    rng = _int_range(int(out.bit_width), bool(out.signed), bool(getattr(m, "is_narrow_range", False)))
-                    x = getattr(inp[0], "value", inp[0])
-                    unrounded = (m.fused_activation_quant_proxy.activation_impl(x) / out.scale).detach().numpy()
-                    records.append(Activation(name, out.value.detach().numpy(), out.scale.detach().numpy(), rng,
-                                              _at_tie(unrounded.astype(np.float64))))
+                if not hasattr(out, "scale") or out.scale is None:
+                    return None
+                rng = _int_range(int(out.bit_width), bool(out.signed), bool(getattr(m, "is_narrow_range", False)))
+                x = getattr(inp[0], "value", inp[0])
+                unrounded = (m.fused_activation_quant_proxy.activation_impl(x) / out.scale).detach().numpy()
+                given = replace.get(len(records))
+                if given is not None:
+                    out = out._replace(value=torch.from_numpy(np.ascontiguousarray(given, np.float32)))
+                records.append(Activation(name, out.value.detach().numpy(), out.scale.detach().numpy(), rng,
+                                          _at_tie(unrounded.astype(np.float64))))
+                return out if given is not None else None
             hooks.append(mod.act_quant.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            qmodel.eval()(torch.from_numpy(x))
+            logits = qmodel.eval()(torch.from_numpy(x))
+            logits = getattr(logits, "value", logits)  # a QuantTensor's value: the same numbers
     finally:
         for h in hooks:
             h.remove()
-    return records
+    return records, logits.detach().numpy()
 
 
 def onnx_activations(model: onnx.ModelProto, chains: list[Chain], x: np.ndarray,

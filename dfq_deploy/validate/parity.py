@@ -35,7 +35,8 @@ class ParityResult:
     be several output steps off; the layer-local check of :mod:`.local` is what tells a tie from a bug).
 
     ``rounding_baseline``: set by the gate where the reference's own top-1 moves with rounding on these inputs (its
-    agreement with its float64 evaluation, %); ``min_agreement`` and ``max_accuracy_diff`` are then that baseline's,
+    agreement with its float64 evaluation, or with itself evaluated with the runtime's rounding ties as
+    ``rounding_source`` says, %); ``min_agreement`` and ``max_accuracy_diff`` are then that baseline's,
     widened by the gate's tolerance (:func:`dfq_deploy.validate.gate.check_parity`)."""
 
     runtime: str
@@ -56,6 +57,7 @@ class ParityResult:
     per_class_accuracy: dict[str, float] | None = None
     confusion: list[list[int]] | None = field(default=None, repr=False)
     rounding_baseline: float | None = None
+    rounding_source: str | None = None   # what the reference was evaluated as for the baseline (None: float64)
 
     @property
     def accuracy_diff(self) -> float | None:
@@ -67,7 +69,8 @@ class ParityResult:
         """Why this runtime fails the gate (empty when it passes)."""
         out = []
         beyond = ("" if self.rounding_baseline is None else
-                  f" (the reference agrees with its own float64 evaluation on only {self.rounding_baseline:.3f} % of "
+                  f" (the reference agrees with {self.rounding_source or 'its own float64 evaluation'} on only "
+                  f"{self.rounding_baseline:.3f} % of "
                   "these inputs; the threshold is that, less the gate's tolerance): more than rounding explains")
         if self.top1_agreement < self.min_agreement:
             out.append(f"{self.runtime}: top-1 agreement {self.top1_agreement:.3f} % < {self.min_agreement} %"

@@ -46,8 +46,8 @@ def runtime_thresholds(row: dict) -> str:
     if row.get("accuracy") is not None:
         text += f", accuracy within {row['max_accuracy_diff']} pt"
     if row.get("rounding_baseline") is not None:
-        text += (f"; rounding-bound inputs: the reference agrees with its own float64 evaluation on "
-                 f"{row['rounding_baseline']:.3f} %")
+        source = row.get("rounding_source") or "its own float64 evaluation"
+        text += f"; rounding-bound inputs: the reference agrees with {source} on {row['rounding_baseline']:.3f} %"
     return text
 
 
