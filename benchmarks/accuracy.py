@@ -54,6 +54,8 @@ METHODS: dict[str, tuple[str, dict, str]] = {
                        "mirrored copy of them"),
     "ptq-recon-mse": ("ptq", {"source": "zeroq", "recon_augment": 1, "weight_clip": "mse"},
                       "the default recipe with each channel's weight range searched for the least error"),
+    "ptq-recon-full": ("ptq", {"source": "zeroq", "recon_augment": 1, "weight_grid": "full"},
+                       "the default recipe on the full weight grid (every signed code at zero point 0)"),
     "ptq-recon-slr1e-3": ("ptq", {"source": "zeroq", "recon_scale_lr": 1e-3, "recon_augment": 0},
                           "ZeroQ calibration + block reconstruction with step-size learning rate 1e-3 "
                           "(the first default)"),
@@ -228,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                 if seed in r["seeds"]:
                     continue
                 recipe, overrides, _ = METHODS[method]
+                overrides = dict(overrides)
+                scheme = QuantScheme.from_tag(bits, weight_grid=overrides.pop("weight_grid", "narrow"))
                 onnx_path = work / f"{seed}-{bits}-{method}.onnx"
                 paid = False
                 if recipe == "ort-static":

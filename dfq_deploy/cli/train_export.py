@@ -22,6 +22,9 @@ from ._common import gate_options, handle_errors
 @click.option("--first-last-bits", default=8, show_default=True,
               help="Bits of the first and last layers (weights and their inputs).")
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor instead of per output channel.")
+@click.option("--weight-grid", type=click.Choice(["narrow", "full"]), default=None,
+              help="Sub-8-bit weight codes: narrow symmetric (the default), or every signed code (the lowest too) at "
+                   "the smallest step that fits each channel (docs/recipes.md).")
 @click.option("--vnni-only", is_flag=True,
               help="Keep full 8-bit weight codes after 8-bit activations (instead of 7-bit ones). The model is then "
               "exact only where int8 dot products accumulate in 32 bits (x86 VNNI / AMX, ARM, GPUs): ONNX Runtime's "
@@ -58,8 +61,8 @@ from ._common import gate_options, handle_errors
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @gate_options
 @handle_errors
-def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, vnni_only, steps,
-                 warmup_steps, batch_size, seed, overrides, eval_data, eval_limit, data_root, out, gate, threads,
+def train_export(target, teacher, recipe, config_path, bits, first_last_bits, per_tensor, weight_grid, vnni_only,
+                 steps, warmup_steps, batch_size, seed, overrides, eval_data, eval_limit, data_root, out, gate, threads,
                  device, checkpoint_every, resume_dir, nproc, dry_run, quiet):
     """Train a low-bit student without data, export integer QDQ ONNX, and check it against PyTorch."""
     import os
@@ -76,7 +79,7 @@ def train_export(target, teacher, recipe, config_path, bits, first_last_bits, pe
     flags = {"steps": steps, "warmup_steps": warmup_steps, "batch_size": batch_size, "seed": seed}
     recipe, options = _recipe_options(config_path, recipe, flags, overrides)
     scheme = QuantScheme.from_tag(bits, first_last_bits=first_last_bits, per_channel=not per_tensor,
-                                  portable=not vnni_only)
+                                  portable=not vnni_only, **({"weight_grid": weight_grid} if weight_grid else {}))
     given = {"checkpoint_every": checkpoint_every} if checkpoint_every is not None else {}
     cfg = TrainExportConfig(target=target, teacher=teacher, recipe=recipe, recipe_options=options, scheme=scheme,
                             eval_data=eval_data, eval_limit=eval_limit, data_root=data_root, out=out, gate=gate,

@@ -14,6 +14,7 @@ import torch
 from .. import __version__
 from ..device import device_name
 from .context import RunContext
+from ..quant.grid import grid_text
 from .resolve import recipe_yaml
 from .stages import Checked, Exported, Trained, percent
 
@@ -85,7 +86,8 @@ def summary_text(r: dict) -> str:
 
     p, g = r["parity"], r["gate"]
     lines = [
-        f"dfq-deploy {r['dfq_deploy_version']}  target={r['target']}  recipe={r['recipe']}  scheme={r['scheme_tag']}",
+        f"dfq-deploy {r['dfq_deploy_version']}  target={r['target']}  recipe={r['recipe']}  scheme={r['scheme_tag']}"
+        + grid_text(r["scheme"].get("weight_grid", "narrow")),
         f"  teacher FP accuracy       {percent(r['teacher']['accuracy'])}",
         f"  {'student ' + r['scheme_tag'] + ' PyTorch':<26}{percent(p['reference_accuracy'])}",
         f"  {'student ' + r['scheme_tag'] + ' ' + p['runtime']:<26}{percent(p['accuracy'])}",

@@ -13,6 +13,7 @@ import yaml
 from ..config import config_from_dict
 from ..device import device_name, resolve_device
 from ..errors import ConfigError, ModelError
+from ..quant.grid import grid_text
 from ..rundir import check_run_dir_free
 from ..targets import Target, get_target
 from .config import TrainExportConfig, plain
@@ -72,7 +73,8 @@ def preflight(cfg: TrainExportConfig) -> str:
     """
     inp = resolve(cfg)
     check_run_dir_free(cfg.out, cfg.recipe, inp.scheme.tag)
-    return (f"checked, nothing written: target={cfg.target} recipe={cfg.recipe} scheme={inp.scheme.tag} "
+    scheme = inp.scheme.tag + grid_text(inp.scheme.weight_grid)
+    return (f"checked, nothing written: target={cfg.target} recipe={cfg.recipe} scheme={scheme} "
             f"teacher={inp.card_path} device={device_name(inp.device)} evaluation={inp.eval_set.name} "
             f"({len(inp.eval_set.labels)} images)\n{recipe_yaml(cfg.recipe, inp.recipe_cfg).rstrip()}")
 

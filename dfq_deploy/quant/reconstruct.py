@@ -42,6 +42,7 @@ from ..distributed import average_gradients, rank_seed
 from ..errors import ConfigError
 from .fastpath import (FusedActivationQuant, LeanBlock, cache_learned_rounding, is_act_quant, keep_lerp, keep_mask,
                        uncache)
+from .grid import scale_setter
 
 log = logging.getLogger("dfq_deploy")
 
@@ -210,15 +211,21 @@ class _LearnedRounding:
             codes = torch.round(qw.value / scale)
             ratio = layer.weight / scale
             nearest = torch.round(ratio)
-            # the weight scale is the channel's largest |w| / qmax: the weight that sets it keeps its value (and
-            # so its code, +-qmax), and no other weight may grow past it, or the scale would change
+            # the weight scale comes from the channel's extremes (:mod:`.grid`): the weight that sets it keeps its
+            # value (and so its code, an end of the grid), and no other weight may reach past the grid's ends
+            # relative to it, or the scale would change
             flat_codes, flat_ratio = codes.flatten(1), ratio.flatten(1)
-            top = flat_ratio.abs().argmax(1)
+            bits = qw.bit_width
+            low, high = float(self.int_quant.min_int(bits)), float(self.int_quant.max_int(bits))
+            top = scale_setter(flat_ratio, low, high)
             rows = torch.arange(flat_codes.shape[0], device=flat_codes.device)
             flat_codes[rows, top] = torch.round(flat_ratio[rows, top])
-            limit = flat_ratio.abs().amax(1, keepdim=True)
+            setter = flat_ratio[rows, top].unsqueeze(1)
+            # the other end in proportion (on a narrow grid exactly the setter's magnitude, negated)
+            upper = torch.where(setter >= 0, setter, setter * (high / low))
+            lower = torch.where(setter >= 0, setter * (low / high), setter)
             moved = torch.minimum(torch.maximum(flat_ratio, flat_codes - 0.5 + margin), flat_codes + 0.5 - margin)
-            moved = torch.maximum(torch.minimum(moved, limit), -limit)
+            moved = torch.maximum(torch.minimum(moved, upper), lower)
             moved[rows, top] = flat_ratio[rows, top]
             codes = flat_codes.view_as(codes)
             changed = int((codes != nearest).sum())

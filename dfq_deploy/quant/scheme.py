@@ -45,6 +45,9 @@ class QuantScheme:
             docs/benchmarks.md#same-integers-on-every-cpu.) False keeps full 8-bit weight codes, exact only where
             int8 dot products accumulate in 32 bits (x86 VNNI / AMX, ARM, GPUs): ONNX Runtime's kernels saturate on
             x86 CPUs without VNNI (``train-export --vnni-only``; recorded in the model's metadata).
+        weight_grid: ``narrow`` (Brevitas' symmetric weight codes, step ``max|w| / (2**(b-1) - 1)``) or ``full``
+            (every signed code, the lowest too, at the smallest step that fits each channel: :mod:`.grid`) for the
+            layers whose weights have fewer than 8 bits and whose inputs have fewer than 8; edge layers stay narrow.
     """
 
     weight_bits: int = 4
@@ -53,6 +56,7 @@ class QuantScheme:
     per_channel: bool = True
     trt_compatible: bool = False
     portable: bool = True
+    weight_grid: str = "narrow"
 
     def __post_init__(self):
         for name in ("weight_bits", "act_bits", "first_last_bits"):
@@ -63,6 +67,11 @@ class QuantScheme:
         for name in ("per_channel", "trt_compatible", "portable"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be true or false")
+        from .grid import WEIGHT_GRIDS
+
+        if self.weight_grid not in WEIGHT_GRIDS:
+            raise ConfigError(f"weight_grid={self.weight_grid!r} is not a weight grid",
+                              hint=f"use one of {', '.join(WEIGHT_GRIDS)}")
 
     @property
     def tag(self) -> str:
@@ -239,9 +248,17 @@ def _layer_maps(scheme: QuantScheme, names: list[str]) -> tuple[dict, dict, dict
         input_bits = max(fl, a) if name in edge else a
         return portable_weight_bits(bits, input_bits) if scheme.portable else bits
 
+    def narrow(name: str) -> bool:
+        return scheme.weight_grid == "narrow" or name in edge or weight_bits(name) >= 8 or a >= 8
+
     # Brevitas evaluates a value that is a *lambda* (checked by name) of (module, name) per layer
     wbits = lambda module, name: weight_bits(name)  # noqa: E731
     layer_kw = {"weight_quant": wq, "weight_bit_width": wbits, "bias_quant": Int32Bias, "return_quant_tensor": True}
+    if scheme.weight_grid != "narrow":
+        from .grid import FullGridStats
+
+        layer_kw.update(weight_narrow_range=lambda module, name: narrow(name),  # noqa: E731
+                        weight_scaling_stats_impl=FullGridStats)
     compute_map = {nn.Conv1d: (qnn.QuantConv1d, layer_kw), nn.Conv2d: (qnn.QuantConv2d, layer_kw),
                    nn.Conv3d: (qnn.QuantConv3d, layer_kw), nn.Linear: (qnn.QuantLinear, layer_kw),
                    nn.AvgPool2d: None}

@@ -130,6 +130,27 @@ def test_train_export_on_a_tiny_teacher(runner, tmp_path, tiny_card):
     assert not list(tmp_path.glob(".run.partial*"))
 
 
+def test_the_full_weight_grid_is_trained_exported_gated_and_reloaded(runner, tmp_path, tiny_card):
+    """``--weight-grid full``: the scheme records it, the run is gated like any other, and the student rebuilt from
+    the run directory (export, validate) has the lowest code in its inner layers."""
+    import torch
+
+    from dfq_deploy.rundir import load_run
+
+    out = tmp_path / "run"
+    r = runner.invoke(main, ["train-export", "--teacher", str(tiny_card), "--bits", "W3A3", "--weight-grid", "full",
+                             "--set", "zeroq_steps=3", "--set", "calib_batches=1", "--set", "recon_iters=3",
+                             "--batch-size", "16", "--eval-limit", "100", "--out", str(out), "--quiet"])
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["scheme"]["weight_grid"] == "full" and report["gate"]["passed"]
+    assert "scheme=W3A3 weight_grid=full" in r.output
+    student, _, _ = load_run(out)
+    layers = [m for m in student.modules() if hasattr(m, "quant_weight")][1:-1]
+    lowest = [int(torch.round(m.quant_weight().value / m.quant_weight().scale).min()) for m in layers]
+    assert min(lowest) == -4 and max(lowest) >= -4
+
+
 # ids that do not say "tensorrt": the conftest skips those without TensorRT, and this one needs only its profile
 @pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"], ids=["ort-profile", "trt-profile"])
 def test_train_export_on_the_shipped_mobilenet_by_name(runner, tmp_path, target):

@@ -13,8 +13,8 @@ def _images(n=96, seed=1):
     return torch.randn(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed)).clamp(-0.8, 2.0)
 
 
-def _student(teacher, bits="W3A3"):
-    s = quantize_model(teacher, QuantScheme.from_tag(bits))
+def _student(teacher, bits="W3A3", grid="narrow"):
+    s = quantize_model(teacher, QuantScheme.from_tag(bits, weight_grid=grid))
     calibrate(s, [_images()])
     return s.eval()
 
@@ -55,14 +55,18 @@ def test_reconstruction_moves_the_student_towards_the_float_teacher(tiny_teacher
     assert not s.training
 
 
-def test_baked_weights_keep_their_learned_codes_with_nearest_rounding(tiny_teacher):
+@pytest.mark.parametrize("grid", ["narrow", "full"])
+def test_baked_weights_keep_their_learned_codes_with_nearest_rounding(tiny_teacher, grid):
     from brevitas.core.function_wrapper import RoundSte
 
-    s = _student(tiny_teacher)
-    reconstruct(s, _images(), ReconstructionConfig(iters=30, batch_size=16), progress=False)
+    s = _student(tiny_teacher, grid=grid)
     layers = [m for m in s.modules() if hasattr(m, "quant_weight")]
+    steps = [m.quant_weight().scale.detach().clone() for m in layers]
+    hist = reconstruct(s, _images(), ReconstructionConfig(iters=30, batch_size=16), progress=False)
+    assert sum(h["rounding_changed"] for h in hist) > 0
     assert layers
-    for m in layers:
+    for m, step in zip(layers, steps):
+        assert torch.allclose(m.quant_weight().scale, step, rtol=1e-6, atol=0)  # the weight's step did not move
         assert isinstance(m.weight_quant.tensor_quant.int_quant.float_to_int_impl, RoundSte)
         q = m.quant_weight()
         codes = q.value / q.scale
@@ -71,13 +75,14 @@ def test_baked_weights_keep_their_learned_codes_with_nearest_rounding(tiny_teach
         assert float((m.weight / q.scale - codes).abs().max()) <= 0.4 + 1e-4
 
 
-def test_reconstructed_student_exports_to_integer_kernels_with_parity(tmp_path, tiny_teacher):
+@pytest.mark.parametrize("grid", ["narrow", "full"])
+def test_reconstructed_student_exports_to_integer_kernels_with_parity(tmp_path, tiny_teacher, grid):
     from dfq_deploy.export import export_onnx, ort_kernel_census
     from dfq_deploy.export.inspect import output_quant_step
     from dfq_deploy.runtimes.ort import OnnxRuntime
     from dfq_deploy.runtimes.torch_ref import TorchRuntime
 
-    s = _student(tiny_teacher, "W4A4")
+    s = _student(tiny_teacher, "W4A4", grid)
     hist = reconstruct(s, _images(), ReconstructionConfig(iters=30, batch_size=16), progress=False)
     assert sum(h["rounding_changed"] for h in hist) > 0  # rounding really moved off nearest somewhere
     path = tmp_path / "m.onnx"
