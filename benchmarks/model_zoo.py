@@ -194,8 +194,8 @@ def write_table(results: dict, path: Path, names: list[str]) -> None:
         agreement = f"{r['agreement']:.1f} %" if r.get("agreement") is not None else "-"
         replay = r.get("tie_replay") or {}
         if replay.get("explains"):  # the runtime's own ties replayed in the reference explain it
-            agreement += (f" (its {replay['elements']} tie(s) replayed: self {replay['agreement_with_reference']:.1f} %, "
-                          f"gate >= {r['agreement_floor']:.1f} %)")
+            agreement += (f" (its {replay['elements']} tie(s) replayed: self "
+                          f"{replay['agreement_with_reference']:.1f} %, gate >= {r['agreement_floor']:.1f} %)")
         elif r.get("float64_agreement") is not None:  # the gate measured how far rounding alone moves the top-1
             agreement += f" (float64 self {r['float64_agreement']:.1f} %, gate >= {r['agreement_floor']:.1f} %)"
         lines.append(f"| {name} | {'x'.join(map(str, r['input']))} | {_result(r)} | {r.get('integer_compute', '-')} "
