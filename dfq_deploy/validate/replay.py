@@ -63,7 +63,7 @@ def replayed_logits(model: onnx.ModelProto, x: np.ndarray, qmodel, runtime_logit
     exposed.CopyFrom(model)
     logits_name = exposed.graph.output[0].name
     outputs = [sub_output(c) for c in chains]
-    fetch = list(dict.fromkeys(outputs))
+    fetch = [name for name in dict.fromkeys(outputs) if name != logits_name]  # the logits' chain: fetched once
     have = {o.name for o in exposed.graph.output}
     for name in fetch:
         if name not in have:
@@ -81,7 +81,7 @@ def replayed_logits(model: onnx.ModelProto, x: np.ndarray, qmodel, runtime_logit
         got = sess.run([logits_name, *fetch], {input_name: xb})
         if not np.array_equal(got[0], runtime_logits[lo:lo + batch]):
             return None
-        by_name = dict(zip(fetch, got[1:], strict=True))
+        by_name = {logits_name: got[0], **dict(zip(fetch, got[1:], strict=True))}
         values = [by_name[name].astype(np.float64) if name != c.codes else c.dequantize(by_name[name])
                   for c, name in zip(chains, outputs, strict=True)]
         result.logits[lo:lo + batch] = _replay_batch(qmodel, xb, chains, values, result)
