@@ -129,3 +129,16 @@ def test_the_gate_holds_a_runtime_to_its_replayed_ties_only_when_they_explain_it
     if passes:
         assert "rounding tie" in rows["onnxruntime"].rounding_source
         assert rows["onnxruntime"].rounding_baseline == summary["agreement_with_reference"] < gate.min_agreement
+
+
+def test_onnx_runtime_with_its_activations_exposed_computes_the_run_it_judges(setup):
+    """The real path: the exposed graph in ONNX Runtime gives the plain session's logits (else the replay would say
+    nothing), and on this exact export nothing is left to replay but ties."""
+    from dfq_deploy.ort_session import ort_session
+
+    q, model, x, reference = setup
+    plain = ort_session(model, optimize=True, threads=1)
+    runtime = plain.run(None, {plain.get_inputs()[0].name: x})[0]
+    found = replayed_logits(model, x, q, runtime, lambda m, optimize: ort_session(m, optimize=optimize, threads=1))
+    assert found is not None and found.stopped_at is None
+    assert (found.logits.argmax(1) == runtime.argmax(1)).all()
