@@ -191,6 +191,15 @@ def all_objects(obj) -> list:
     return out
 
 
+def barrier() -> None:
+    """Wait until every process of the group gets here (nothing to wait for in a single process)."""
+    if current() is None:
+        return
+    import torch.distributed as dist
+
+    dist.barrier()
+
+
 def shutdown() -> None:
     import torch.distributed as dist
 

@@ -166,9 +166,12 @@ def _train_export_distributed(cfg: TrainExportConfig) -> RunResult:
         rendezvous.start_together(error, rd)
         log.info("process %d of %d (%s, backend %s)", world.rank, world.size, device_name(device), world.backend)
         ctx = RunContext(cfg, inp, rd, NO_CHECKPOINT, world)
-        if world.main:
-            return rendezvous.lead(lambda: run_stages(ctx), rd.final)
-        return rendezvous.follow(ctx)
+        result = rendezvous.lead(lambda: run_stages(ctx), rd.final) if world.main else rendezvous.follow(ctx)
+        # every process reaches teardown before any leaves: a gloo peer that closes its sockets while another
+        # still holds the group can abort that process at exit. (Only on success: after an error a peer may be
+        # gone, and a barrier would wait for it.)
+        distributed.barrier()
+        return result
     finally:
         distributed.shutdown()
 
