@@ -25,7 +25,7 @@ def test_the_full_grid_uses_every_code_at_the_smallest_step_that_fits(tiny_teach
         step = q.scale.detach().flatten()
         want = torch.maximum(w.amax(1) / (half - 1), -w.amin(1) / half)
         assert torch.allclose(step, want, rtol=1e-5)
-        codes = torch.round(q.value / q.scale).flatten(1)
+        codes = torch.round(q.value.detach() / q.scale.detach()).flatten(1)
         assert int(codes.min()) >= -half and int(codes.max()) <= half - 1
         assert float((w / step[:, None] - codes).abs().max()) <= 0.5 + 1e-4  # nothing clipped
         lowest += int((codes == -half).sum())
