@@ -383,6 +383,14 @@ class _Tally:
         return float(self.differing[k] / self.elements[k]), float(self.untied[k] / self.elements[k])
 
 
+def images_per_pass(one_image: list[Activation], most: int, copies: int = 1) -> int:
+    """Images per pass of a check that holds every activation of its batch ``copies`` times over (beyond the
+    several copies ``LOCAL_CHECK_VALUES`` allows for): ``most``, or fewer where ``one_image``'s activations (the
+    reference's on one image) are large."""
+    per_image = copies * sum(int(a.value.size) for a in one_image)
+    return max(1, min(most, LOCAL_CHECK_VALUES // max(per_image, 1)))
+
+
 def check_layers(onnx_path: str | Path, x: np.ndarray, qmodel=None, *, max_steps: float = 1.0,
                  max_mismatch: float = 0.001, threads: int | None = None, runtime: str = "onnxruntime",
                  batch_size: int = 32, progress: bool = False, session=None) -> LocalResult:
@@ -456,8 +464,7 @@ class _ForcedRun:
         ``LOCAL_CHECK_VALUES``: measured on the first image, as the reference reports them."""
         if self.x.shape[0] == 0:
             return most
-        per_image = sum(int(a.value.size) for a in self.reference(self.x[:1]))
-        return max(1, min(most, LOCAL_CHECK_VALUES // max(per_image, 1)))
+        return images_per_pass(self.reference(self.x[:1]), most)
 
     def reference(self, xb: np.ndarray) -> list[Activation]:
         """The reference's activations on one batch."""

@@ -24,12 +24,10 @@ import numpy as np
 import onnx
 
 from ..export.graph import broadcast
-from .local import activation_chains, sub_output, torch_run
+from .local import activation_chains, images_per_pass, sub_output, torch_run
 
 # first differences replayed per batch: each costs one more reference pass with its activations recorded
 MAX_ROUNDS = 8
-# values one replay pass may hold (every activation of its batch, on both sides)
-REPLAY_VALUES = 32 * 2**20
 
 
 @dataclass
@@ -74,8 +72,7 @@ def replayed_logits(model: onnx.ModelProto, x: np.ndarray, qmodel, runtime_logit
     first, _ = torch_run(qmodel, x[:1])
     if len(first) != len(chains):
         return None
-    per_image = sum(int(a.value.size) for a in first)
-    batch = max(1, min(batch_size, REPLAY_VALUES // max(2 * per_image, 1)))
+    batch = images_per_pass(first, batch_size, copies=2)  # every activation on both sides
     for lo in range(0, int(x.shape[0]), batch):
         xb = x[lo:lo + batch]
         got = sess.run([logits_name, *fetch], {input_name: xb})
